@@ -9,40 +9,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 from shared.errors import ConfigurationError
+from shared.model import Secret
 
 GLOBAL_AUTHORITY_HOST = "https://login.microsoftonline.com"
-GLOBAL_TOKEN_SCOPE = "https://outlook.office365.com/.default"
+GLOBAL_TOKEN_SCOPE = "https://outlook.office365.com/.default"  # noqa: S105 (a scope, not a secret)
 GLOBAL_IMAP_HOST = "outlook.office365.com"
-
-
-class Secret:
-    """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one call that needs it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<SECRET>"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -66,7 +43,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "11111111-1111-1111-1111-111111111111", required=True),
     SettingSpec("KEY_VAULT_URL", "URL of the Key Vault holding the app's client secret.",
                 "https://mailferry-kv.vault.azure.net/", required=True),
-    SettingSpec("CLIENT_SECRET_NAME", "Name of the Key Vault secret whose value is the client secret's Value.",
+    SettingSpec("CLIENT_SECRET_NAME", "Key Vault secret whose value is the client secret's Value.",
                 "mailferry-client-secret", required=True),
     SettingSpec("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
                 "Check that Key Vault's auth challenge names the vault's own domain. Leave true on Azure.",
@@ -170,7 +147,6 @@ class Settings:
     fetch_batch_size: int = 100
     upload_concurrency: int = 8
     poll_deadline_seconds: float = 480.0
-    unknown_settings: tuple[str, ...] = field(default=())
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -378,10 +354,9 @@ def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:
                 raise ValueError("each JSON entry must be an address or {\"address\", \"folders\"}.")
     else:
         for part in re.split(r"[;,\n]", value):
-            part = part.strip()
-            if not part:
+            if not part.strip():
                 continue
-            address, _, folder_text = part.partition(":")
+            address, _, folder_text = part.strip().partition(":")
             folders = tuple(f.strip() for f in folder_text.split("|") if f.strip())
             entries.append(MailboxConfig(address.strip(), folders or ("INBOX",)))
     if not entries:

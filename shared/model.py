@@ -1,0 +1,136 @@
+"""The model: what a poll reads, writes and reports. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Secret:
+    """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<SECRET>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What EXAMINE tells about a folder."""
+
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    """One message exactly as the server sent it for ``BODY.PEEK[]``."""
+
+    uid: int
+    raw: bytes
+    internal_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a folder has been delivered.
+
+    ``dedup_through_uid``: after a UIDVALIDITY change, messages up to this UID may have
+    been delivered under the old UIDVALIDITY and are checked against what is stored.
+    ``etag`` is the store's version of the row; None for a row not yet written.
+    """
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    last_uid: int = 0
+    dedup_through_uid: int = 0
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    """How a mailbox has been doing, as kept in the health row."""
+
+    mailbox: str
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    delivered_total: int = 0
+    last_run_delivered: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass
+class FolderResult:
+    """What one poll did in one folder."""
+
+    folder: str
+    delivered: int = 0
+    already_present: int = 0
+    duplicates_skipped: int = 0
+    bytes_delivered: int = 0
+    resynced: bool = False
+    complete: bool = True
+
+
+@dataclass
+class MailboxResult:
+    """What one poll did for one mailbox, or why it failed."""
+
+    address: str
+    folders: list[FolderResult] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def delivered(self) -> int:
+        return sum(f.delivered for f in self.folders)
+
+    @property
+    def bytes_delivered(self) -> int:
+        return sum(f.bytes_delivered for f in self.folders)
+
+    @property
+    def complete(self) -> bool:
+        return self.ok and all(f.complete for f in self.folders)
+
+
+@dataclass
+class PollReport:
+    """What one poll did across every mailbox."""
+
+    mailboxes: list[MailboxResult]
+    seconds: float
+
+    @property
+    def delivered(self) -> int:
+        return sum(m.delivered for m in self.mailboxes)
+
+    @property
+    def failed(self) -> list[MailboxResult]:
+        return [m for m in self.mailboxes if not m.ok]

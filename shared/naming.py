@@ -1,0 +1,94 @@
+"""Blob names, blob metadata and duplicate keys, derived from a message and where it came from.
+
+A blob name is ``<mailbox>/<folder>/<uidvalidity>/<uid>.eml``. Mailbox and folder become one
+path segment each: every character outside a small safe set is percent-encoded (UTF-8), so
+``/``, ``..``, non-ASCII and control characters can never leave their prefix, and the
+mapping stays reversible with ``urllib.parse.unquote``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from urllib.parse import quote
+
+from shared.model import FetchedMessage
+
+_SAFE_SEGMENT = "@+-_"
+_METADATA_LIMIT = 1024
+
+
+def path_segment(text: str) -> str:
+    """One safe blob path segment for a mailbox or folder name."""
+    encoded = quote(text, safe=_SAFE_SEGMENT + ".")
+    if encoded.startswith("."):
+        # '.', '..' and hidden-looking names must not read as relative paths.
+        encoded = "%2E" + encoded[1:]
+    return encoded or "%00"
+
+
+def folder_prefix(mailbox: str, folder: str) -> str:
+    """Prefix of every blob from one folder, across UIDVALIDITY values."""
+    return f"{path_segment(mailbox.lower())}/{path_segment(folder)}/"
+
+
+def blob_name(mailbox: str, folder: str, uidvalidity: int, uid: int) -> str:
+    """The deterministic name of one message's blob: a rerun writes the same name."""
+    return f"{folder_prefix(mailbox, folder)}{uidvalidity}/{uid:010d}.eml"
+
+
+def uidvalidity_of(name: str, prefix: str) -> int | None:
+    """The UIDVALIDITY segment of a blob name under ``prefix``, if it has one."""
+    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    head, _, _ = rest.partition("/")
+    return int(head) if head.isdigit() else None
+
+
+def _header_value(raw: bytes, header: str) -> str:
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    value = headers.get(header)
+    return "" if value is None else " ".join(str(value).split())
+
+
+def message_id(raw: bytes) -> str:
+    """The Message-ID header, whitespace folded; empty when there is none."""
+    return _header_value(raw, "Message-ID")
+
+
+def dedup_key(raw: bytes, internal_date: datetime | None) -> str:
+    """Identifies a message across a UIDVALIDITY change.
+
+    Exchange may rebuild MIME between fetches, so this is built from headers, never from
+    the bytes: the Message-ID, or when there is none Date, From, To, Subject and the
+    server's internal date.
+    """
+    mid = message_id(raw)
+    if mid:
+        return "mid-" + hashlib.sha256(mid.encode("utf-8", "surrogateescape")).hexdigest()
+    parts = [_header_value(raw, h) for h in ("Date", "From", "To", "Subject")]
+    parts.append(internal_date.isoformat() if internal_date else "")
+    joined = "\x1f".join(parts).encode("utf-8", "surrogateescape")
+    return "hdr-" + hashlib.sha256(joined).hexdigest()
+
+
+def metadata_value(text: str) -> str:
+    """Text made safe for a blob metadata value (printable ASCII, bounded length)."""
+    return quote(text, safe=" !\"#$&'()*+,-./:;<=>?@[]^_`{|}~")[:_METADATA_LIMIT]
+
+
+def blob_metadata(
+    mailbox: str, folder: str, uidvalidity: int, message: FetchedMessage
+) -> dict[str, str]:
+    """Metadata stored with each blob, for downstream consumers and for resyncs."""
+    return {
+        "mailbox": metadata_value(mailbox),
+        "folder": metadata_value(folder),
+        "uidvalidity": str(uidvalidity),
+        "uid": str(message.uid),
+        "internal_date": message.internal_date.isoformat() if message.internal_date else "",
+        "message_id": metadata_value(message_id(message.raw)),
+        "size": str(len(message.raw)),
+        "dedup_key": dedup_key(message.raw, message.internal_date),
+    }

@@ -1,0 +1,91 @@
+"""The ports the poll core talks through. Adapters implement them; tests use in-memory fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from shared.model import Checkpoint, FetchedMessage, FolderState, Health, MailboxResult, Secret
+
+
+class TokenSource(Protocol):
+    """Gives an app-only access token for the mail server (cached while valid)."""
+
+    def get_token(self) -> Secret: ...
+
+
+class MailSession(Protocol):
+    """An authenticated connection to one mailbox."""
+
+    def select_folder(self, folder: str) -> FolderState:
+        """Open a folder read-only (EXAMINE)."""
+        ...
+
+    def search_uids_from(self, first_uid: int) -> list[int]:
+        """UIDs the server lists for ``first_uid:*`` (it may include one below ``first_uid``)."""
+        ...
+
+    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """The messages with these UIDs, byte for byte; expunged ones are simply absent."""
+        ...
+
+
+class MailServer(Protocol):
+    """Opens sessions to mailboxes on one server."""
+
+    def open(self, address: str, token: Secret) -> AbstractContextManager[MailSession]: ...
+
+
+class MessageSink(Protocol):
+    """Where delivered messages go."""
+
+    def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
+        """Write a new blob; False when one of that name exists already (delivered before)."""
+        ...
+
+    def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(name, dedup key) of every message stored under ``prefix``."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Per-folder checkpoints, advanced with optimistic concurrency."""
+
+    def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None: ...
+
+    def put_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Write if the stored row still has ``checkpoint.etag`` (None: only if absent).
+
+        Returns the checkpoint with its new etag; raises CheckpointConflict otherwise.
+        """
+        ...
+
+    def list_checkpoints(self) -> list[Checkpoint]: ...
+
+
+class HealthStore(Protocol):
+    """Per-mailbox health rows."""
+
+    def record_result(self, result: MailboxResult, *, at: datetime) -> None: ...
+
+    def list_health(self) -> list[Health]: ...
+
+
+class Clock(Protocol):
+    """Time, so tests can move it."""
+
+    def monotonic(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+
+class PollObserver(Protocol):
+    """Hears about progress, e.g. to draw a live display."""
+
+    def mailbox_started(self, address: str) -> None: ...
+
+    def message_delivered(self, address: str, size: int) -> None: ...
+
+    def mailbox_finished(self, result: MailboxResult) -> None: ...
