@@ -1,0 +1,141 @@
+"""The emulator's configuration (written by the stack) and its mutable run-time state."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.identity.tokens import APP_ROLES
+
+
+def new_guid() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything the emulator process needs; the stack writes it as JSON (mode 0600)."""
+
+    tenant_id: str = field(default_factory=new_guid)
+    client_id: str = field(default_factory=new_guid)
+    client_object_id: str = field(default_factory=new_guid)  # the service principal
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    managed_identity_client_id: str = field(default_factory=new_guid)
+    managed_identity_object_id: str = field(default_factory=new_guid)
+    identity_header: str = field(default_factory=lambda: secrets.token_hex(16))
+    admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    app_roles: list[str] = field(default_factory=lambda: list(APP_ROLES))
+    vault_secrets: dict[str, str] = field(default_factory=dict)
+    # Principals (object IDs) holding "Key Vault Secrets User" on the vault.
+    vault_readers: list[str] = field(default_factory=list)
+    signing_key: str = ""
+    server_cert: str = ""
+    server_key: str = ""
+
+    def save(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(self), fh, indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> EmulatorConfig:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return cls(**data)
+
+
+@dataclass
+class SecretVersion:
+    version: str
+    value: str
+    created: int
+    updated: int
+    enabled: bool = True
+    expires: int | None = None
+    content_type: str | None = None
+
+
+@dataclass
+class ClientSecret:
+    value: str
+    expires: int | None = None
+
+
+class EmulatorState:
+    """Mutable state shared by the request threads (guarded by one lock)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.client_secrets: list[ClientSecret] = [ClientSecret(config.client_secret)]
+        self.app_roles = list(config.app_roles)
+        self.vault: dict[str, list[SecretVersion]] = {}
+        self.vault_readers = set(config.vault_readers)
+        self.counters: dict[str, int] = {
+            "token_requests": 0,
+            "token_issued": 0,
+            "msi_requests": 0,
+            "vault_requests": 0,
+        }
+        for name, value in config.vault_secrets.items():
+            self.set_secret(name, value)
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    def set_secret(
+        self,
+        name: str,
+        value: str,
+        *,
+        expires: int | None = None,
+        enabled: bool = True,
+        content_type: str | None = None,
+    ) -> SecretVersion:
+        now = int(time.time())
+        version = SecretVersion(
+            version=uuid.uuid4().hex,
+            value=value,
+            created=now,
+            updated=now,
+            enabled=enabled,
+            expires=expires,
+            content_type=content_type,
+        )
+        with self.lock:
+            self.vault.setdefault(name.lower(), []).append(version)
+        return version
+
+    def get_secret(self, name: str, version: str | None) -> SecretVersion | None:
+        with self.lock:
+            versions = self.vault.get(name.lower(), [])
+            if not versions:
+                return None
+            if not version:
+                return versions[-1]
+            for item in versions:
+                if item.version == version.lower():
+                    return item
+            return None
+
+    def rotate_client_secret(self, value: str | None, keep_old: bool) -> str:
+        new = value or secrets.token_urlsafe(30)
+        with self.lock:
+            if keep_old:
+                self.client_secrets.append(ClientSecret(new))
+            else:
+                self.client_secrets = [ClientSecret(new)]
+        return new
+
+    def expire_client_secrets(self) -> None:
+        now = int(time.time()) - 1
+        with self.lock:
+            for item in self.client_secrets:
+                item.expires = now

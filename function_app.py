@@ -1,0 +1,14 @@
+"""Azure Functions entry points. Each trigger delegates to ``shared``; no logic lives here."""
+
+import azure.functions as func
+
+from shared.entry import run_timer_poll
+
+app = func.FunctionApp()
+
+
+@app.timer_trigger(schedule="%POLL_SCHEDULE%", arg_name="timer", run_on_startup=False,
+                   use_monitor=True)
+def poll_mailboxes(timer: func.TimerRequest) -> None:
+    """Deliver every new message of every configured mailbox to Blob Storage."""
+    run_timer_poll(past_due=timer.past_due)

@@ -1,0 +1,169 @@
+"""Checkpoints and health rows in one Table, with ETag-guarded checkpoint writes.
+
+PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint and
+``health`` for the mailbox's health row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.errors import CheckpointConflict, StorageError
+from shared.model import Checkpoint, Health, MailboxResult
+
+_HEALTH = "health"
+_FOLDER = "folder:"
+
+
+def _key(text: str) -> str:
+    # Table keys may not hold / \ # ? or control characters; percent-encoding removes them all.
+    return quote(text, safe="@.+-_ ")
+
+
+class TableStateStore:
+    """Implements both CheckpointStore and HealthStore over one table."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def ensure_table(self) -> None:
+        """Create the table if it is missing."""
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"create table '{self._table.table_name}'", e) from e
+
+    def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
+        try:
+            entity = self._table.get_entity(_key(mailbox.lower()), _FOLDER + _key(folder))
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"read the checkpoint of {mailbox}/{folder}", e) from e
+        return _checkpoint(entity)
+
+    def put_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        entity = {
+            "PartitionKey": _key(checkpoint.mailbox.lower()),
+            "RowKey": _FOLDER + _key(checkpoint.folder),
+            "Mailbox": checkpoint.mailbox,
+            "Folder": checkpoint.folder,
+            "UidValidity": checkpoint.uidvalidity,
+            "LastUid": checkpoint.last_uid,
+            "DedupThroughUid": checkpoint.dedup_through_uid,
+        }
+        where = f"{checkpoint.mailbox}/{checkpoint.folder}"
+        try:
+            if checkpoint.etag is None:
+                metadata = self._table.create_entity(entity)
+            else:
+                metadata = self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=checkpoint.etag,
+                    match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError) as e:
+            raise CheckpointConflict(
+                f"The checkpoint of {where} was changed by another run; this run leaves the "
+                "folder to it (nothing is lost: the other run continues from there)."
+            ) from e
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"write the checkpoint of {where}", e) from e
+        return Checkpoint(checkpoint.mailbox, checkpoint.folder, checkpoint.uidvalidity,
+                          checkpoint.last_uid, checkpoint.dedup_through_uid, str(metadata["etag"]))
+
+    def list_checkpoints(self) -> list[Checkpoint]:
+        rows = self._query(f"RowKey ge '{_FOLDER}' and RowKey lt 'folder;'")
+        return [_checkpoint(e) for e in rows]
+
+    def record_result(self, result: MailboxResult, *, at: datetime) -> None:
+        previous = self._get_health(result.address)
+        failed = not result.ok
+        row: dict[str, Any] = {
+            "PartitionKey": _key(result.address.lower()),
+            "RowKey": _HEALTH,
+            "Mailbox": result.address,
+            "LastAttemptAt": at,
+            "LastRunDelivered": result.delivered,
+            "DeliveredTotal": previous.delivered_total + result.delivered,
+            "LastSuccessAt": previous.last_success_at if failed else at,
+            # The last error stays visible after a recovery, with its time.
+            "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
+                         else previous.last_error,
+            "LastErrorAt": at if failed else previous.last_error_at,
+            "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
+            "FailingSince": (previous.failing_since or at) if failed else None,
+        }
+        try:
+            # REPLACE, not MERGE, so a recovery really clears FailingSince.
+            self._table.upsert_entity({k: v for k, v in row.items() if v is not None},
+                                      mode=UpdateMode.REPLACE)
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"write the health of {result.address}", e) from e
+
+    def list_health(self) -> list[Health]:
+        return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
+
+    def _get_health(self, mailbox: str) -> Health:
+        try:
+            return _health(self._table.get_entity(_key(mailbox.lower()), _HEALTH))
+        except ResourceNotFoundError:
+            return Health(mailbox)
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"read the health of {mailbox}", e) from e
+
+    def _query(self, query: str) -> list[dict[str, Any]]:
+        try:
+            return [dict(e) for e in self._table.query_entities(query)]
+        except ResourceNotFoundError:
+            return []
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"query table '{self._table.table_name}'", e) from e
+
+
+def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
+    metadata = getattr(entity, "metadata", {}) or {}
+    mailbox = entity.get("Mailbox") or unquote(entity["PartitionKey"])
+    folder = entity.get("Folder") or unquote(str(entity["RowKey"])[len(_FOLDER):])
+    return Checkpoint(mailbox, folder, int(entity["UidValidity"]), int(entity["LastUid"]),
+                      int(entity.get("DedupThroughUid", 0)), metadata.get("etag"))
+
+
+def _health(entity: dict[str, Any] | Any) -> Health:
+    return Health(
+        mailbox=entity.get("Mailbox") or unquote(entity["PartitionKey"]),
+        last_attempt_at=entity.get("LastAttemptAt"),
+        last_success_at=entity.get("LastSuccessAt"),
+        delivered_total=int(entity.get("DeliveredTotal", 0)),
+        last_run_delivered=int(entity.get("LastRunDelivered", 0)),
+        last_error=entity.get("LastError"),
+        last_error_at=entity.get("LastErrorAt"),
+        failing_since=entity.get("FailingSince"),
+        consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
+    )
+
+
+def _storage_error(action: str, error: Exception) -> StorageError:
+    code = getattr(error, "error_code", None)
+    if code in ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed",
+                "Forbidden"):
+        return StorageError(
+            f"Could not {action}: access denied ({code}). Give the Function App's identity "
+            "'Storage Table Data Contributor' on the mail storage account."
+        )
+    if isinstance(error, ServiceRequestError):
+        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
+    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
+    return StorageError(f"Could not {action}: {code or first_line}.")

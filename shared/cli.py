@@ -1,0 +1,161 @@
+"""``mailferry``: the operator's command line, over the same code path as the timer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.errors import ConfigurationError, MailferryError
+from shared.model import MailboxResult, PollReport
+from shared.wiring import build_state_store, get_poller, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def read_environment(settings_file: Path | None) -> dict[str, str]:
+    """The process environment over the ``Values`` of local.settings.json, if there is one."""
+    values: dict[str, str] = {}
+    path = settings_file or Path("local.settings.json")
+    if path.is_file():
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigurationError([f"{path} is not valid JSON: {e}"]) from e
+        values = {str(k): str(v) for k, v in (document.get("Values") or {}).items()}
+    elif settings_file is not None:
+        raise ConfigurationError([f"--settings {settings_file}: no such file"])
+    return values | dict(os.environ)
+
+
+class LiveProgress:
+    """Draws one line per mailbox while a poll runs (only on a terminal)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+        self._counts: dict[str, tuple[int, int]] = {}
+
+    def mailbox_started(self, address: str) -> None:
+        self._counts[address] = (0, 0)
+        self._tasks[address] = self._progress.add_task(address, total=None, status="reading")
+
+    def message_delivered(self, address: str, size: int) -> None:
+        count, total = self._counts.get(address, (0, 0))
+        self._counts[address] = (count + 1, total + size)
+        self._progress.update(self._tasks[address],
+                              status=f"{count + 1} messages, {_size(total + size)}")
+
+    def mailbox_finished(self, result: MailboxResult) -> None:
+        task = self._tasks.get(result.address)
+        if task is None:
+            task = self._tasks[result.address] = self._progress.add_task(result.address, total=None)
+        status = f"[green]done[/], {result.delivered} new" if result.ok else "[red]failed[/]"
+        self._progress.update(task, total=1, completed=1, status=status)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return str(count)
+
+
+def summary_table(report: PollReport) -> Table:
+    """Per mailbox: new messages, bytes, seconds, status."""
+    table = Table(title=f"Poll finished in {report.seconds:.1f} s")
+    for column, justify in (("Mailbox", "left"), ("New", "right"), ("Size", "right"),
+                            ("Seconds", "right"), ("Status", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for m in report.mailboxes:
+        if m.ok:
+            status = "[green]ok[/]" if m.complete else "[yellow]time box reached, resumes[/]"
+            dupes = sum(f.duplicates_skipped for f in m.folders)
+            if dupes:
+                status += f" ({dupes} already delivered before a UIDVALIDITY change)"
+        else:
+            status = f"[red]{m.error_type}[/]: {escape(m.error or '')}"
+        table.add_row(escape(m.address), str(m.delivered), _size(m.bytes_delivered),
+                      f"{m.seconds:.1f}", status)
+    return table
+
+
+def command_poll(env: Mapping[str, str], console: Console) -> int:
+    settings = load_settings(env)
+    poller = get_poller(settings)
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            report = poller.run(settings.mailboxes, LiveProgress(progress))
+    else:
+        report = poller.run(settings.mailboxes)
+    console.print(summary_table(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def command_status(env: Mapping[str, str], console: Console) -> int:
+    settings = load_settings(env)
+    store = build_state_store(settings)
+    checkpoints = Table(title="Checkpoints")
+    for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID"):
+        checkpoints.add_column(column)
+    for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
+        checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid))
+    health = Table(title="Health")
+    for column in ("Mailbox", "Last success", "Delivered", "Failures in a row", "Last error"):
+        health.add_column(column)
+    for h in sorted(store.list_health(), key=lambda h: h.mailbox):
+        health.add_row(
+            h.mailbox,
+            h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never",
+            str(h.delivered_total),
+            f"[red]{h.consecutive_failures}[/]" if h.consecutive_failures else "0",
+            escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})") if h.last_error and h.last_error_at
+            else "",
+        )
+    console.print(checkpoints)
+    console.print(health)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mailferry`` console script."""
+    parser = argparse.ArgumentParser(prog="mailferry", description=__doc__)
+    parser.add_argument("--settings", type=Path, default=None,
+                        help="local.settings.json to read (default: ./local.settings.json if present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
+    commands.add_parser("status", help="show checkpoints and mailbox health")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        env = read_environment(args.settings)
+        if args.command == "poll":
+            return command_poll(env, console)
+        return command_status(env, console)
+    except ConfigurationError as e:
+        errors.print(f"[red]Configuration error[/]\n{escape(str(e))}", highlight=False)
+        return EXIT_CONFIG
+    except MailferryError as e:
+        errors.print(f"[red]{type(e).__name__}[/]: {escape(str(e))}", highlight=False)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
