@@ -48,8 +48,13 @@ def uidvalidity_of(name: str, prefix: str) -> int | None:
 
 def _header_value(raw: bytes, header: str) -> str:
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    value = headers.get(header)
-    return "" if value is None else " ".join(str(value).split())
+    for name, value in headers.raw_items():
+        if name.lower() == header.lower():
+            # Raw 8-bit header bytes arrive as surrogates; read them as the UTF-8 they
+            # usually are. Encoded words (RFC 2047) stay as they are: stable either way.
+            text = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+            return " ".join(text.split())
+    return ""
 
 
 def message_id(raw: bytes) -> str:
@@ -66,10 +71,10 @@ def dedup_key(raw: bytes, internal_date: datetime | None) -> str:
     """
     mid = message_id(raw)
     if mid:
-        return "mid-" + hashlib.sha256(mid.encode("utf-8", "surrogateescape")).hexdigest()
+        return "mid-" + hashlib.sha256(mid.encode()).hexdigest()
     parts = [_header_value(raw, h) for h in ("Date", "From", "To", "Subject")]
     parts.append(internal_date.isoformat() if internal_date else "")
-    joined = "\x1f".join(parts).encode("utf-8", "surrogateescape")
+    joined = "\x1f".join(parts).encode()
     return "hdr-" + hashlib.sha256(joined).hexdigest()
 
 

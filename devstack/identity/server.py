@@ -1,0 +1,515 @@
+"""HTTPS request handling for Entra ID (v2 endpoints), Key Vault secrets and the
+App Service managed-identity endpoint."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import ssl
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+
+from devstack.identity.state import EmulatorState
+from devstack.identity.tokens import (
+    OUTLOOK_RESOURCE,
+    TOKEN_LIFETIME,
+    VAULT_RESOURCE,
+    SigningKey,
+    app_claims,
+    issuer_for,
+)
+
+log = logging.getLogger("devstack.emulator")
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+KNOWN_RESOURCES = (OUTLOOK_RESOURCE, VAULT_RESOURCE, GRAPH_RESOURCE)
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+KV_NOT_FOUND = (
+    "A secret with (name/id) {name} was not found in this key vault. If you recently deleted "
+    "this secret you may be able to recover it using the correct recovery command. For help "
+    "resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+)
+
+SECRET_RE = re.compile(r"^/secrets/([0-9A-Za-z-]{1,127})(?:/([0-9A-Za-z]*))?/?$")
+TENANT_RE = re.compile(r"^/([^/]+)/(v2\.0/\.well-known/openid-configuration|oauth2/v2\.0/token"
+                       r"|discovery/v2\.0/keys|discovery/keys)$")
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: EmulatorState,
+        key: SigningKey,
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(address, EmulatorHandler)
+        self.state = state
+        self.key = key
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def base_url(self) -> str:
+        port: int = self.server_address[1]
+        return f"https://127.0.0.1:{port}"
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+class EmulatorHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: EmulatorServer
+    server_version = "devstack-identity"
+    sys_version = ""
+
+    # -- plumbing ---------------------------------------------------------------------
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        # Only method, path without query and status: never tokens, secrets or forms.
+        log.info("%s %s", self.command, urlsplit(self.path).path)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info("%s %s -> %s", self.command, urlsplit(self.path).path, code)
+
+    def _send(
+        self, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> None:
+        raw = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(raw)))
+        self.send_header("Cache-Control", "no-store, no-cache")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    @property
+    def st(self) -> EmulatorState:
+        return self.server.state
+
+    @property
+    def tenant(self) -> str:
+        return self.st.config.tenant_id
+
+    def _bearer(self) -> str | None:
+        value = self.headers.get("Authorization", "")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return token.strip()
+
+    # -- dispatch ---------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            if path.startswith("/_emulator/"):
+                self._admin(path)
+            elif path == "/msi/token":
+                self._msi()
+            elif path.startswith("/secrets/"):
+                self._vault(path)
+            elif (m := TENANT_RE.match(path)) is not None:
+                self._entra(unquote(m.group(1)), m.group(2))
+            else:
+                self._send(404, {"error": {"code": "NotFound", "message": f"No route {path}"}})
+        except Exception:
+            log.exception("internal error for %s %s", self.command, path)
+            self._send(500, {"error": {"code": "InternalError", "message": "emulator error"}})
+
+    # -- Entra ID ---------------------------------------------------------------------
+    def _aad_error(self, status: int, error: str, code: int, message: str) -> None:
+        trace_id, correlation_id, stamp = str(uuid.uuid4()), str(uuid.uuid4()), _now_text()
+        description = (
+            f"AADSTS{code}: {message} Trace ID: {trace_id} Correlation ID: {correlation_id} "
+            f"Timestamp: {stamp}"
+        )
+        self._send(
+            status,
+            {
+                "error": error,
+                "error_description": description,
+                "error_codes": [code],
+                "timestamp": stamp,
+                "trace_id": trace_id,
+                "correlation_id": correlation_id,
+                "error_uri": f"{self.server.base_url}/error?code={code}",
+            },
+        )
+
+    def _entra(self, tenant: str, what: str) -> None:
+        known = tenant.lower() in (self.tenant.lower(), "organizations", "common")
+        if not known:
+            self._aad_error(
+                400, "invalid_request", 90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant "
+                "ID and are signing into the correct cloud.",
+            )
+            return
+        base = f"{self.server.base_url}/{self.tenant}"
+        if what.startswith("v2.0/"):
+            if self.command != "GET":
+                self._send(405, None)
+                return
+            self._send(200, {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post", "private_key_jwt", "client_secret_basic",
+                ],
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": f"{base}/v2.0",
+                "request_uri_parameter_supported": False,
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "http_logout_supported": True,
+                "frontchannel_logout_supported": True,
+                "tenant_region_scope": "EU",
+                "cloud_instance_name": "microsoftonline.com",
+                "cloud_graph_host_name": "graph.windows.net",
+                "msgraph_host": "graph.microsoft.com",
+            })
+        elif what.startswith("discovery/"):
+            self._send(200, {"keys": [self.server.key.jwk()]})
+        else:
+            if self.command != "POST":
+                self._send(405, None)
+                return
+            self._token()
+
+    def _token(self) -> None:
+        self.st.count("token_requests")
+        form = {k: v[0] for k, v in parse_qs(self._body().decode(errors="replace")).items()}
+        cfg = self.st.config
+        grant = form.get("grant_type", "")
+        if grant != "client_credentials":
+            self._aad_error(
+                400, "unsupported_grant_type", 70003,
+                f"The app requested an unsupported grant type '{grant}'.",
+            )
+            return
+        client_id = form.get("client_id", "")
+        secret = form.get("client_secret")
+        basic = self.headers.get("Authorization", "")
+        if basic.lower().startswith("basic "):
+            decoded = base64.b64decode(basic[6:].strip()).decode(errors="replace")
+            user, _, password = decoded.partition(":")
+            client_id = client_id or unquote(user)
+            secret = unquote(password)
+        if not client_id:
+            self._aad_error(
+                400, "invalid_request", 900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            )
+            return
+        if client_id.lower() != cfg.client_id.lower():
+            self._aad_error(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{client_id}' was not found in the directory "
+                f"'{self.tenant}'. This can happen if the application has not been installed "
+                "by the administrator of the tenant or consented to by any user in the tenant. "
+                "You may have sent your authentication request to the wrong tenant.",
+            )
+            return
+        scope = form.get("scope", "").strip()
+        scopes = scope.split()
+        resource = scopes[0][: -len("/.default")] if len(scopes) == 1 else ""
+        if not scopes:
+            self._aad_error(
+                400, "invalid_request", 90014,
+                "The required field 'scope' is missing from the credential. Ensure that you "
+                "have all the necessary parameters for the login request.",
+            )
+            return
+        if not scopes[0].endswith("/.default") or resource.rstrip("/") not in KNOWN_RESOURCES:
+            self._aad_error(
+                400, "invalid_scope", 70011,
+                f"The provided request must include a 'scope' input parameter. The provided "
+                f"value for the input parameter 'scope' is not valid. The scope {scope} is not "
+                "valid.",
+            )
+            return
+        if not self._client_authenticated(form, secret, client_id):
+            return
+        resource = resource.rstrip("/")
+        roles = list(self.st.app_roles) if resource == OUTLOOK_RESOURCE else None
+        claims = app_claims(
+            tenant=self.tenant, client_id=cfg.client_id, object_id=cfg.client_object_id,
+            audience=resource, roles=roles,
+        )
+        self.st.count("token_issued")
+        self._send(200, {
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME - 1,
+            "ext_expires_in": TOKEN_LIFETIME - 1,
+            "access_token": self.server.key.sign(claims),
+        })
+
+    def _client_authenticated(
+        self, form: dict[str, str], secret: str | None, client_id: str
+    ) -> bool:
+        assertion = form.get("client_assertion")
+        if assertion is not None:
+            return self._check_federated(form, assertion)
+        if not secret:
+            self._aad_error(
+                401, "invalid_client", 7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the "
+                "'client_credentials' grant type.",
+            )
+            return False
+        now = int(time.time())
+        with self.st.lock:
+            matches = [s for s in self.st.client_secrets if hmac.compare_digest(
+                s.value.encode(), secret.encode())]
+        if not matches:
+            self._aad_error(
+                401, "invalid_client", 7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request "
+                "is the client secret value, not the client secret ID, for a secret added to "
+                f"app '{client_id}'.",
+            )
+            return False
+        if all(s.expires is not None and s.expires <= now for s in matches):
+            self._aad_error(
+                401, "invalid_client", 7000222,
+                f"The provided client secret keys for app '{client_id}' are expired. Visit the "
+                "Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, "
+                "or consider using certificate credentials for added security: "
+                "https://aka.ms/certCreds.",
+            )
+            return False
+        return True
+
+    def _check_federated(self, form: dict[str, str], assertion: str) -> bool:
+        """Workload identity federation: the managed identity's token as client assertion."""
+        if form.get("client_assertion_type") != JWT_BEARER:
+            self._aad_error(
+                400, "invalid_request", 50027,
+                "JWT token is invalid or malformed: client_assertion_type is not supported.",
+            )
+            return False
+        try:
+            claims = self.server.key.verify(
+                assertion, audience=TOKEN_EXCHANGE_AUDIENCE, issuer=issuer_for(self.tenant)
+            )
+        except jwt.InvalidTokenError:
+            self._aad_error(
+                401, "invalid_client", 700211,
+                "No matching federated identity record found for presented assertion issuer.",
+            )
+            return False
+        if claims.get("sub") != self.st.config.managed_identity_object_id:
+            self._aad_error(
+                401, "invalid_client", 70021,
+                "No matching federated identity record found for presented assertion.",
+            )
+            return False
+        return True
+
+    # -- managed identity -------------------------------------------------------------
+    def _msi(self) -> None:
+        self.st.count("msi_requests")
+        cfg = self.st.config
+        header = self.headers.get("X-IDENTITY-HEADER")
+        if header is None:
+            self._send(400, {"statusCode": 400, "message": "X-IDENTITY-HEADER is required."})
+            return
+        if not hmac.compare_digest(header.encode(), cfg.identity_header.encode()):
+            self._send(401, {"statusCode": 401, "message": "Unauthorized."})
+            return
+        query = self._query()
+        resource = query.get("resource", "")
+        if not resource or "api-version" not in query:
+            self._send(400, {"statusCode": 400, "message": "resource and api-version are required."})
+            return
+        client_id = query.get("client_id")
+        principal = query.get("principal_id") or query.get("object_id")
+        if (client_id and client_id.lower() != cfg.managed_identity_client_id.lower()) or (
+            principal and principal.lower() != cfg.managed_identity_object_id.lower()
+        ) or query.get("mi_res_id"):
+            self._send(400, {
+                "statusCode": 400,
+                "message": "No managed identity found for specified ClientId/ResourceId/"
+                "PrincipalId.",
+            })
+            return
+        audience = resource[: -len("/.default")] if resource.endswith("/.default") else resource
+        audience = audience.rstrip("/") if audience != TOKEN_EXCHANGE_AUDIENCE else audience
+        claims = app_claims(
+            tenant=self.tenant, client_id=cfg.managed_identity_client_id,
+            object_id=cfg.managed_identity_object_id, audience=audience, roles=None,
+        )
+        self.st.count("token_issued")
+        self._send(200, {
+            "access_token": self.server.key.sign(claims),
+            "expires_on": str(claims["exp"]),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": cfg.managed_identity_client_id,
+        })
+
+    # -- Key Vault --------------------------------------------------------------------
+    def _kv_error(self, status: int, code: str, message: str, challenge: bool = False) -> None:
+        headers: dict[str, str] = {}
+        if challenge:
+            headers["WWW-Authenticate"] = (
+                f'Bearer authorization="{self.server.base_url}/{self.tenant}", '
+                f'resource="{VAULT_RESOURCE}"'
+            )
+        self._send(status, {"error": {"code": code, "message": message}}, headers)
+
+    def _vault(self, path: str) -> None:
+        self.st.count("vault_requests")
+        if self.command != "GET":
+            self._kv_error(405, "MethodNotAllowed", f"{self.command} is not supported here.")
+            return
+        match = SECRET_RE.match(path)
+        if match is None:
+            self._kv_error(400, "BadParameter", "The secret name is not valid.")
+            return
+        self._body()
+        if "api-version" not in self._query():
+            self._kv_error(400, "BadParameter", "The request URI contains an invalid api-version.")
+            return
+        token = self._bearer()
+        if token is None:
+            self._kv_error(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP "
+                           "token.", challenge=True)
+            return
+        try:
+            claims = self.server.key.verify(token, audience=VAULT_RESOURCE,
+                                            issuer=issuer_for(self.tenant))
+        except jwt.InvalidAudienceError:
+            aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+            self._kv_error(401, "Unauthorized", f"AKV10022: Invalid audience. Expected "
+                           f"{VAULT_RESOURCE}, found: {aud}.", challenge=True)
+            return
+        except jwt.ExpiredSignatureError:
+            self._kv_error(401, "Unauthorized", "AKV10013: Token has expired.", challenge=True)
+            return
+        except jwt.InvalidTokenError:
+            self._kv_error(401, "Unauthorized", "AKV10032: Invalid token signature.",
+                           challenge=True)
+            return
+        oid = str(claims.get("oid", ""))
+        with self.st.lock:
+            allowed = oid in self.st.vault_readers
+        name, version = match.group(1), match.group(2) or None
+        if not allowed:
+            self._send(403, {"error": {
+                "code": "Forbidden",
+                "message": f"Caller is not authorized to perform action on resource.\r\n"
+                f"If role assignments, deny assignments or role definitions were changed "
+                f"recently, please observe propagation time.\r\nCaller: appid="
+                f"{claims.get('appid')};oid={oid};iss={claims.get('iss')}\r\nAction: "
+                "'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: "
+                f"'/secrets/{name.lower()}'\r\nAssignment: (not found)\r\n",
+                "innererror": {"code": "ForbiddenByRbac"},
+            }})
+            return
+        item = self.st.get_secret(name, version)
+        if item is None:
+            self._kv_error(404, "SecretNotFound", KV_NOT_FOUND.format(name=name))
+            return
+        if not item.enabled:
+            self._kv_error(403, "Forbidden", "Operation get is not allowed on a disabled secret.")
+            return
+        attributes: dict[str, Any] = {
+            "enabled": item.enabled,
+            "created": item.created,
+            "updated": item.updated,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        }
+        if item.expires is not None:
+            attributes["exp"] = item.expires
+        body: dict[str, Any] = {
+            "value": item.value,
+            "id": f"{self.server.base_url}/secrets/{name}/{item.version}",
+            "attributes": attributes,
+            "tags": {},
+        }
+        if item.content_type:
+            body["contentType"] = item.content_type
+        self._send(200, body)
+
+    # -- admin ------------------------------------------------------------------------
+    def _admin(self, path: str) -> None:
+        key = self.headers.get("X-Emulator-Key", "")
+        if not hmac.compare_digest(key.encode(), self.st.config.admin_key.encode()):
+            self._send(401, {"error": "admin key required"})
+            return
+        raw = self._body()
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        st = self.st
+        if path == "/_emulator/stats":
+            with st.lock:
+                counters = dict(st.counters)
+            self._send(200, counters)
+        elif path == "/_emulator/stats/reset" and self.command == "POST":
+            with st.lock:
+                st.counters = dict.fromkeys(st.counters, 0)
+            self._send(200, {})
+        elif path == "/_emulator/client-secret" and self.command == "POST":
+            new = st.rotate_client_secret(data.get("secret"), bool(data.get("keep_old")))
+            self._send(200, {"secret": new})
+        elif path == "/_emulator/client-secret/expire" and self.command == "POST":
+            st.expire_client_secrets()
+            self._send(200, {})
+        elif path == "/_emulator/app-roles" and self.command == "POST":
+            with st.lock:
+                st.app_roles = [str(r) for r in data.get("roles", [])]
+            self._send(200, {"roles": st.app_roles})
+        elif path == "/_emulator/vault-readers" and self.command == "POST":
+            with st.lock:
+                if data.get("granted", True):
+                    st.vault_readers.add(str(data["object_id"]))
+                else:
+                    st.vault_readers.discard(str(data["object_id"]))
+            self._send(200, {})
+        elif path.startswith("/_emulator/secrets/") and self.command == "PUT":
+            name = path.rsplit("/", 1)[1]
+            item = st.set_secret(
+                name, str(data["value"]), expires=data.get("expires"),
+                enabled=bool(data.get("enabled", True)), content_type=data.get("content_type"),
+            )
+            self._send(200, {"version": item.version})
+        else:
+            self._send(404, {"error": f"no admin route {self.command} {path}"})

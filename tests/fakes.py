@@ -1,0 +1,164 @@
+"""In-memory implementations of the poll core's ports, for unit tests of the core."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from shared.errors import AuthenticationError, CheckpointConflict, StorageError
+from shared.model import Checkpoint, FetchedMessage, FolderState, Health, MailboxResult, Secret
+
+
+@dataclass
+class FakeFolder:
+    uidvalidity: int = 1
+    messages: dict[int, bytes] = field(default_factory=dict)
+    next_uid: int = 1
+
+    def append(self, raw: bytes) -> int:
+        uid = self.next_uid
+        self.messages[uid] = raw
+        self.next_uid += 1
+        return uid
+
+    def renumber(self, uidvalidity: int) -> None:
+        """What a server does on a UIDVALIDITY reset: same messages, new UIDs."""
+        old = [self.messages[u] for u in sorted(self.messages)]
+        self.uidvalidity, self.messages, self.next_uid = uidvalidity, {}, 1
+        for raw in old:
+            self.append(raw)
+
+
+class FakeSession:
+    def __init__(self, folders: dict[str, FakeFolder]) -> None:
+        self.folders = folders
+        self.selected: FakeFolder | None = None
+        self.commands: list[str] = []
+
+    def select_folder(self, folder: str) -> FolderState:
+        self.commands.append("EXAMINE")
+        self.selected = self.folders[folder]
+        return FolderState(self.selected.uidvalidity, self.selected.next_uid,
+                           len(self.selected.messages))
+
+    def search_uids_from(self, first_uid: int) -> list[int]:
+        self.commands.append("UID SEARCH")
+        assert self.selected is not None
+        uids = [u for u in self.selected.messages if u >= first_uid]
+        # Like real servers, `n:*` includes the highest UID even when it is below n.
+        if self.selected.messages and not uids:
+            uids = [max(self.selected.messages)]
+        return uids
+
+    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        self.commands.append("UID FETCH")
+        assert self.selected is not None
+        return [FetchedMessage(u, self.selected.messages[u], datetime(2026, 1, 1, tzinfo=UTC))
+                for u in uids if u in self.selected.messages]
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.mailboxes: dict[str, dict[str, FakeFolder]] = {}
+        self.refused: set[str] = set()
+        self.sessions: list[FakeSession] = []
+
+    def folder(self, address: str, name: str = "INBOX") -> FakeFolder:
+        return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
+
+    @contextmanager
+    def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
+        if address in self.refused or token.reveal() != "good-token":
+            raise AuthenticationError(f"{address}: AUTHENTICATE failed")
+        session = FakeSession(self.mailboxes[address])
+        self.sessions.append(session)
+        yield session
+
+
+class FakeTokens:
+    def __init__(self, token: str = "good-token") -> None:
+        self.token = token
+        self.calls = 0
+
+    def get_token(self) -> Secret:
+        self.calls += 1
+        return Secret(self.token)
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[bytes, dict[str, str]]] = {}
+        self.writes = 0
+        self.fail_after: int | None = None
+        self._lock = threading.Lock()
+
+    def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
+        with self._lock:
+            if self.fail_after is not None and self.writes >= self.fail_after:
+                raise StorageError("storage went away")
+            self.writes += 1
+            if name in self.blobs:
+                return False
+            self.blobs[name] = (raw, dict(metadata))
+            return True
+
+    def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:
+        for name, (_, metadata) in sorted(self.blobs.items()):
+            if name.startswith(prefix):
+                yield name, metadata["dedup_key"]
+
+
+class FakeStateStore:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Checkpoint] = {}
+        self.health: dict[str, Health] = {}
+        self.version = 0
+        self.writes = 0
+
+    def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
+        return self.rows.get((mailbox.lower(), folder))
+
+    def put_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        key = (checkpoint.mailbox.lower(), checkpoint.folder)
+        current = self.rows.get(key)
+        if (current.etag if current else None) != checkpoint.etag:
+            raise CheckpointConflict("changed by another run")
+        self.version += 1
+        self.writes += 1
+        stored = replace(checkpoint, etag=f"v{self.version}")
+        self.rows[key] = stored
+        return stored
+
+    def list_checkpoints(self) -> list[Checkpoint]:
+        return list(self.rows.values())
+
+    def record_result(self, result: MailboxResult, *, at: datetime) -> None:
+        previous = self.health.get(result.address, Health(result.address))
+        if result.ok:
+            self.health[result.address] = replace(
+                previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
+                delivered_total=previous.delivered_total + result.delivered, failing_since=None)
+        else:
+            self.health[result.address] = replace(
+                previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
+                consecutive_failures=previous.consecutive_failures + 1,
+                failing_since=previous.failing_since or at)
+
+    def list_health(self) -> list[Health]:
+        return list(self.health.values())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.tick = 0.0
+
+    def monotonic(self) -> float:
+        self.seconds += self.tick
+        return self.seconds
+
+    def now(self) -> datetime:
+        return datetime(2026, 11, 28, tzinfo=UTC)

@@ -1,0 +1,137 @@
+"""The poll algorithm against in-memory ports: end state, not calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.naming import blob_name
+from shared.poll import Poller, PollOptions
+from shared.settings import MailboxConfig
+from tests.fakes import FakeClock, FakeServer, FakeSink, FakeStateStore, FakeTokens
+
+A, B = "ops@contoso.com", "billing@contoso.com"
+
+
+def message(n: int, *, with_id: bool = True) -> bytes:
+    mid = f"Message-ID: <m{n}@contoso.com>\r\n" if with_id else ""
+    return f"{mid}From: a@b.c\r\nSubject: s{n}\r\nDate: Sat, 28 Nov 2026 10:{n % 60:02d}:00 +0000\r\n\r\nbody {n}\r\n".encode()
+
+
+@pytest.fixture
+def world() -> tuple[Poller, FakeServer, FakeSink, FakeStateStore]:
+    server, sink, state = FakeServer(), FakeSink(), FakeStateStore()
+    poller = Poller(FakeTokens(), server, sink, state, state,
+                    PollOptions(fetch_batch_size=3, upload_concurrency=2), FakeClock())
+    return poller, server, sink, state
+
+
+def test_delivers_every_message_once_and_a_second_run_delivers_nothing(world):
+    poller, server, sink, state = world
+    for n in range(7):
+        server.folder(A).append(message(n))
+    first = poller.run([MailboxConfig(A)])
+    second = poller.run([MailboxConfig(A)])
+    assert first.delivered == 7 and second.delivered == 0
+    assert {name: raw for name, (raw, _) in sink.blobs.items()} == {
+        blob_name(A, "INBOX", 1, uid): raw for uid, raw in server.folder(A).messages.items()}
+    assert state.get_checkpoint(A, "INBOX").last_uid == 7
+
+
+def test_empty_poll_sends_few_commands_and_writes_nothing(world):
+    poller, server, sink, state = world
+    server.folder(A).append(message(1))
+    poller.run([MailboxConfig(A)])
+    writes_before = (sink.writes, state.writes)
+    poller.run([MailboxConfig(A)])
+    assert server.sessions[-1].commands == ["EXAMINE", "UID SEARCH"]
+    assert (sink.writes, state.writes) == writes_before
+
+
+def test_mail_arriving_between_runs_is_picked_up(world):
+    poller, server, sink, _ = world
+    server.folder(A).append(message(1))
+    poller.run([MailboxConfig(A)])
+    server.folder(A).append(message(2))
+    assert poller.run([MailboxConfig(A)]).delivered == 1
+    assert len(sink.blobs) == 2
+
+
+def test_a_run_dying_mid_batch_then_rerun_delivers_each_message_exactly_once(world):
+    poller, server, sink, state = world
+    for n in range(10):
+        server.folder(A).append(message(n))
+    sink.fail_after = 4  # storage fails partway through the second batch
+    failed = poller.run([MailboxConfig(A)])
+    assert not failed.mailboxes[0].ok
+    assert state.get_checkpoint(A, "INBOX").last_uid == 3  # only the whole first batch
+    sink.fail_after = None
+    poller.run([MailboxConfig(A)])
+    assert len(sink.blobs) == 10
+    assert sorted(int(n.rsplit("/", 1)[1][:-4]) for n in sink.blobs) == list(range(1, 11))
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(world):
+    poller, server, sink, state = world
+    folder = server.folder(A)
+    for n in range(4):
+        folder.append(message(n, with_id=n % 2 == 0))  # half without Message-ID
+    poller.run([MailboxConfig(A)])
+    folder.renumber(uidvalidity=99)
+    folder.append(message(100))  # new after the reset
+    report = poller.run([MailboxConfig(A)])
+    result = report.mailboxes[0].folders[0]
+    assert result.resynced and result.duplicates_skipped == 4 and result.delivered == 1
+    assert len(sink.blobs) == 5
+    assert state.get_checkpoint(A, "INBOX").uidvalidity == 99
+
+
+def test_resync_interrupted_halfway_still_skips_old_messages(world):
+    poller, server, sink, _ = world
+    folder = server.folder(A)
+    for n in range(6):
+        folder.append(message(n))
+    poller.run([MailboxConfig(A)])
+    folder.renumber(uidvalidity=7)
+    sink.fail_after = sink.writes  # nothing more can be written: but old ones need no write
+    poller.run([MailboxConfig(A)])
+    sink.fail_after = None
+    poller.run([MailboxConfig(A)])
+    assert len(sink.blobs) == 6
+
+
+def test_one_failing_mailbox_does_not_stop_the_others(world):
+    poller, server, sink, state = world
+    server.folder(A).append(message(1))
+    server.folder(B).append(message(2))
+    server.refused.add(A)
+    report = poller.run([MailboxConfig(A), MailboxConfig(B)])
+    by_address = {m.address: m for m in report.mailboxes}
+    assert not by_address[A].ok and "AUTHENTICATE failed" in (by_address[A].error or "")
+    assert by_address[B].ok and by_address[B].delivered == 1
+    assert state.health[A].consecutive_failures == 1
+    assert state.health[B].last_success_at is not None
+
+
+def test_time_box_stops_between_batches_and_the_next_run_resumes(world):
+    poller, server, sink, state = world
+    for n in range(9):
+        server.folder(A).append(message(n))
+    clock = poller.clock
+    assert isinstance(clock, FakeClock)
+    poller.options = PollOptions(fetch_batch_size=3, deadline_seconds=10)
+    clock.tick = 3.0  # each look at the clock costs 3 s: room for about one batch
+    first = poller.run([MailboxConfig(A)])
+    assert not first.mailboxes[0].complete and 0 < first.delivered < 9
+    clock.tick = 0.0
+    poller.run([MailboxConfig(A)])
+    assert len(sink.blobs) == 9
+
+
+def test_a_refused_token_fails_every_mailbox_and_records_each(world):
+    poller, server, _, state = world
+    server.folder(A)
+    server.folder(B)
+    poller.tokens = FakeTokens("bad-token")
+    report = poller.run([MailboxConfig(A), MailboxConfig(B)])
+    assert len(report.failed) == 2
+    assert set(state.health) == {A, B}

@@ -1,0 +1,92 @@
+"""Settings: every problem reported at once, each naming its setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import SETTINGS, MailboxConfig, Settings, parse_mailboxes
+
+GOOD = {
+    "M365_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+    "M365_CLIENT_ID": "00000000-0000-0000-0000-000000000002",
+    "KEY_VAULT_URL": "https://kv.vault.azure.net/",
+    "CLIENT_SECRET_NAME": "mailferry-secret",
+    "MAILBOXES": "ops@contoso.com, billing@contoso.com:INBOX|Invoices/2024",
+    "POLL_SCHEDULE": "0 */5 * * * *",
+    "MAIL_STORAGE": "UseDevelopmentStorage=true",
+}
+
+
+def test_good_settings_parse_with_defaults():
+    s = Settings.from_mapping(GOOD)
+    assert s.imap_host == "outlook.office365.com" and s.imap_port == 993
+    assert s.mailboxes == (MailboxConfig("ops@contoso.com"),
+                           MailboxConfig("billing@contoso.com", ("INBOX", "Invoices/2024")))
+    assert "UseDevelopment" not in repr(s)  # the connection string prints as <SECRET>
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("M365_TENANT_ID", "contoso", "expected a GUID"),
+    ("M365_CLIENT_ID", "", "M365_CLIENT_ID is not set"),
+    ("KEY_VAULT_URL", "http://kv.vault.azure.net", "expected an https:// URL"),
+    ("CLIENT_SECRET_NAME", "bad name!", "Key Vault secret name"),
+    ("MAILBOXES", "not-an-address", "is not an email address"),
+    ("MAILBOXES", "a@b.com, A@b.com", "listed twice"),
+    ("MAILBOXES", "[{\"address\": 3}]", "each JSON entry"),
+    ("POLL_SCHEDULE", "*/5 * * * *", "six fields"),
+    ("BLOB_CONTAINER", "Mail_Box", "lowercase"),
+    ("CHECKPOINT_TABLE", "1table", "starting with a letter"),
+    ("MAIL_STORAGE", "", "MAIL_STORAGE is not set"),
+    ("IMAP_PORT", "99999", "from 1 to 65535"),
+    ("IMAP_PORT", "imap", "whole number"),
+    ("IMAP_HOST", "outlook.office365.com:993", "host name alone"),
+    ("IMAP_SECURITY", "ssl", "tls or starttls"),
+    ("TOKEN_SCOPE", "https://outlook.office365.com/IMAP.AccessAsApp", "/.default"),
+    ("CA_BUNDLE", "/nonexistent/ca.pem", "no such file"),
+    ("FETCH_BATCH_SIZE", "0", "from 1 to 1000"),
+    ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "maybe", "true or false"),
+])
+def test_each_malformed_setting_is_named_with_what_is_expected(name, value, expected):
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping(GOOD | {name: value})
+    assert len(caught.value.problems) == 1
+    assert name in caught.value.problems[0] and expected in caught.value.problems[0]
+
+
+def test_every_problem_is_reported_together():
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping({"IMAP_PORT": "x"})
+    text = str(caught.value)
+    for name in ("M365_TENANT_ID", "M365_CLIENT_ID", "KEY_VAULT_URL", "CLIENT_SECRET_NAME",
+                 "MAILBOXES", "POLL_SCHEDULE", "MAIL_STORAGE", "IMAP_PORT"):
+        assert name in text
+
+
+def test_a_connection_string_never_appears_in_the_error():
+    secret = "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=c2VjcmV0a2V5"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping(GOOD | {"MAIL_STORAGE": secret, "IMAP_PORT": "0"})
+    assert "c2VjcmV0a2V5" not in str(caught.value)
+
+
+def test_identity_based_storage():
+    env = {k: v for k, v in GOOD.items() if k != "MAIL_STORAGE"} | {
+        "MAIL_STORAGE__blobServiceUri": "https://a.blob.core.windows.net",
+        "MAIL_STORAGE__tableServiceUri": "https://a.table.core.windows.net",
+        "MAIL_STORAGE__credential": "managedidentity",
+    }
+    storage = Settings.from_mapping(env).storage
+    assert storage.connection_string is None
+    assert storage.blob_service_uri == "https://a.blob.core.windows.net"
+
+
+def test_mailboxes_json_form():
+    assert parse_mailboxes('[{"address": "a@b.com", "folders": ["Sent Items"]}, "c@d.com"]') == (
+        MailboxConfig("a@b.com", ("Sent Items",)), MailboxConfig("c@d.com"))
+
+
+def test_settings_list_has_unique_names_and_descriptions():
+    names = [s.name for s in SETTINGS]
+    assert len(names) == len(set(names))
+    assert all(s.description and s.example for s in SETTINGS)
