@@ -1,0 +1,177 @@
+"""Timer to blob on the real stack: byte-for-byte delivery, exactly once, across crashes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from devstack.seed import demo_messages
+from devstack.stack import Stack
+from shared.adapters.table import TableStateStore
+from shared.errors import CheckpointConflict
+from shared.naming import blob_name
+from tests.integration.helpers import (
+    cli_command,
+    cli_environment,
+    container,
+    new_poller,
+    poll,
+    stored_blobs,
+)
+
+
+@pytest.fixture(autouse=True)
+def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
+    """What the Functions platform sets for a managed identity; azure-identity reads it."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+
+
+def expected_blobs(stack: Stack, address: str, folder: str = "INBOX") -> dict[str, bytes]:
+    uidvalidity = stack.mailbox_status(address, folder)["uidvalidity"]
+    return {blob_name(address, folder, uidvalidity, uid): raw
+            for uid, raw in stack.server_messages(address, folder).items()}
+
+
+def simple_message(n: int, *, size: int = 200) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "sender@fabrikam.com"
+    msg["To"] = "ops@contoso.com"
+    msg["Subject"] = f"message {n}"
+    msg["Message-ID"] = f"<{n}.{time.time_ns()}@fabrikam.com>"
+    msg.set_content(("x" * 70 + "\n") * max(1, size // 71))
+    return msg.as_bytes()
+
+
+def test_seeded_messages_arrive_byte_for_byte_and_a_second_poll_delivers_nothing(stack, new_mailbox):
+    address = new_mailbox(folders=("Invoices/2024",))
+    messages = demo_messages()
+    stack.append_many(address, "INBOX", messages)
+    stack.append_many(address, "Invoices/2024", messages[:2])
+    env = stack.settings_env(f"{address}:INBOX|Invoices/2024")
+
+    first = poll(env)
+    assert first.failed == [], first.failed
+    assert first.delivered == len(messages) + 2
+    stored = stored_blobs(env)
+    assert stored == expected_blobs(stack, address) | expected_blobs(stack, address, "Invoices/2024")
+
+    second = poll(env)
+    assert second.failed == [] and second.delivered == 0
+    assert stored_blobs(env) == stored
+
+
+def test_blob_properties_and_metadata(stack, new_mailbox):
+    address = new_mailbox()
+    stack.append(address, "INBOX", simple_message(1))
+    env = stack.settings_env(address)
+    poll(env)
+    [blob] = list(container(env).list_blobs(include=["metadata"]))
+    assert blob.content_settings.content_type == "message/rfc822"
+    assert blob.metadata["mailbox"] == address and blob.metadata["folder"] == "INBOX"
+    assert blob.metadata["uid"] == "1" and blob.metadata["message_id"].endswith("@fabrikam.com>")
+    assert int(blob.metadata["size"]) == blob.size and blob.metadata["internal_date"]
+
+
+def test_mail_arriving_between_runs_is_picked_up(stack, new_mailbox):
+    address = new_mailbox()
+    stack.append(address, "INBOX", simple_message(1))
+    env = stack.settings_env(address)
+    poller, settings = new_poller(env)
+    assert poller.run(settings.mailboxes).delivered == 1
+    stack.append(address, "INBOX", simple_message(2))
+    stack.append(address, "INBOX", simple_message(3))
+    assert poller.run(settings.mailboxes).delivered == 2
+    assert stored_blobs(env) == expected_blobs(stack, address)
+
+
+def test_poll_killed_mid_batch_then_rerun_delivers_every_message_exactly_once(stack, new_mailbox, tmp_path):
+    address = new_mailbox()
+    total = 400
+    stack.append_many(address, "INBOX", (simple_message(n, size=3000) for n in range(total)))
+    env = stack.settings_env(address) | {"FETCH_BATCH_SIZE": "20", "UPLOAD_CONCURRENCY": "2"}
+    env |= {"IDENTITY_ENDPOINT": stack.identity_endpoint, "IDENTITY_HEADER": stack.identity_header}
+
+    process = subprocess.Popen(cli_command("poll"), env=cli_environment(env), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = container(env)
+        deadline = time.monotonic() + 60
+        written = 0
+        while time.monotonic() < deadline:
+            written = len(list(client.list_blobs())) if client.exists() else 0
+            if written >= 30 or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the poll finished before it could be killed; seed more mail"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    partial = len(stored_blobs(env))
+    assert 0 < partial < total
+
+    rerun = subprocess.run(cli_command("poll"), env=cli_environment(env), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    stored = stored_blobs(env)
+    assert len(stored) == total
+    assert stored == expected_blobs(stack, address)
+
+
+def test_uidvalidity_change_resyncs_without_delivering_twice(stack, new_mailbox):
+    address = new_mailbox()
+    with_id = [simple_message(n) for n in range(3)]
+    without_id = EmailMessage()
+    without_id["From"] = "sender@fabrikam.com"
+    without_id["Subject"] = "no message id"
+    without_id["Date"] = "Sat, 28 Nov 2026 10:00:00 +0000"
+    without_id.set_content("body")
+    stack.append_many(address, "INBOX", [*with_id, without_id.as_bytes()])
+    env = stack.settings_env(address)
+    assert poll(env).delivered == 4
+    before = stored_blobs(env)
+
+    old = stack.mailbox_status(address, "INBOX")["uidvalidity"]
+    stack.set_uidvalidity(address, "INBOX", old + 1000)
+    report = poll(env)
+    result = report.mailboxes[0].folders[0]
+    assert result.resynced and result.duplicates_skipped == 4 and report.delivered == 0
+    assert stored_blobs(env) == before
+
+    stack.append(address, "INBOX", simple_message(99))
+    assert poll(env).delivered == 1
+    new_names = set(stored_blobs(env)) - set(before)
+    assert [n.split("/")[2] for n in new_names] == [str(old + 1000)]
+
+
+def test_checkpoint_writes_are_etag_guarded(stack, new_mailbox):
+    address = new_mailbox()
+    stack.append(address, "INBOX", simple_message(1))
+    env = stack.settings_env(address)
+    poller, settings = new_poller(env)
+    poller.run(settings.mailboxes)
+    store = poller.checkpoints
+    assert isinstance(store, TableStateStore)
+    current = store.get_checkpoint(address, "INBOX")
+    assert current is not None and current.last_uid == 1
+    store.put_checkpoint(current)  # another writer moves the row on
+    with pytest.raises(CheckpointConflict):
+        store.put_checkpoint(current)
+
+
+def test_health_rows_record_success_and_failure(stack, new_mailbox):
+    good, refused = new_mailbox(), new_mailbox(granted=False)
+    stack.append(good, "INBOX", simple_message(1))
+    env = stack.settings_env(f"{good}, {refused}")
+    poller, settings = new_poller(env)
+    poller.run(settings.mailboxes)
+    poller.run(settings.mailboxes)
+    health = {h.mailbox: h for h in poller.health.list_health()}
+    assert health[good].last_success_at is not None and health[good].delivered_total == 1
+    assert health[refused].consecutive_failures == 2 and health[refused].failing_since
+    assert "refused the app's token" in (health[refused].last_error or "")
+    assert "Add-MailboxPermission" in (health[refused].last_error or "")
