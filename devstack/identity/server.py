@@ -78,7 +78,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     # -- plumbing ---------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         # Only method, path without query and status: never tokens, secrets or forms.
         log.info("%s %s", self.command, urlsplit(self.path).path)
 
@@ -122,13 +122,13 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         return token.strip()
 
     # -- dispatch ---------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch()
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:
