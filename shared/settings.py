@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
+from shared.clouds import CLOUDS, Cloud
 from shared.errors import ConfigurationError
 from shared.model import Secret
 
-GLOBAL_AUTHORITY_HOST = "https://login.microsoftonline.com"
-GLOBAL_TOKEN_SCOPE = "https://outlook.office365.com/.default"  # noqa: S105 (a scope, not a secret)
-GLOBAL_IMAP_HOST = "outlook.office365.com"
+GLOBAL = CLOUDS["global"]
+STORAGE = "MAIL_STORAGE"
+AUTH_MODES = ("secret", "certificate", "federated")
 
 
 @dataclass(frozen=True)
@@ -34,62 +35,88 @@ class SettingSpec:
     group: str = "core"
 
 
-STORAGE = "MAIL_STORAGE"
+def _spec(name: str, description: str, example: str, *, required: bool = False,
+          default: str | None = None, group: str = "core") -> SettingSpec:
+    return SettingSpec(name, description, example, required, default, group)
+
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("M365_TENANT_ID", "Directory (tenant) ID of the Entra ID tenant that owns the mailboxes.",
-                "00000000-0000-0000-0000-000000000000", required=True),
-    SettingSpec("M365_CLIENT_ID", "Application (client) ID of the app registration granted IMAP.AccessAsApp.",
-                "11111111-1111-1111-1111-111111111111", required=True),
-    SettingSpec("KEY_VAULT_URL", "URL of the Key Vault holding the app's client secret.",
-                "https://mailferry-kv.vault.azure.net/", required=True),
-    SettingSpec("CLIENT_SECRET_NAME", "Key Vault secret whose value is the client secret's Value.",
-                "mailferry-client-secret", required=True),
-    SettingSpec("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
-                "Check that Key Vault's auth challenge names the vault's own domain. Leave true on Azure.",
-                "true", default="true"),
-    SettingSpec("MANAGED_IDENTITY_CLIENT_ID",
-                "Client ID of the user-assigned managed identity that reads Key Vault and storage.",
-                "22222222-2222-2222-2222-222222222222"),
-    SettingSpec("AUTHORITY_HOST", "Entra ID sign-in host.", GLOBAL_AUTHORITY_HOST,
-                default=GLOBAL_AUTHORITY_HOST),
-    SettingSpec("TOKEN_SCOPE", "Scope of the app-only token the mail server accepts.", GLOBAL_TOKEN_SCOPE,
-                default=GLOBAL_TOKEN_SCOPE),
-    SettingSpec("MAILBOXES",
-                "Mailboxes to read, comma- or semicolon-separated; each may name folders after ':' "
-                "separated by '|' (default INBOX). A JSON list of {address, folders} also works.",
-                "ops@contoso.com, billing@contoso.com:INBOX|Invoices", required=True),
-    SettingSpec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",
-                "0 */5 * * * *", required=True),
-    SettingSpec("BLOB_CONTAINER", "Blob container that receives one .eml blob per message.", "mail",
-                default="mail"),
-    SettingSpec("CHECKPOINT_TABLE", "Table holding each folder's checkpoint and each mailbox's health.",
-                "mailferrycheckpoints", default="mailferrycheckpoints"),
-    SettingSpec(STORAGE, "Connection string of the mail storage account (local runs). On Azure use the "
-                "identity-based MAIL_STORAGE__* settings instead.", "UseDevelopmentStorage=true",
-                group="storage"),
-    SettingSpec(f"{STORAGE}__blobServiceUri", "Blob endpoint of the mail storage account (identity-based).",
-                "https://mailferrystore.blob.core.windows.net", group="storage"),
-    SettingSpec(f"{STORAGE}__tableServiceUri", "Table endpoint of the mail storage account (identity-based).",
-                "https://mailferrystore.table.core.windows.net", group="storage"),
-    SettingSpec(f"{STORAGE}__queueServiceUri", "Queue endpoint of the mail storage account (identity-based).",
-                "https://mailferrystore.queue.core.windows.net", group="storage"),
-    SettingSpec(f"{STORAGE}__credential", "'managedidentity' for identity-based storage connections.",
-                "managedidentity", group="storage"),
-    SettingSpec(f"{STORAGE}__clientId", "Client ID of the user-assigned identity for the storage connection.",
-                "22222222-2222-2222-2222-222222222222", group="storage"),
-    SettingSpec("IMAP_HOST", "IMAP server.", GLOBAL_IMAP_HOST, default=GLOBAL_IMAP_HOST),
-    SettingSpec("IMAP_PORT", "IMAP port.", "993", default="993"),
-    SettingSpec("IMAP_SECURITY", "'tls' (implicit TLS, as on port 993) or 'starttls'.", "tls", default="tls"),
-    SettingSpec("CA_BUNDLE", "PEM file of CAs to trust instead of the system's (private CAs, local stack).",
-                "/etc/ssl/certs/ca-certificates.crt"),
-    SettingSpec("MAX_CONCURRENT_MAILBOXES", "How many mailboxes one run polls at once.", "4", default="4"),
-    SettingSpec("FETCH_BATCH_SIZE", "Messages fetched per IMAP command and checkpointed together.", "100",
-                default="100"),
-    SettingSpec("UPLOAD_CONCURRENCY", "Blob uploads in flight at once per mailbox.", "8", default="8"),
-    SettingSpec("POLL_DEADLINE_SECONDS",
-                "A run stops starting work after this many seconds; keep it below host.json functionTimeout.",
-                "480", default="480"),
+    _spec("M365_TENANT_ID", "Directory (tenant) ID of the Entra ID tenant that owns the mailboxes.",
+          "00000000-0000-0000-0000-000000000000", required=True),
+    _spec("M365_CLIENT_ID", "Application (client) ID of the app registration granted IMAP.AccessAsApp.",
+          "11111111-1111-1111-1111-111111111111", required=True),
+    _spec("M365_CLOUD", "Microsoft 365 cloud: global, usgov (GCC High), usgovdod or china. Picks the "
+          "sign-in host, token scope and IMAP/POP hosts; each can still be overridden.", "global",
+          default="global"),
+    _spec("AUTH_MODE", "How the app proves itself to Entra ID: secret (client secret in Key Vault), "
+          "certificate (certificate in Key Vault) or federated (the managed identity, no secret).",
+          "secret", default="secret", group="auth"),
+    _spec("KEY_VAULT_URL", "URL of the Key Vault holding the client secret or certificate "
+          "(not needed with AUTH_MODE=federated).", "https://mailferry-kv.vault.azure.net/", group="auth"),
+    _spec("CLIENT_SECRET_NAME", "Key Vault secret whose value is the client secret's Value "
+          "(AUTH_MODE=secret).", "mailferry-client-secret", group="auth"),
+    _spec("CLIENT_CERTIFICATE_NAME", "Key Vault certificate registered on the app (AUTH_MODE=certificate); "
+          "its private key is read through the secret of the same name.", "mailferry-client-cert",
+          group="auth"),
+    _spec("CLIENT_CERTIFICATE_SEND_CHAIN", "Send the certificate chain with each assertion (subject "
+          "name and issuer authentication).", "false", default="false", group="auth"),
+    _spec("FEDERATED_TOKEN_AUDIENCE", "Audience of the managed identity token presented as the "
+          "client assertion (AUTH_MODE=federated). Default from M365_CLOUD.", GLOBAL.federated_audience,
+          group="auth"),
+    _spec("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+          "Check that Key Vault's auth challenge names the vault's own domain. Leave true on Azure.",
+          "true", default="true", group="auth"),
+    _spec("MANAGED_IDENTITY_CLIENT_ID",
+          "Client ID of the user-assigned managed identity that reads Key Vault and storage.",
+          "22222222-2222-2222-2222-222222222222", group="auth"),
+    _spec("AUTHORITY_HOST", "Entra ID sign-in host. Default from M365_CLOUD.", GLOBAL.authority_host),
+    _spec("TOKEN_SCOPE", "Scope of the app-only token the mail server accepts. Default from M365_CLOUD.",
+          GLOBAL.token_scope),
+    _spec("MAILBOXES",
+          "Mailboxes to read, comma- or semicolon-separated; each may name folders after ':' "
+          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works.",
+          "ops@contoso.com, billing@contoso.com:INBOX|Invoices", required=True),
+    _spec("MAIL_PROTOCOL", "imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise. "
+          "POP3 sees the Inbox only.", "imap", default="imap"),
+    _spec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",
+          "0 */5 * * * *", required=True),
+    _spec("POLL_MODE", "inline (the timer polls every mailbox) or fanout (the timer queues one message "
+          "per mailbox and queue-triggered instances poll them).", "inline", default="inline"),
+    _spec("POLL_QUEUE", "Storage queue of the fan-out mode.", "mailferry-polls", default="mailferry-polls"),
+    _spec("BLOB_CONTAINER", "Blob container that receives one .eml blob per message.", "mail",
+          default="mail"),
+    _spec("CHECKPOINT_TABLE", "Table holding each folder's checkpoint and each mailbox's health.",
+          "mailferrycheckpoints", default="mailferrycheckpoints"),
+    _spec(STORAGE, "Connection string of the mail storage account (local runs). On Azure use the "
+          "identity-based MAIL_STORAGE__* settings instead.", "UseDevelopmentStorage=true",
+          group="storage"),
+    _spec(f"{STORAGE}__blobServiceUri", "Blob endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.blob.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__tableServiceUri", "Table endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.table.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__queueServiceUri", "Queue endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.queue.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__credential", "'managedidentity' for identity-based storage connections.",
+          "managedidentity", group="storage"),
+    _spec(f"{STORAGE}__clientId", "Client ID of the user-assigned identity for the storage connection.",
+          "22222222-2222-2222-2222-222222222222", group="storage"),
+    _spec("IMAP_HOST", "IMAP server. Default from M365_CLOUD.", GLOBAL.mail_host),
+    _spec("IMAP_PORT", "IMAP port.", "993", default="993"),
+    _spec("IMAP_SECURITY", "'tls' (implicit TLS, as on port 993) or 'starttls'.", "tls", default="tls"),
+    _spec("POP3_HOST", "POP3 server. Default from M365_CLOUD.", GLOBAL.mail_host),
+    _spec("POP3_PORT", "POP3 port.", "995", default="995"),
+    _spec("POP3_SECURITY", "'tls' (implicit TLS, as on port 995) or 'starttls'.", "tls", default="tls"),
+    _spec("CA_BUNDLE", "PEM file of CAs to trust instead of the system's (private CAs, local stack).",
+          "/etc/ssl/certs/ca-certificates.crt"),
+    _spec("MAX_CONCURRENT_MAILBOXES", "How many mailboxes one run polls at once.", "4", default="4"),
+    _spec("FETCH_BATCH_SIZE", "Messages fetched per IMAP command and checkpointed together.", "100",
+          default="100"),
+    _spec("UPLOAD_CONCURRENCY", "Blob uploads in flight at once per mailbox.", "8", default="8"),
+    _spec("LARGE_MESSAGE_BYTES", "Messages above this size are fetched and uploaded in pieces, so "
+          "memory stays bounded.", "16777216", default="16777216"),
+    _spec("POLL_DEADLINE_SECONDS",
+          "A run stops starting work after this many seconds; keep it below host.json functionTimeout.",
+          "480", default="480"),
 )
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
@@ -101,14 +128,20 @@ _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
+_QUEUE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+Protocol = Literal["imap", "pop3"]
+Security = Literal["tls", "starttls"]
 
 
 @dataclass(frozen=True)
 class MailboxConfig:
-    """One mailbox to read and the folders to read in it."""
+    """One mailbox to read, how, and the folders to read in it."""
 
     address: str
     folders: tuple[str, ...] = ("INBOX",)
+    protocol: Protocol = "imap"
 
 
 @dataclass(frozen=True)
@@ -123,29 +156,52 @@ class StorageConnection:
 
 
 @dataclass(frozen=True)
+class MailServerAddress:
+    """Where one protocol's server is and how to secure the connection."""
+
+    host: str
+    port: int
+    security: Security = "tls"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the app authenticates to Entra ID."""
+
+    mode: Literal["secret", "certificate", "federated"] = "secret"
+    key_vault_url: str | None = None
+    secret_name: str | None = None
+    certificate_name: str | None = None
+    send_certificate_chain: bool = False
+    federated_audience: str = GLOBAL.federated_audience
+    verify_challenge_resource: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything mailferry needs to run, validated."""
 
     tenant_id: str
     client_id: str
-    key_vault_url: str
-    client_secret_name: str
     mailboxes: tuple[MailboxConfig, ...]
     poll_schedule: str
     storage: StorageConnection
-    key_vault_verify_challenge_resource: bool = True
+    credentials: Credentials = Credentials()
+    cloud: Cloud = GLOBAL
     managed_identity_client_id: str | None = None
-    authority_host: str = GLOBAL_AUTHORITY_HOST
-    token_scope: str = GLOBAL_TOKEN_SCOPE
+    authority_host: str = GLOBAL.authority_host
+    token_scope: str = GLOBAL.token_scope
+    poll_mode: Literal["inline", "fanout"] = "inline"
+    poll_queue: str = "mailferry-polls"
     blob_container: str = "mail"
     checkpoint_table: str = "mailferrycheckpoints"
-    imap_host: str = GLOBAL_IMAP_HOST
-    imap_port: int = 993
-    imap_security: Literal["tls", "starttls"] = "tls"
+    imap: MailServerAddress = MailServerAddress(GLOBAL.mail_host, 993)
+    pop3: MailServerAddress = MailServerAddress(GLOBAL.mail_host, 995)
     ca_bundle: Path | None = None
     max_concurrent_mailboxes: int = 4
     fetch_batch_size: int = 100
     upload_concurrency: int = 8
+    large_message_bytes: int = 16 * 1024 * 1024
     poll_deadline_seconds: float = 480.0
 
     @classmethod
@@ -170,19 +226,33 @@ class _Reader:
             return spec.default
         return value.strip()
 
+    def require(self, name: str, why: str) -> str | None:
+        value = self.raw(name)
+        if not value:
+            spec = _SPECS[name]
+            self.problems.append(f"{name} is not set but {why}: {spec.description} "
+                                 f"Example: {spec.example}")
+        return value
+
     def text(self, name: str, pattern: re.Pattern[str] | None = None, expected: str = "") -> str:
         value = self.raw(name) or ""
         if value and pattern is not None and not pattern.match(value):
             self.problems.append(f"{name} is '{value}', expected {expected}.")
         return value
 
-    def https_url(self, name: str) -> str:
-        value = self.raw(name) or ""
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or "").lower()
+        if value not in choices:
+            self.problems.append(f"{name} is '{value}', expected one of: {', '.join(choices)}.")
+            return choices[0]
+        return value
+
+    def https_url(self, name: str, value: str | None) -> str:
         if value:
             parsed = urlparse(value)
             if parsed.scheme != "https" or not parsed.hostname:
                 self.problems.append(f"{name} is '{value}', expected an https:// URL.")
-        return value
+        return value or ""
 
     def integer(self, name: str, low: int, high: int) -> int:
         value = self.raw(name) or ""
@@ -204,77 +274,120 @@ class _Reader:
         self.problems.append(f"{name} is '{value}', expected true or false.")
         return True
 
+    def guid(self, name: str) -> str:
+        return self.text(name, _GUID, "a GUID like 00000000-0000-0000-0000-000000000000")
+
     def build(self) -> Settings:
-        guid = "a GUID like 00000000-0000-0000-0000-000000000000"
-        tenant_id = self.text("M365_TENANT_ID", _GUID, guid)
-        client_id = self.text("M365_CLIENT_ID", _GUID, guid)
-        key_vault_url = self.https_url("KEY_VAULT_URL")
-        secret_name = self.text("CLIENT_SECRET_NAME", _SECRET_NAME,
-                                "a Key Vault secret name (letters, digits and dashes, up to 127)")
-        verify_challenge = self.boolean("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
+        tenant_id = self.guid("M365_TENANT_ID")
+        client_id = self.guid("M365_CLIENT_ID")
+        cloud = CLOUDS[self.choice("M365_CLOUD", tuple(CLOUDS))]
         mi_client_id = self.raw("MANAGED_IDENTITY_CLIENT_ID")
-        if mi_client_id and not _GUID.match(mi_client_id):
-            self.problems.append(f"MANAGED_IDENTITY_CLIENT_ID is '{mi_client_id}', expected {guid}.")
-        authority_host = self.https_url("AUTHORITY_HOST").rstrip("/")
-        token_scope = self.text("TOKEN_SCOPE")
-        if token_scope and not token_scope.endswith("/.default"):
+        if mi_client_id:
+            self.guid("MANAGED_IDENTITY_CLIENT_ID")
+        credentials = self.credentials(cloud, mi_client_id)
+        authority_host = self.https_url("AUTHORITY_HOST",
+                                        self.raw("AUTHORITY_HOST") or cloud.authority_host).rstrip("/")
+        token_scope = self.raw("TOKEN_SCOPE") or cloud.token_scope
+        if not token_scope.endswith("/.default"):
             self.problems.append(
                 f"TOKEN_SCOPE is '{token_scope}', expected a resource followed by '/.default' "
-                "(app-only tokens need it), e.g. https://outlook.office365.com/.default."
+                f"(app-only tokens need it), e.g. {cloud.token_scope}."
             )
         mailboxes = self.mailboxes()
         schedule = self.schedule()
+        poll_mode = self.choice("POLL_MODE", ("inline", "fanout"))
+        queue = self.text("POLL_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits and single dashes")
         container = self.text("BLOB_CONTAINER", _CONTAINER,
                               "3 to 63 lowercase letters, digits and single dashes")
         table = self.text("CHECKPOINT_TABLE", _TABLE,
                           "3 to 63 letters and digits, starting with a letter")
         storage = self.storage()
-        imap_host = self.text("IMAP_HOST")
-        if imap_host and ("/" in imap_host or ":" in imap_host or " " in imap_host):
-            self.problems.append(f"IMAP_HOST is '{imap_host}', expected a host name alone "
-                                 "(put the port in IMAP_PORT).")
-        imap_port = self.integer("IMAP_PORT", 1, 65535)
-        security = (self.raw("IMAP_SECURITY") or "").lower()
-        if security not in ("tls", "starttls"):
-            self.problems.append(f"IMAP_SECURITY is '{security}', expected tls or starttls.")
-            security = "tls"
+        if poll_mode == "fanout" and not (storage.connection_string or storage.queue_service_uri):
+            self.problems.append(f"POLL_MODE is fanout but {STORAGE}__queueServiceUri is not set: the "
+                                 "fan-out queue lives in the mail storage account.")
+        imap = self.server("IMAP", cloud)
+        pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
         concurrency = self.integer("MAX_CONCURRENT_MAILBOXES", 1, 64)
         batch = self.integer("FETCH_BATCH_SIZE", 1, 1000)
         uploads = self.integer("UPLOAD_CONCURRENCY", 1, 64)
+        large = self.integer("LARGE_MESSAGE_BYTES", 1024 * 1024, 1024 * 1024 * 1024)
         deadline = self.integer("POLL_DEADLINE_SECONDS", 10, 86_400)
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
             tenant_id=tenant_id,
             client_id=client_id,
-            key_vault_url=key_vault_url,
-            client_secret_name=secret_name,
-            key_vault_verify_challenge_resource=verify_challenge,
+            mailboxes=mailboxes,
+            poll_schedule=schedule,
+            storage=storage,
+            credentials=credentials,
+            cloud=cloud,
             managed_identity_client_id=mi_client_id,
             authority_host=authority_host,
             token_scope=token_scope,
-            mailboxes=mailboxes,
-            poll_schedule=schedule,
+            poll_mode="fanout" if poll_mode == "fanout" else "inline",
+            poll_queue=queue,
             blob_container=container,
             checkpoint_table=table,
-            storage=storage,
-            imap_host=imap_host,
-            imap_port=imap_port,
-            imap_security="starttls" if security == "starttls" else "tls",
+            imap=imap,
+            pop3=pop3,
             ca_bundle=ca_bundle,
             max_concurrent_mailboxes=concurrency,
             fetch_batch_size=batch,
             upload_concurrency=uploads,
+            large_message_bytes=large,
             poll_deadline_seconds=float(deadline),
         )
+
+    def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:
+        mode = self.choice("AUTH_MODE", AUTH_MODES)
+        why = f"AUTH_MODE is {mode}"
+        vault = None if mode == "federated" else self.require("KEY_VAULT_URL", why)
+        self.https_url("KEY_VAULT_URL", vault)
+        secret_name = certificate_name = None
+        if mode == "secret":
+            secret_name = self.require("CLIENT_SECRET_NAME", why)
+            if secret_name:
+                self.text("CLIENT_SECRET_NAME", _SECRET_NAME,
+                          "a Key Vault secret name (letters, digits and dashes, up to 127)")
+        if mode == "certificate":
+            certificate_name = self.require("CLIENT_CERTIFICATE_NAME", why)
+            if certificate_name:
+                self.text("CLIENT_CERTIFICATE_NAME", _SECRET_NAME,
+                          "a Key Vault certificate name (letters, digits and dashes, up to 127)")
+        if mode == "federated" and not mi_client_id:
+            self.problems.append(
+                "MANAGED_IDENTITY_CLIENT_ID is not set but AUTH_MODE is federated: name the "
+                "user-assigned managed identity that the app registration's federated credential trusts."
+            )
+        return Credentials(
+            mode="certificate" if mode == "certificate" else "federated" if mode == "federated"
+            else "secret",
+            key_vault_url=vault,
+            secret_name=secret_name,
+            certificate_name=certificate_name,
+            send_certificate_chain=self.boolean("CLIENT_CERTIFICATE_SEND_CHAIN"),
+            federated_audience=self.raw("FEDERATED_TOKEN_AUDIENCE") or cloud.federated_audience,
+            verify_challenge_resource=self.boolean("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"),
+        )
+
+    def server(self, protocol: str, cloud: Cloud) -> MailServerAddress:
+        host = self.raw(f"{protocol}_HOST") or cloud.mail_host
+        if "/" in host or ":" in host or " " in host:
+            self.problems.append(f"{protocol}_HOST is '{host}', expected a host name alone "
+                                 f"(put the port in {protocol}_PORT).")
+        port = self.integer(f"{protocol}_PORT", 1, 65535)
+        security = self.choice(f"{protocol}_SECURITY", ("tls", "starttls"))
+        return MailServerAddress(host, port, "starttls" if security == "starttls" else "tls")
 
     def mailboxes(self) -> tuple[MailboxConfig, ...]:
         value = self.raw("MAILBOXES")
         if not value:
             return ()
+        protocol = self.choice("MAIL_PROTOCOL", ("imap", "pop3"))
         try:
-            parsed = parse_mailboxes(value)
+            parsed = parse_mailboxes(value, default_protocol="pop3" if protocol == "pop3" else "imap")
         except ValueError as e:
             self.problems.append(f"MAILBOXES is not valid: {e}")
             return ()
@@ -332,33 +445,18 @@ class _Reader:
         return path
 
 
-def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:
+def parse_mailboxes(value: str, *, default_protocol: Protocol = "imap") -> tuple[MailboxConfig, ...]:
     """Parse MAILBOXES: ``a@x.com, b@x.com:INBOX|Archive`` or a JSON list."""
     entries: list[MailboxConfig] = []
     if value.lstrip().startswith("["):
-        try:
-            items = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"it looks like JSON but does not parse ({e.msg} at {e.pos}).") from e
-        if not isinstance(items, list):
-            raise ValueError("a JSON value must be a list.")
-        for item in items:
-            if isinstance(item, str):
-                entries.append(MailboxConfig(item.strip()))
-            elif isinstance(item, dict) and isinstance(item.get("address"), str):
-                folders = item.get("folders", ["INBOX"])
-                if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
-                    raise ValueError(f"folders of {item['address']} must be a list of names.")
-                entries.append(MailboxConfig(item["address"].strip(), tuple(folders) or ("INBOX",)))
-            else:
-                raise ValueError("each JSON entry must be an address or {\"address\", \"folders\"}.")
+        entries = _parse_json_mailboxes(value, default_protocol)
     else:
         for part in re.split(r"[;,\n]", value):
             if not part.strip():
                 continue
             address, _, folder_text = part.strip().partition(":")
             folders = tuple(f.strip() for f in folder_text.split("|") if f.strip())
-            entries.append(MailboxConfig(address.strip(), folders or ("INBOX",)))
+            entries.append(MailboxConfig(address.strip(), folders or ("INBOX",), default_protocol))
     if not entries:
         raise ValueError("no mailbox is listed.")
     seen: set[str] = set()
@@ -372,4 +470,32 @@ def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:
         for folder in entry.folders:
             if any(ord(c) < 32 for c in folder):
                 raise ValueError(f"folder {folder!r} of {entry.address} has a control character.")
+        if entry.protocol == "pop3" and entry.folders != ("INBOX",):
+            raise ValueError(f"{entry.address} is read over POP3, which sees the Inbox only: "
+                             "list no folders for it, or read it over IMAP.")
     return tuple(entries)
+
+
+def _parse_json_mailboxes(value: str, default_protocol: Protocol) -> list[MailboxConfig]:
+    try:
+        items = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"it looks like JSON but does not parse ({e.msg} at {e.pos}).") from e
+    if not isinstance(items, list):
+        raise ValueError("a JSON value must be a list.")
+    entries = []
+    for item in items:
+        if isinstance(item, str):
+            entries.append(MailboxConfig(item.strip(), ("INBOX",), default_protocol))
+            continue
+        if not (isinstance(item, dict) and isinstance(item.get("address"), str)):
+            raise ValueError('each JSON entry must be an address or {"address", "folders", "protocol"}.')
+        folders = item.get("folders", ["INBOX"])
+        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+            raise ValueError(f"folders of {item['address']} must be a list of names.")
+        protocol = str(item.get("protocol", default_protocol)).lower()
+        if protocol not in ("imap", "pop3"):
+            raise ValueError(f"protocol of {item['address']} is '{protocol}', expected imap or pop3.")
+        entries.append(MailboxConfig(item["address"].strip(), tuple(folders) or ("INBOX",),
+                                     "pop3" if protocol == "pop3" else "imap"))
+    return entries

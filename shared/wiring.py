@@ -17,10 +17,16 @@ from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from requests.adapters import HTTPAdapter
 
+from shared.adapters.app_credentials import (
+    CertificateCredential,
+    ClientCredential,
+    FederatedCredential,
+    SecretCredential,
+)
 from shared.adapters.blob import BlobMessageSink
 from shared.adapters.entra import MsalTokenSource
 from shared.adapters.imap import ImapServer
-from shared.adapters.keyvault import KeyVaultSecretSource
+from shared.adapters.keyvault import KeyVault
 from shared.adapters.table import TableStateStore
 from shared.poll import Poller, PollOptions, SystemClock
 from shared.settings import SETTING_NAMES, Settings
@@ -47,23 +53,15 @@ def get_poller(settings: Settings) -> Poller:
 
 def build_poller(settings: Settings) -> Poller:
     """Build every adapter from settings; creates the container and table if missing."""
-    verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
-    identity = DefaultAzureCredential(
-        managed_identity_client_id=settings.managed_identity_client_id, connection_verify=verify)
-    secrets = KeyVaultSecretSource(
-        settings.key_vault_url, settings.client_secret_name, identity,
-        verify_challenge_resource=settings.key_vault_verify_challenge_resource,
-        ca_bundle=settings.ca_bundle)
-    tokens = MsalTokenSource(
-        tenant_id=settings.tenant_id, client_id=settings.client_id, secrets=secrets,
-        authority_host=settings.authority_host, scope=settings.token_scope,
-        ca_bundle=settings.ca_bundle)
+    verify = _verify(settings)
+    identity = _identity(settings)
+    tokens = build_token_source(settings, identity)
     container, table = _storage_clients(settings, identity, verify)
     sink = BlobMessageSink(container)
     sink.ensure_container()
     state = TableStateStore(table)
     state.ensure_table()
-    server = ImapServer(settings.imap_host, settings.imap_port, security=settings.imap_security,
+    server = ImapServer(settings.imap.host, settings.imap.port, security=settings.imap.security,
                         ca_bundle=settings.ca_bundle)
     options = PollOptions(
         max_concurrent_mailboxes=settings.max_concurrent_mailboxes,
@@ -74,12 +72,49 @@ def build_poller(settings: Settings) -> Poller:
     return Poller(tokens, server, sink, state, state, options, SystemClock())
 
 
+def build_client_credential(settings: Settings, identity: TokenCredential) -> ClientCredential:
+    """The app's credential for Entra ID, by AUTH_MODE."""
+    creds = settings.credentials
+    if creds.mode == "federated":
+        assert settings.managed_identity_client_id  # checked by Settings
+        federation_identity = ManagedIdentityCredential(
+            client_id=settings.managed_identity_client_id, connection_verify=_verify(settings))
+        return FederatedCredential(federation_identity, creds.federated_audience,
+                                   settings.managed_identity_client_id)
+    assert creds.key_vault_url  # checked by Settings
+    vault = KeyVault(creds.key_vault_url, identity,
+                     verify_challenge_resource=creds.verify_challenge_resource,
+                     ca_bundle=settings.ca_bundle)
+    if creds.mode == "certificate":
+        assert creds.certificate_name
+        return CertificateCredential(vault, creds.certificate_name,
+                                     send_chain=creds.send_certificate_chain)
+    assert creds.secret_name
+    return SecretCredential(vault, creds.secret_name)
+
+
+def build_token_source(settings: Settings, identity: TokenCredential | None = None) -> MsalTokenSource:
+    """MSAL for this app, tenant and cloud; nothing is fetched until the first token."""
+    credential = build_client_credential(settings, identity or _identity(settings))
+    return MsalTokenSource(
+        tenant_id=settings.tenant_id, client_id=settings.client_id, credential=credential,
+        authority_host=settings.authority_host, scope=settings.token_scope,
+        ca_bundle=settings.ca_bundle)
+
+
+def _verify(settings: Settings) -> str | bool:
+    return str(settings.ca_bundle) if settings.ca_bundle else True
+
+
+def _identity(settings: Settings) -> TokenCredential:
+    """The Function App's identity (a user-assigned managed identity on Azure)."""
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id,
+                                  connection_verify=_verify(settings))
+
+
 def build_state_store(settings: Settings) -> TableStateStore:
     """Only the checkpoint/health table, for read-only commands."""
-    verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
-    identity = DefaultAzureCredential(
-        managed_identity_client_id=settings.managed_identity_client_id, connection_verify=verify)
-    return TableStateStore(_storage_clients(settings, identity, verify)[1])
+    return TableStateStore(_storage_clients(settings, _identity(settings), _verify(settings))[1])
 
 
 def _storage_clients(settings: Settings, identity: TokenCredential,

@@ -20,7 +20,8 @@ GOOD = {
 
 def test_good_settings_parse_with_defaults():
     s = Settings.from_mapping(GOOD)
-    assert s.imap_host == "outlook.office365.com" and s.imap_port == 993
+    assert (s.imap.host, s.imap.port, s.pop3.port) == ("outlook.office365.com", 993, 995)
+    assert s.credentials.mode == "secret" and s.credentials.secret_name == "mailferry-secret"
     assert s.mailboxes == (MailboxConfig("ops@contoso.com"),
                            MailboxConfig("billing@contoso.com", ("INBOX", "Invoices/2024")))
     assert "UseDevelopment" not in repr(s)  # the connection string prints as <SECRET>
@@ -41,7 +42,7 @@ def test_good_settings_parse_with_defaults():
     ("IMAP_PORT", "99999", "from 1 to 65535"),
     ("IMAP_PORT", "imap", "whole number"),
     ("IMAP_HOST", "outlook.office365.com:993", "host name alone"),
-    ("IMAP_SECURITY", "ssl", "tls or starttls"),
+    ("IMAP_SECURITY", "ssl", "expected one of: tls, starttls"),
     ("TOKEN_SCOPE", "https://outlook.office365.com/IMAP.AccessAsApp", "/.default"),
     ("CA_BUNDLE", "/nonexistent/ca.pem", "no such file"),
     ("FETCH_BATCH_SIZE", "0", "from 1 to 1000"),
@@ -52,6 +53,71 @@ def test_each_malformed_setting_is_named_with_what_is_expected(name, value, expe
         Settings.from_mapping(GOOD | {name: value})
     assert len(caught.value.problems) == 1
     assert name in caught.value.problems[0] and expected in caught.value.problems[0]
+
+
+@pytest.mark.parametrize(("cloud", "authority", "scope", "host"), [
+    ("global", "https://login.microsoftonline.com", "https://outlook.office365.com/.default",
+     "outlook.office365.com"),
+    ("usgov", "https://login.microsoftonline.us", "https://outlook.office365.us/.default",
+     "outlook.office365.us"),
+    ("usgovdod", "https://login.microsoftonline.us", "https://outlook-dod.office365.us/.default",
+     "outlook-dod.office365.us"),
+    ("china", "https://login.partner.microsoftonline.cn", "https://partner.outlook.cn/.default",
+     "partner.outlook.cn"),
+])
+def test_the_cloud_picks_sign_in_host_scope_and_mail_hosts_together(cloud, authority, scope, host):
+    s = Settings.from_mapping(GOOD | {"M365_CLOUD": cloud})
+    assert (s.authority_host, s.token_scope, s.imap.host, s.pop3.host) == (authority, scope, host, host)
+
+
+def test_cloud_endpoints_can_each_be_overridden():
+    s = Settings.from_mapping(GOOD | {"M365_CLOUD": "usgov", "IMAP_HOST": "imap.example.net",
+                                      "AUTHORITY_HOST": "https://login.example.net/"})
+    assert s.imap.host == "imap.example.net" and s.authority_host == "https://login.example.net"
+    assert s.token_scope == "https://outlook.office365.us/.default"
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"M365_CLOUD": "germany"}, "M365_CLOUD is 'germany', expected one of: global, usgov"),
+    ({"AUTH_MODE": "password"}, "AUTH_MODE is 'password', expected one of: secret, certificate, federated"),
+    ({"AUTH_MODE": "certificate"}, "CLIENT_CERTIFICATE_NAME is not set but AUTH_MODE is certificate"),
+    ({"AUTH_MODE": "federated"}, "MANAGED_IDENTITY_CLIENT_ID is not set but AUTH_MODE is federated"),
+    ({"CLIENT_SECRET_NAME": ""}, "CLIENT_SECRET_NAME is not set but AUTH_MODE is secret"),
+    ({"KEY_VAULT_URL": ""}, "KEY_VAULT_URL is not set but AUTH_MODE is secret"),
+    ({"MAIL_PROTOCOL": "pop3", "MAILBOXES": "a@b.com:Archive"}, "POP3, which sees the Inbox only"),
+    ({"MAILBOXES": '[{"address": "a@b.com", "protocol": "smtp"}]'}, "expected imap or pop3"),
+    ({"POLL_MODE": "parallel"}, "POLL_MODE is 'parallel'"),
+    ({"POLL_QUEUE": "Polls"}, "POLL_QUEUE is 'Polls'"),
+])
+def test_mode_dependent_settings_are_named(changes, expected):
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping(GOOD | changes)
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+def test_federated_mode_needs_no_key_vault():
+    env = {k: v for k, v in GOOD.items() if k not in ("KEY_VAULT_URL", "CLIENT_SECRET_NAME")}
+    s = Settings.from_mapping(env | {"AUTH_MODE": "federated", "M365_CLOUD": "china",
+                                     "MANAGED_IDENTITY_CLIENT_ID": "00000000-0000-0000-0000-000000000003"})
+    assert s.credentials.key_vault_url is None
+    assert s.credentials.federated_audience == "api://AzureADTokenExchangeChina"
+
+
+def test_fanout_needs_a_queue_endpoint_with_identity_based_storage():
+    env = {k: v for k, v in GOOD.items() if k != "MAIL_STORAGE"} | {
+        "MAIL_STORAGE__blobServiceUri": "https://a.blob.core.windows.net",
+        "MAIL_STORAGE__tableServiceUri": "https://a.table.core.windows.net",
+        "POLL_MODE": "fanout",
+    }
+    with pytest.raises(ConfigurationError, match="MAIL_STORAGE__queueServiceUri"):
+        Settings.from_mapping(env)
+
+
+def test_mailbox_protocols():
+    s = Settings.from_mapping(GOOD | {"MAIL_PROTOCOL": "pop3", "MAILBOXES":
+                                      '["a@b.com", {"address": "c@d.com", "protocol": "imap", "folders": ["X"]}]'})
+    assert [(m.address, m.protocol, m.folders) for m in s.mailboxes] == [
+        ("a@b.com", "pop3", ("INBOX",)), ("c@d.com", "imap", ("X",))]
 
 
 def test_every_problem_is_reported_together():
@@ -84,6 +150,20 @@ def test_identity_based_storage():
 def test_mailboxes_json_form():
     assert parse_mailboxes('[{"address": "a@b.com", "folders": ["Sent Items"]}, "c@d.com"]') == (
         MailboxConfig("a@b.com", ("Sent Items",)), MailboxConfig("c@d.com"))
+
+
+def test_every_setting_in_the_list_is_read():
+    """A setting in SETTINGS that the reader never looks at would be a lie in the docs."""
+    seen: list[str] = []
+
+    class Recording(dict[str, str]):
+        def get(self, key, default=None):
+            seen.append(key)
+            return super().get(key, default)
+
+    Settings.from_mapping(Recording(GOOD))
+    Settings.from_mapping(Recording(GOOD | {"AUTH_MODE": "certificate", "CLIENT_CERTIFICATE_NAME": "c"}))
+    assert {s.name for s in SETTINGS} - set(seen) == set()
 
 
 def test_settings_list_has_unique_names_and_descriptions():

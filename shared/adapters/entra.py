@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msal
 import requests
 
+from shared.adapters.app_credentials import ClientCredential
 from shared.errors import AuthenticationError
 from shared.model import Secret
+
+log = logging.getLogger("mailferry.entra")
 
 _AADSTS = re.compile(r"AADSTS\d+")
 
@@ -27,15 +31,20 @@ HINTS: dict[str, str] = {
                    "e.g. https://outlook.office365.com/.default (TOKEN_SCOPE).",
     "AADSTS900023": "The tenant ID is malformed: check M365_TENANT_ID.",
     "AADSTS7000112": "The application is disabled in this tenant: enable its service principal.",
+    "AADSTS700027": "The certificate is not registered on the app registration, or has expired: "
+                    "upload the certificate in Key Vault (CLIENT_CERTIFICATE_NAME) to the app's "
+                    "Certificates & secrets.",
+    "AADSTS700024": "The client assertion is outside its valid time: check the host's clock.",
+    "AADSTS70021": "No federated identity credential on the app matches the managed identity: add "
+                   "one with the identity's object ID as subject and audience api://AzureADTokenExchange.",
+    "AADSTS700213": "No federated identity credential on the app matches the managed identity: add "
+                    "one with the identity's object ID as subject.",
 }
 
 
-class SecretSource(Protocol):
-    """Gives the client secret; ``refresh`` re-reads it after a rotation."""
-
-    def get_secret(self) -> Secret: ...
-
-    def refresh(self) -> Secret: ...
+# Codes after which the credential is re-read from Key Vault and the request retried once:
+# the secret or certificate was rotated (or expired) and the vault may hold the new one.
+ROTATION_CODES = frozenset({"AADSTS7000215", "AADSTS7000222", "AADSTS700027"})
 
 
 class MsalTokenSource:
@@ -45,11 +54,11 @@ class MsalTokenSource:
     lazily; its token cache then serves ``acquire_token_for_client`` until expiry.
     """
 
-    def __init__(self, *, tenant_id: str, client_id: str, secrets: SecretSource,
+    def __init__(self, *, tenant_id: str, client_id: str, credential: ClientCredential,
                  authority_host: str, scope: str, ca_bundle: Path | None = None) -> None:
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self._client_id = client_id
-        self._secrets = secrets
+        self.credential = credential
         self._scope = scope
         self._ca_bundle = ca_bundle
         self._app: msal.ConfidentialClientApplication | None = None
@@ -60,10 +69,18 @@ class MsalTokenSource:
         """An access token for the mail server; raises AuthenticationError with the AADSTS fix."""
         with self._lock:
             result = self._application().acquire_token_for_client(scopes=[self._scope])
-            if "access_token" in result:
-                self.last_token_source = result.get("token_source")
-                return Secret(result["access_token"])
-            raise _authentication_error(result, self._client_id)
+            error = None if "access_token" in result else _authentication_error(result, self._client_id)
+            if error is not None and error.code in ROTATION_CODES and self.credential.refresh():
+                log.warning("Entra ID refused the credential (%s); re-read it from Key Vault and "
+                            "retrying once", error.code)
+                self._app = None  # MSAL fixes the credential when the application is built
+                result = self._application().acquire_token_for_client(scopes=[self._scope])
+                error = None if "access_token" in result else _authentication_error(
+                    result, self._client_id)
+            if error is not None:
+                raise error
+            self.last_token_source = result.get("token_source")
+            return Secret(result["access_token"])
 
     def _application(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
@@ -76,7 +93,7 @@ class MsalTokenSource:
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self._client_id,
-                    client_credential=self._secrets.get_secret().reveal(),
+                    client_credential=self.credential.get(),
                     authority=self._authority,
                     http_client=session,
                     # The authority comes from validated settings and is trusted as is;

@@ -1,8 +1,9 @@
-"""Reads the app's client secret from Key Vault, once per process."""
+"""Reads the app's credential material from Key Vault with the Function App's identity."""
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from azure.core.credentials import TokenCredential
@@ -18,43 +19,38 @@ from shared.errors import CredentialError
 from shared.model import Secret
 
 
-class KeyVaultSecretSource:
-    """The client secret, read through ``SecretClient`` with the app's managed identity."""
+@dataclass(frozen=True)
+class VaultSecret:
+    """One secret version as Key Vault returned it."""
 
-    def __init__(self, vault_url: str, secret_name: str, credential: TokenCredential, *,
+    name: str
+    value: Secret
+    content_type: str | None = None
+    expires_on: datetime | None = None
+    version: str | None = None
+
+
+class KeyVault:
+    """Key Vault secrets through ``SecretClient``; every failure says what to fix."""
+
+    def __init__(self, vault_url: str, credential: TokenCredential, *,
                  verify_challenge_resource: bool = True, ca_bundle: Path | None = None) -> None:
-        self._vault_url = vault_url
-        self._name = secret_name
+        self.vault_url = vault_url
         self._client = SecretClient(
             vault_url=vault_url,
             credential=credential,
             verify_challenge_resource=verify_challenge_resource,
             connection_verify=str(ca_bundle) if ca_bundle else True,
         )
-        self._lock = threading.Lock()
-        self._cached: Secret | None = None
 
-    def get_secret(self) -> Secret:
-        """The secret, from the process cache when it has been read before."""
-        with self._lock:
-            if self._cached is None:
-                self._cached = self._read()
-            return self._cached
-
-    def refresh(self) -> Secret:
-        """Read the secret again (after a rotation)."""
-        with self._lock:
-            self._cached = self._read()
-            return self._cached
-
-    def _read(self) -> Secret:
-        where = f"secret '{self._name}' in Key Vault {self._vault_url}"
+    def read(self, name: str, *, setting: str = "CLIENT_SECRET_NAME") -> VaultSecret:
+        """The current version of secret ``name``."""
+        where = f"secret '{name}' in Key Vault {self.vault_url}"
         try:
-            value = self._client.get_secret(self._name).value
+            secret = self._client.get_secret(name)
         except ResourceNotFoundError as e:
             raise CredentialError(
-                f"No {where}: store the client secret's Value under that name, "
-                "or fix CLIENT_SECRET_NAME."
+                f"No {where}: store the app's credential under that name, or fix {setting}."
             ) from e
         except ClientAuthenticationError as e:
             raise CredentialError(
@@ -71,12 +67,13 @@ class KeyVaultSecretSource:
             raise CredentialError(f"Could not read {where}: {_reason(e)}.") from e
         except ServiceRequestError as e:
             raise CredentialError(
-                f"Could not reach Key Vault at {self._vault_url}: {_reason(e)}. "
+                f"Could not reach Key Vault at {self.vault_url}: {_reason(e)}. "
                 "Check KEY_VAULT_URL and the network path to the vault."
             ) from e
-        if not value:
-            raise CredentialError(f"The {where} is empty: store the client secret's Value in it.")
-        return Secret(value)
+        if not secret.value:
+            raise CredentialError(f"The {where} is empty: store the app's credential in it.")
+        return VaultSecret(name, Secret(secret.value), secret.properties.content_type,
+                           secret.properties.expires_on, secret.properties.version)
 
     def close(self) -> None:
         self._client.close()
