@@ -66,6 +66,19 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Pop3Checkpoint:
+    """The POP3 messages of a mailbox already delivered, by digest of their UIDL.
+
+    POP3 has no UIDs that only grow: the server lists every message each time, so the
+    checkpoint is the set of delivered ones still in the maildrop (bounded by its size).
+    """
+
+    mailbox: str
+    delivered: frozenset[bytes] = frozenset()
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
 class Health:
     """How a mailbox has been doing, as kept in the health row."""
 

@@ -33,6 +33,8 @@ from shared.ports import (
     MailSession,
     MessageSink,
     PollObserver,
+    Pop3CheckpointStore,
+    Pop3Server,
     TokenSource,
 )
 from shared.settings import MailboxConfig
@@ -86,6 +88,8 @@ class Poller:
     health: HealthStore
     options: PollOptions
     clock: Clock
+    pop3: Pop3Server | None = None
+    pop3_checkpoints: Pop3CheckpointStore | None = None
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None
@@ -116,14 +120,10 @@ class Poller:
         watcher.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
-            with self.server.open(mailbox.address, token) as session:
-                for folder in mailbox.folders:
-                    folder_result = FolderResult(folder)
-                    result.folders.append(folder_result)
-                    FolderPoll(self, session, mailbox.address, folder, folder_result,
-                               deadline, watcher).run()
-                    if not folder_result.complete:
-                        break
+            if mailbox.protocol == "pop3":
+                result.folders.append(self._poll_pop3(mailbox.address, token, deadline, watcher))
+            else:
+                self._poll_imap(mailbox, token, deadline, watcher, result)
         except MailferryError as e:
             result = self._failed(mailbox.address, e, 0.0, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
@@ -133,6 +133,22 @@ class Poller:
         self._record(result)
         watcher.mailbox_finished(result)
         return result
+
+    def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
+                   watcher: PollObserver, result: MailboxResult) -> None:
+        with self.server.open(mailbox.address, token) as session:
+            for folder in mailbox.folders:
+                folder_result = FolderResult(folder)
+                result.folders.append(folder_result)
+                FolderPoll(self, session, mailbox.address, folder, folder_result,
+                           deadline, watcher).run()
+                if not folder_result.complete:
+                    break
+
+    def _poll_pop3(self, address: str, token: Secret, deadline: float,
+                   watcher: PollObserver) -> FolderResult:
+        """POP3 sees the Inbox only; see pop3_poll."""
+        raise NotImplementedError("POP3 mailboxes are not supported yet")
 
     def _failed(self, address: str, error: Exception, seconds: float,
                 folders: list[FolderResult] | None = None) -> MailboxResult:

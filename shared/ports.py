@@ -7,7 +7,15 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from shared.model import Checkpoint, FetchedMessage, FolderState, Health, MailboxResult, Secret
+from shared.model import (
+    Checkpoint,
+    FetchedMessage,
+    FolderState,
+    Health,
+    MailboxResult,
+    Pop3Checkpoint,
+    Secret,
+)
 
 
 class TokenSource(Protocol):
@@ -89,3 +97,31 @@ class PollObserver(Protocol):
     def message_delivered(self, address: str, size: int) -> None: ...
 
     def mailbox_finished(self, result: MailboxResult) -> None: ...
+
+
+class Pop3Session(Protocol):
+    """An authenticated POP3 connection to one mailbox's Inbox."""
+
+    def list_uidls(self) -> list[tuple[int, str]]:
+        """(message number, unique id) of every message in the maildrop (UIDL)."""
+        ...
+
+    def retrieve(self, number: int) -> bytes:
+        """The message, byte for byte as the server sent it (RETR, dot-unstuffed)."""
+        ...
+
+
+class Pop3Server(Protocol):
+    """Opens XOAUTH2 sessions to mailboxes over POP3."""
+
+    def open(self, address: str, token: Secret) -> AbstractContextManager[Pop3Session]: ...
+
+
+class Pop3CheckpointStore(Protocol):
+    """Which POP3 messages a mailbox has delivered, advanced with optimistic concurrency."""
+
+    def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None: ...
+
+    def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
+        """Write if the stored row still has ``checkpoint.etag`` (None: only if absent)."""
+        ...
