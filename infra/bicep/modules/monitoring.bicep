@@ -22,7 +22,7 @@ param alertWindow string = 'PT15M'
 @maxValue(6)
 param alertConsecutiveWindows int = 3
 
-@description('Exact text every failed mailbox poll logs; the product code emits the same text.')
+@description('Text every failed mailbox poll log line starts with: FAILURE_LOG_TEXT in shared/poll.py.')
 param pollFailedText string = 'mailbox poll failed'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -69,15 +69,15 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(a
   }
 }
 
-// One row per failed poll. The mailbox comes from the log's custom dimensions when the
-// logging pipeline carries them, and otherwise from the 'mailbox=' field of the message text.
+// One row per failed poll. shared/poll.py logs "<text>: <address>: <ErrorType>: <message>";
+// custom dimensions 'mailbox' / 'error_type', when the logging pipeline carries them, win.
 var failedPollQuery = '''
 traces
-| where message has "{0}"
-| extend dimensionMailbox = tostring(customDimensions.mailbox)
-| extend mailbox = iff(isempty(dimensionMailbox), extract(@"mailbox=(\S+)", 1, message), dimensionMailbox)
-| extend errorType = tostring(customDimensions.error_type)
-| extend errorType = iff(isempty(errorType), extract(@"error=(\S+)", 1, message), errorType)
+| where message startswith "{0}: "
+| extend fields = split(substring(message, strlen("{0}: ")), ": ")
+| extend dimensionMailbox = tostring(customDimensions.mailbox), dimensionError = tostring(customDimensions.error_type)
+| extend mailbox = iff(isempty(dimensionMailbox), tostring(fields[0]), dimensionMailbox)
+| extend errorType = iff(isempty(dimensionError), tostring(fields[1]), dimensionError)
 | project timestamp, mailbox, errorType, message
 '''
 

@@ -7,14 +7,13 @@ param principalId string
 @description('Object ID of the person or pipeline that runs infra/tenant (writes the client secret). Empty: none.')
 param deployerPrincipalId string = ''
 
-@allowed(['User', 'Group', 'ServicePrincipal'])
+@description('User, Group or ServicePrincipal.')
 param deployerPrincipalType string = 'User'
 
 param keyVaultName string
 param hostStorageName string
 param mailStorageName string
 param mailContainerName string
-param checkpointTableName string
 param fanoutQueueName string
 param appInsightsName string
 
@@ -54,11 +53,6 @@ resource mailContainer 'Microsoft.Storage/storageAccounts/blobServices/container
 resource mailTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
   parent: mailStorage
   name: 'default'
-}
-
-resource checkpointTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
-  parent: mailTableService
-  name: checkpointTableName
 }
 
 resource mailQueueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
@@ -139,10 +133,13 @@ resource mailBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
-// --- The app: checkpoints and health rows (CHECKPOINT_TABLE).
+// --- The app: checkpoints and health rows (CHECKPOINT_TABLE). On the mail account's table
+// service, not the table: the app creates its table when missing at each start, and Create
+// Table names the table in its body, not in the URL a table-scoped grant is checked against.
+// The mail account holds no other table.
 resource checkpointTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(checkpointTable.id, principalId, roles.storageTableDataContributor)
-  scope: checkpointTable
+  name: guid(mailTableService.id, principalId, roles.storageTableDataContributor)
+  scope: mailTableService
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: principalId

@@ -18,8 +18,8 @@ param tables string[] = []
 @description('Queues to create.')
 param queues string[] = []
 
-@description('Days a deleted blob or container can be restored (0 turns soft delete off).')
-@minValue(0)
+@description('Days a deleted or overwritten blob, or a deleted container, can be restored.')
+@minValue(1)
 @maxValue(365)
 param softDeleteDays int = 7
 
@@ -56,12 +56,12 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
   properties: {
     deleteRetentionPolicy: {
-      enabled: softDeleteDays > 0
-      days: softDeleteDays > 0 ? softDeleteDays : null
+      enabled: true
+      days: softDeleteDays
     }
     containerDeleteRetentionPolicy: {
-      enabled: softDeleteDays > 0
-      days: softDeleteDays > 0 ? softDeleteDays : null
+      enabled: true
+      days: softDeleteDays
     }
   }
 }

@@ -1,0 +1,262 @@
+// mailferry on Azure: a Flex Consumption Function App that runs as a user-assigned identity
+// and reaches Key Vault, storage and Application Insights with Entra ID only.
+// Deploy into an existing resource group: `azd up`, or `az deployment group create`
+// with main.bicepparam (README "Deploy").
+targetScope = 'resourceGroup'
+
+@description('Name of the environment (azd sets it); it seeds the unique suffix of every resource name.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Azure region of every resource.')
+param location string = resourceGroup().location
+
+@description('Object ID of whoever runs infra/tenant; gets Key Vault Secrets Officer to write the client secret. Empty: nobody.')
+param principalId string = ''
+
+@description('Kind of principal principalId is: User, Group or ServicePrincipal (a pipeline).')
+param principalType string = 'User'
+
+// --- Microsoft 365 side (see infra/tenant) ---------------------------------------------------
+
+@description('Tenant that owns the mailboxes. Empty: the tenant of this subscription.')
+param m365TenantId string = ''
+
+@description('Application (client) ID of the app registration granted IMAP.AccessAsApp. Empty until infra/tenant has created it; the app then reports M365_CLIENT_ID as missing.')
+param m365ClientId string = ''
+
+@description('Microsoft 365 cloud of the mailboxes: global (also GCC), usgov (GCC High), usgovdod or china. The app derives the sign-in host, token scope and mail hosts from it.')
+param m365Cloud string = 'global'
+
+@description('How the app proves itself to Entra ID: secret (client secret in Key Vault), certificate (certificate in Key Vault) or federated (the managed identity, nothing stored).')
+param authMode string = 'secret'
+
+@description('Mailboxes to read, in the MAILBOXES format: "a@contoso.com, b@contoso.com:INBOX|Invoices".')
+param mailboxes string = ''
+
+@description('Name of the Key Vault secret holding the client secret\'s Value (infra/tenant writes it).')
+param clientSecretName string = 'mailferry-client-secret'
+
+@description('Name of the Key Vault certificate registered on the app registration (authMode certificate).')
+param clientCertificateName string = 'mailferry-client-cert'
+
+@description('imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise.')
+param mailProtocol string = 'imap'
+
+// --- Behaviour -------------------------------------------------------------------------------
+
+@description('NCRONTAB schedule of the poll (six fields, seconds first).')
+param pollSchedule string = '0 */5 * * * *'
+
+@description('inline (the timer polls every mailbox) or fanout (one queue message per mailbox, polled by queue-triggered instances).')
+param pollMode string = 'inline'
+
+param mailContainerName string = 'mail'
+param checkpointTableName string = 'mailferrycheckpoints'
+
+@description('Queue of one message per mailbox, for fan-out across instances.')
+param fanoutQueueName string = 'mailferry-polls'
+
+@minValue(1)
+@maxValue(64)
+param maxConcurrentMailboxes int = 4
+
+@minValue(1)
+@maxValue(1000)
+param fetchBatchSize int = 100
+
+@minValue(1)
+@maxValue(64)
+param uploadConcurrency int = 8
+
+@description('Messages above this many bytes are fetched and uploaded in pieces.')
+param largeMessageBytes int = 16777216
+
+@description('A run stops starting work after this many seconds; keep it below host.json functionTimeout.')
+@minValue(10)
+param pollDeadlineSeconds int = 480
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+// --- Alerting ---------------------------------------------------------------------------------
+
+@description('Email address that receives the "a mailbox keeps failing" alert. Empty: no notification.')
+param alertEmail string = ''
+
+@allowed(['PT5M', 'PT10M', 'PT15M', 'PT30M', 'PT45M', 'PT1H'])
+param alertWindow string = 'PT15M'
+
+@minValue(1)
+@maxValue(6)
+param alertConsecutiveWindows int = 3
+
+// -----------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'mailferry'
+}
+var functionAppName = 'func-mailferry-${resourceToken}'
+var deploymentContainerName = 'app-package'
+
+
+// The one identity the app runs as: host storage, mail storage, Key Vault and telemetry.
+// User-assigned, so its grants exist before the app starts and survive re-creating the app.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-mailferry-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+// Functions host storage (AzureWebJobsStorage) and the deployment package. Kept apart from
+// the mail so the host's account-wide Blob Data Owner does not reach the mail.
+module hostStorage 'modules/storage-account.bicep' = {
+  name: 'host-storage'
+  params: {
+    name: 'stmfhost${resourceToken}'
+    location: location
+    tags: tags
+    containers: [deploymentContainerName]
+  }
+}
+
+// The mail: one blob per message, checkpoints and health rows, the fan-out queue.
+module mailStorage 'modules/storage-account.bicep' = {
+  name: 'mail-storage'
+  params: {
+    name: 'stmfmail${resourceToken}'
+    location: location
+    tags: tags
+    containers: [mailContainerName]
+    tables: [checkpointTableName]
+    queues: [fanoutQueueName, '${fanoutQueueName}-poison']
+  }
+}
+
+module keyVault 'modules/key-vault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: 'kv-mf-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: tags
+    workspaceName: 'log-mailferry-${resourceToken}'
+    appInsightsName: 'appi-mailferry-${resourceToken}'
+    alertEmail: alertEmail
+    alertWindow: alertWindow
+    alertConsecutiveWindows: alertConsecutiveWindows
+  }
+}
+
+module roleAssignments 'modules/role-assignments.bicep' = {
+  name: 'role-assignments'
+  params: {
+    principalId: identity.properties.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    keyVaultName: keyVault.outputs.name
+    hostStorageName: hostStorage.outputs.name
+    mailStorageName: mailStorage.outputs.name
+    mailContainerName: mailContainerName
+    fanoutQueueName: fanoutQueueName
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// Every app setting. Host settings first, then each setting of shared/settings.py SETTINGS
+// that applies on Azure (MAIL_STORAGE and CA_BUNDLE are for local runs only).
+var appSettings = {
+  AzureWebJobsStorage__accountName: hostStorage.outputs.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+
+  M365_TENANT_ID: empty(m365TenantId) ? tenant().tenantId : m365TenantId
+  M365_CLIENT_ID: m365ClientId
+  M365_CLOUD: m365Cloud
+  AUTH_MODE: authMode
+  KEY_VAULT_URL: keyVault.outputs.uri
+  CLIENT_SECRET_NAME: clientSecretName
+  CLIENT_CERTIFICATE_NAME: clientCertificateName
+  CLIENT_CERTIFICATE_SEND_CHAIN: 'false'
+  KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
+  MANAGED_IDENTITY_CLIENT_ID: identity.properties.clientId
+  // Empty: the app takes these from M365_CLOUD. Set one only to override that cloud's value.
+  FEDERATED_TOKEN_AUDIENCE: ''
+  AUTHORITY_HOST: ''
+  TOKEN_SCOPE: ''
+  IMAP_HOST: ''
+  POP3_HOST: ''
+  MAILBOXES: mailboxes
+  MAIL_PROTOCOL: mailProtocol
+  POLL_SCHEDULE: pollSchedule
+  POLL_MODE: pollMode
+  POLL_QUEUE: fanoutQueueName
+  BLOB_CONTAINER: mailContainerName
+  CHECKPOINT_TABLE: checkpointTableName
+  MAIL_STORAGE__blobServiceUri: mailStorage.outputs.blobServiceUri
+  MAIL_STORAGE__tableServiceUri: mailStorage.outputs.tableServiceUri
+  MAIL_STORAGE__queueServiceUri: mailStorage.outputs.queueServiceUri
+  MAIL_STORAGE__credential: 'managedidentity'
+  MAIL_STORAGE__clientId: identity.properties.clientId
+  IMAP_PORT: '993'
+  IMAP_SECURITY: 'tls'
+  POP3_PORT: '995'
+  POP3_SECURITY: 'tls'
+  MAX_CONCURRENT_MAILBOXES: string(maxConcurrentMailboxes)
+  FETCH_BATCH_SIZE: string(fetchBatchSize)
+  UPLOAD_CONCURRENCY: string(uploadConcurrency)
+  LARGE_MESSAGE_BYTES: string(largeMessageBytes)
+  POLL_DEADLINE_SECONDS: string(pollDeadlineSeconds)
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    name: functionAppName
+    planName: 'plan-mailferry-${resourceToken}'
+    location: location
+    tags: union(tags, { 'azd-service-name': 'mailferry' })
+    identityId: identity.id
+    hostBlobServiceUri: hostStorage.outputs.blobServiceUri
+    deploymentContainerName: deploymentContainerName
+    appSettings: appSettings
+    pythonVersion: '3.11'
+    maximumInstanceCount: maximumInstanceCount
+  }
+  // The host reads its storage as soon as it starts: grant first.
+  dependsOn: [
+    roleAssignments
+  ]
+}
+
+// Outputs: azd stores them in its environment (`azd env get-values`); the README's next steps use them.
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output CLIENT_SECRET_NAME string = clientSecretName
+output M365_TENANT_ID string = empty(m365TenantId) ? tenant().tenantId : m365TenantId
+// Issuer tenant of the identity's tokens: a federated credential on the app registration trusts
+// https://login.microsoftonline.com/<AZURE_TENANT_ID>/v2.0 with subject MANAGED_IDENTITY_PRINCIPAL_ID.
+output AZURE_TENANT_ID string = subscription().tenantId
+output MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output MAIL_STORAGE_ACCOUNT_NAME string = mailStorage.outputs.name
+output MAIL_BLOB_CONTAINER string = mailContainerName
+output FANOUT_QUEUE_NAME string = fanoutQueueName
+output HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output ALERT_RULE_NAME string = monitoring.outputs.alertRuleName
