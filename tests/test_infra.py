@@ -27,7 +27,6 @@ MAIN = BICEP / "main.bicep"
 ROLES = BICEP / "modules" / "role-assignments.bicep"
 TENANT_PS = ROOT / "infra" / "tenant" / "Setup-MailferryTenant.ps1"
 TENANT_SH = ROOT / "infra" / "tenant" / "setup-entra.sh"
-README_SECTIONS = ROOT / "infra" / "README-sections.md"
 LOCAL_EXAMPLE = ROOT / "local.settings.json.example"
 
 # Settings of the Functions host and platform, not the app's own: allowed in Bicep and in
@@ -542,9 +541,7 @@ def test_azure_yaml_deploys_the_function_to_the_tagged_app() -> None:
 
 
 def test_readme_sections_document_deploy_tenant_settings_and_outputs() -> None:
-    # Checked wherever the sections live: still apart, or merged into the README.
-    docs = [README_SECTIONS, ROOT / "README.md"]
-    text = "\n".join(path.read_text(encoding="utf-8") for path in docs if path.exists())
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     for heading in ("## Deploy", "## Set up the tenant"):
         assert re.search(rf"^{heading}\s*$", text, re.M), heading
     for command in (
