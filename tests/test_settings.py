@@ -170,3 +170,17 @@ def test_settings_list_has_unique_names_and_descriptions():
     names = [s.name for s in SETTINGS]
     assert len(names) == len(set(names))
     assert all(s.description and s.example for s in SETTINGS)
+
+
+def test_the_readme_settings_table_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in readme.splitlines():  # the first table naming a setting is the settings table
+        if line.startswith("| `"):
+            rows.setdefault(line.split("|")[1].strip().strip("`"), line)
+    for spec in SETTINGS:
+        assert spec.name in rows, f"{spec.name} is missing from the README's settings table"
+        if spec.default:
+            assert f"`{spec.default}`" in rows[spec.name], spec.name
