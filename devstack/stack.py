@@ -30,12 +30,19 @@ from devstack._proc import (
 from devstack.ca import CertFiles, create_ca
 from devstack.dovecot import INSPECTOR_APPID, Dovecot, DovecotPorts
 from devstack.emulator import CONFIG_NAME, PORT_NAME
+from devstack.identity.certs import (
+    PEM_CONTENT_TYPE,
+    PKCS12_CONTENT_TYPE,
+    AppCertificate,
+    generate_app_certificate,
+)
 from devstack.identity.state import EmulatorConfig
 from devstack.identity.tokens import APP_ROLES, OUTLOOK_RESOURCE, SigningKey, app_claims
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_FILE = "stack.json"
 CLIENT_SECRET_NAME = "mailferry-client-secret"
+CLIENT_CERT_NAME = "mailferry-client-cert"
 TOKEN_SCOPE = f"{OUTLOOK_RESOURCE}/.default"
 _UID_RE = re.compile(rb"\bUID (\d+)")
 
@@ -348,13 +355,74 @@ class Stack:
         self._admin("POST", "client-secret/expire", {})
 
     def set_vault_secret(
-        self, name: str, value: str, *, expires: int | None = None, enabled: bool = True
+        self,
+        name: str,
+        value: str,
+        *,
+        expires: int | None = None,
+        enabled: bool = True,
+        content_type: str | None = None,
     ) -> str:
-        """Add a version of a vault secret; returns the version id."""
+        """Add a version of a vault secret; returns the version id. ``expires`` (epoch
+        seconds) comes back as ``attributes.exp`` (``properties.expires_on`` in the SDK):
+        like Key Vault, the vault still serves the value after it."""
         version: str = self._admin(
-            "PUT", f"secrets/{name}", {"value": value, "expires": expires, "enabled": enabled}
+            "PUT",
+            f"secrets/{name}",
+            {"value": value, "expires": expires, "enabled": enabled,
+             "content_type": content_type},
         )["version"]
         return version
+
+    def create_app_certificate(
+        self,
+        *,
+        name: str = CLIENT_CERT_NAME,
+        days_valid: int = 365,
+        expired: bool = False,
+        pem: bool = False,
+        register: bool = True,
+    ) -> AppCertificate:
+        """A self-signed RSA 2048 client certificate, registered on the app (its public
+        part, like an upload to the app registration) unless ``register=False``, and put in
+        the vault as Key Vault keeps certificates: a certificate ``name`` and, under the same
+        name and version, a secret holding the PFX in base64 (``application/x-pkcs12``) or
+        with ``pem=True`` the private key and certificate in PEM (``application/x-pem-file``),
+        its ``exp``/``nbf`` the certificate's validity. ``expired`` makes one whose validity
+        ended a day ago."""
+        cert = generate_app_certificate(name, days_valid=days_valid, expired=expired)
+        self.store_vault_certificate(cert, pem=pem)
+        if register:
+            self.register_app_certificate(cert.certificate_pem)
+        return cert
+
+    def store_vault_certificate(self, cert: AppCertificate, *, pem: bool = False) -> str:
+        """Import ``cert`` into the vault under ``cert.name``; returns the version id."""
+        value, content_type = (
+            (cert.pem_bundle(), PEM_CONTENT_TYPE) if pem
+            else (cert.pkcs12_base64(), PKCS12_CONTENT_TYPE)
+        )
+        version: str = self._admin(
+            "PUT",
+            f"certificates/{cert.name}",
+            {"certificate_pem": cert.certificate_pem, "value": value,
+             "content_type": content_type},
+        )["version"]
+        return version
+
+    def register_app_certificate(self, certificate_pem: str) -> None:
+        """Add a certificate (PEM, public part) to the app's key credentials."""
+        self._admin("POST", "app-certificates", {"certificate_pem": certificate_pem})
+
+    def app_certificates(self) -> list[dict[str, Any]]:
+        """The registered certificates: ``thumbprint_sha1``/``thumbprint_sha256`` (hex),
+        ``start``/``end`` (epoch seconds)."""
+        result: list[dict[str, Any]] = self._admin("GET", "app-certificates")
+        return result
+
+    def unregister_app_certificates(self) -> None:
+        """Remove every certificate from the app: their assertions fail with AADSTS700027."""
+        self._admin("POST", "app-certificates/clear", {})
 
     def set_app_roles(self, roles: Iterable[str]) -> None:
         """Application permissions (with admin consent) put in the app's Outlook tokens."""

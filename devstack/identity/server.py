@@ -1,5 +1,5 @@
-"""HTTPS request handling for Entra ID (v2 endpoints), Key Vault secrets and the
-App Service managed-identity endpoint."""
+"""HTTPS request handling for Entra ID (v2 endpoints), Key Vault secrets and certificates,
+and the App Service managed-identity endpoint."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.identity.state import EmulatorState
+from devstack.identity.certs import b64url, b64url_decode, load_certificate
+from devstack.identity.state import EmulatorState, KeyCredential, SecretVersion, VaultCertificate
 from devstack.identity.tokens import (
     OUTLOOK_RESOURCE,
     TOKEN_LIFETIME,
@@ -34,13 +36,20 @@ GRAPH_RESOURCE = "https://graph.microsoft.com"
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 KNOWN_RESOURCES = (OUTLOOK_RESOURCE, VAULT_RESOURCE, GRAPH_RESOURCE)
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Signature algorithms Entra accepts on a certificate client assertion.
+ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+# Clock skew allowed on the assertion's exp/nbf (Microsoft.IdentityModel's default).
+ASSERTION_CLOCK_SKEW = 300
+CERT_CREDENTIALS_DOC = "https://learn.microsoft.com/entra/identity-platform/certificate-credentials"
 KV_NOT_FOUND = (
     "A secret with (name/id) {name} was not found in this key vault. If you recently deleted "
     "this secret you may be able to recover it using the correct recovery command. For help "
     "resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
 )
 
-SECRET_RE = re.compile(r"^/secrets/([0-9A-Za-z-]{1,127})(?:/([0-9A-Za-z]*))?/?$")
+VAULT_RE = re.compile(
+    r"^/(secrets|certificates)/([0-9A-Za-z-]{1,127})(?:/([0-9A-Za-z]*))?/?$"
+)
 TENANT_RE = re.compile(r"^/([^/]+)/(v2\.0/\.well-known/openid-configuration|oauth2/v2\.0/token"
                        r"|discovery/v2\.0/keys|discovery/keys)$")
 
@@ -69,6 +78,44 @@ class EmulatorServer(ThreadingHTTPServer):
 
 def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _us_time(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%m/%d/%Y %H:%M:%S")
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+
+def _numeric_date(value: Any) -> int | None:
+    """A JWT NumericDate (MSAL sends floats) as whole seconds; None if not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _assertion_client_id(form: dict[str, str]) -> str:
+    """Without a ``client_id`` parameter Entra takes the app from the assertion's ``sub``."""
+    assertion = form.get("client_assertion")
+    if not assertion:
+        return ""
+    try:
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return ""
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) and sub == claims.get("iss") else ""
+
+
+def _is_certificate_assertion(
+    header: dict[str, Any], claims: dict[str, Any], client_id: str
+) -> bool:
+    """A certificate assertion names its key by thumbprint and is issued by the app itself;
+    a federated one is a token issued (here: by the emulator) to the managed identity."""
+    if header.get("x5t") or header.get("x5t#S256"):
+        return True
+    return claims.get("iss") == client_id
 
 
 class EmulatorHandler(BaseHTTPRequestHandler):
@@ -138,7 +185,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 self._admin(path)
             elif path == "/msi/token":
                 self._msi()
-            elif path.startswith("/secrets/"):
+            elif path.startswith(("/secrets/", "/certificates/")):
                 self._vault(path)
             elif (m := TENANT_RE.match(path)) is not None:
                 self._entra(unquote(m.group(1)), m.group(2))
@@ -224,7 +271,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 f"The app requested an unsupported grant type '{grant}'.",
             )
             return
-        client_id = form.get("client_id", "")
+        client_id = form.get("client_id", "") or _assertion_client_id(form)
         secret = form.get("client_secret")
         basic = self.headers.get("Authorization", "")
         if basic.lower().startswith("basic "):
@@ -286,6 +333,21 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     ) -> bool:
         assertion = form.get("client_assertion")
         if assertion is not None:
+            if form.get("client_assertion_type") != JWT_BEARER:
+                self._aad_error(
+                    400, "invalid_request", 50027,
+                    "JWT token is invalid or malformed: client_assertion_type is not supported.",
+                )
+                return False
+            try:
+                header = jwt.get_unverified_header(assertion)
+                unverified = jwt.decode(assertion, options={"verify_signature": False})
+            except jwt.InvalidTokenError:
+                self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or "
+                                "malformed.")
+                return False
+            if _is_certificate_assertion(header, unverified, client_id):
+                return self._check_certificate(assertion, header, unverified, client_id)
             return self._check_federated(form, assertion)
         if not secret:
             self._aad_error(
@@ -317,14 +379,115 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _check_federated(self, form: dict[str, str], assertion: str) -> bool:
-        """Workload identity federation: the managed identity's token as client assertion."""
-        if form.get("client_assertion_type") != JWT_BEARER:
+    def _token_audiences(self) -> set[str]:
+        """What a certificate assertion's ``aud`` may be: the token endpoint (v2 or v1) of
+        the tenant, by ID or as named in the request path."""
+        base = self.server.base_url
+        tenants = {self.tenant, urlsplit(self.path).path.split("/")[1]}
+        return {
+            f"{base}/{t}/oauth2/{v}token" for t in tenants for v in ("v2.0/", "")
+        }
+
+    def _check_certificate(
+        self, assertion: str, header: dict[str, Any], unverified: dict[str, Any],
+        client_id: str,
+    ) -> bool:
+        """A client assertion signed with a certificate registered on the app."""
+        alg = str(header.get("alg", ""))
+        if alg not in ASSERTION_ALGORITHMS:
             self._aad_error(
-                400, "invalid_request", 50027,
-                "JWT token is invalid or malformed: client_assertion_type is not supported.",
+                401, "invalid_client", 5002738,
+                f"Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported "
+                f"signing algorithms are: '{','.join(ASSERTION_ALGORITHMS)}'",
             )
             return False
+        sha1 = sha256 = None
+        shown = str(header.get("x5t#S256") or header.get("x5t") or "")
+        try:
+            if header.get("x5t#S256"):
+                sha256 = b64url_decode(str(header["x5t#S256"]))
+                shown = sha256.hex().upper()
+            elif header.get("x5t"):
+                sha1 = b64url_decode(str(header["x5t"]))
+                shown = sha1.hex().upper()
+        except (ValueError, TypeError):
+            pass
+        credential = self.st.find_key_credential(sha1=sha1, sha256=sha256)
+        if credential is None:
+            self._invalid_signature(
+                "The key was not found.", shown,
+                f"Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see "
+                f"configured keys for app Id '{client_id}'.",
+            )
+            return False
+        now = int(time.time())
+        found = f"Found key 'Start={_us_time(credential.start)}, End={_us_time(credential.end)}'"
+        if credential.end <= now:
+            self._invalid_signature("The key used is expired.", shown, found)
+            return False
+        if credential.start > now:
+            self._invalid_signature("The key used is not yet valid.", shown, found)
+            return False
+        public_key = load_certificate(credential.certificate_pem).public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            self._invalid_signature("Key was found, but use of the key to verify the "
+                                    "signature failed.", shown, found)
+            return False
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                assertion, public_key, algorithms=[alg],
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                         "verify_aud": False, "verify_iss": False},
+            )
+        except jwt.InvalidSignatureError:
+            self._invalid_signature("The provided signature value did not match the expected "
+                                    "signature value.", shown, found)
+            return False
+        except jwt.InvalidTokenError:
+            self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+            return False
+        if claims.get("iss") != client_id or claims.get("sub") != client_id:
+            self._aad_error(
+                401, "invalid_client", 700021,
+                "Client assertion application identifier doesn't match 'client_id' parameter. "
+                f"Review the documentation at {CERT_CREDENTIALS_DOC}.",
+            )
+            return False
+        audiences = claims.get("aud")
+        audience_list = audiences if isinstance(audiences, list) else [audiences]
+        if not set(map(str, audience_list)) & self._token_audiences():
+            self._aad_error(
+                401, "invalid_client", 700023,
+                "Client assertion audience claim does not match Realm issuer. Review the "
+                f"documentation at {CERT_CREDENTIALS_DOC}.",
+            )
+            return False
+        exp, nbf = _numeric_date(claims.get("exp")), _numeric_date(claims.get("nbf"))
+        if exp is None or (nbf is None and "nbf" in claims):
+            self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+            return False
+        if exp + ASSERTION_CLOCK_SKEW <= now or (
+            nbf is not None and nbf - ASSERTION_CLOCK_SKEW > now
+        ):
+            valid_from = f"assertion valid from {_iso(nbf)}, " if nbf is not None else ""
+            self._aad_error(
+                401, "invalid_client", 700024,
+                f"Client assertion is not within its valid time range. Current time: "
+                f"{_iso(now)}, {valid_from}expiry time of assertion {_iso(exp)}. Review the "
+                f"documentation at {CERT_CREDENTIALS_DOC}.",
+            )
+            return False
+        return True
+
+    def _invalid_signature(self, reason: str, shown: str, detail: str) -> None:
+        self._aad_error(
+            401, "invalid_client", 700027,
+            f"Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint "
+            f"of key used by client: '{shown}', {detail}]",
+        )
+
+    def _check_federated(self, form: dict[str, str], assertion: str) -> bool:
+        """Workload identity federation: the managed identity's token as client assertion."""
         try:
             claims = self.server.key.verify(
                 assertion, audience=TOKEN_EXCHANGE_AUDIENCE, issuer=issuer_for(self.tenant)
@@ -400,9 +563,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if self.command != "GET":
             self._kv_error(405, "MethodNotAllowed", f"{self.command} is not supported here.")
             return
-        match = SECRET_RE.match(path)
+        match = VAULT_RE.match(path)
         if match is None:
-            self._kv_error(400, "BadParameter", "The secret name is not valid.")
+            kind = "certificate" if path.startswith("/certificates/") else "secret"
+            self._kv_error(400, "BadParameter", f"The {kind} name is not valid.")
             return
         self._body()
         if "api-version" not in self._query():
@@ -429,20 +593,27 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                            challenge=True)
             return
         oid = str(claims.get("oid", ""))
+        # The readers hold a role that reads secrets and certificates ("Key Vault
+        # Certificate User" covers both; "Key Vault Secrets User" the secrets only).
         with self.st.lock:
             allowed = oid in self.st.vault_readers
-        name, version = match.group(1), match.group(2) or None
+        kind, name, version = match.group(1), match.group(2), match.group(3) or None
         if not allowed:
+            action = ("secrets/getSecret/action" if kind == "secrets"
+                      else "certificates/read")
             self._send(403, {"error": {
                 "code": "Forbidden",
                 "message": f"Caller is not authorized to perform action on resource.\r\n"
                 f"If role assignments, deny assignments or role definitions were changed "
                 f"recently, please observe propagation time.\r\nCaller: appid="
                 f"{claims.get('appid')};oid={oid};iss={claims.get('iss')}\r\nAction: "
-                "'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: "
-                f"'/secrets/{name.lower()}'\r\nAssignment: (not found)\r\n",
+                f"'Microsoft.KeyVault/vaults/{action}'\r\nResource: "
+                f"'/{kind}/{name.lower()}'\r\nAssignment: (not found)\r\n",
                 "innererror": {"code": "ForbiddenByRbac"},
             }})
+            return
+        if kind == "certificates":
+            self._send_certificate(name, version)
             return
         item = self.st.get_secret(name, version)
         if item is None:
@@ -451,6 +622,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if not item.enabled:
             self._kv_error(403, "Forbidden", "Operation get is not allowed on a disabled secret.")
             return
+        self._send(200, self._secret_bundle(name, item))
+
+    def _secret_bundle(self, name: str, item: SecretVersion) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "enabled": item.enabled,
             "created": item.created,
@@ -458,6 +632,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             "recoveryLevel": "Recoverable+Purgeable",
             "recoverableDays": 90,
         }
+        if item.not_before is not None:
+            attributes["nbf"] = item.not_before
         if item.expires is not None:
             attributes["exp"] = item.expires
         body: dict[str, Any] = {
@@ -468,7 +644,51 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         }
         if item.content_type:
             body["contentType"] = item.content_type
-        self._send(200, body)
+        if item.managed:
+            body["kid"] = f"{self.server.base_url}/keys/{name}/{item.version}"
+            body["managed"] = True
+        return body
+
+    def _send_certificate(self, name: str, version: str | None) -> None:
+        cert = self.st.get_certificate(name, version)
+        if cert is None:
+            self._kv_error(404, "CertificateNotFound", KV_NOT_FOUND.format(name=name).replace(
+                "A secret", "A certificate").replace("this secret", "this certificate"))
+            return
+        self._send(200, self._certificate_bundle(name, cert))
+
+    def _certificate_bundle(self, name: str, cert: VaultCertificate) -> dict[str, Any]:
+        base = self.server.base_url
+        attributes = {
+            "enabled": True,
+            "nbf": cert.not_before,
+            "exp": cert.expires,
+            "created": cert.created,
+            "updated": cert.created,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        }
+        return {
+            "id": f"{base}/certificates/{name}/{cert.version}",
+            "kid": f"{base}/keys/{name}/{cert.version}",
+            "sid": f"{base}/secrets/{name}/{cert.version}",
+            "x5t": b64url(cert.x5t),
+            "cer": base64.b64encode(cert.cer).decode(),
+            "contentType": cert.content_type,
+            "attributes": attributes,
+            "policy": {
+                "id": f"{base}/certificates/{name}/policy",
+                "key_props": {"exportable": True, "kty": "RSA", "key_size": 2048,
+                              "reuse_key": False},
+                "secret_props": {"contentType": cert.content_type},
+                "x509_props": {"subject": cert.subject, "ekus": [],
+                               "key_usage": ["digitalSignature", "keyEncipherment"]},
+                "issuer": {"name": "Self"},
+                "attributes": {"enabled": True, "created": cert.created,
+                               "updated": cert.created},
+            },
+            "tags": {},
+        }
 
     # -- admin ------------------------------------------------------------------------
     def _admin(self, path: str) -> None:
@@ -511,5 +731,31 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 enabled=bool(data.get("enabled", True)), content_type=data.get("content_type"),
             )
             self._send(200, {"version": item.version})
+        elif path.startswith("/_emulator/certificates/") and self.command == "PUT":
+            name = path.rsplit("/", 1)[1]
+            cert = st.set_certificate(
+                name, str(data["certificate_pem"]), str(data["value"]),
+                str(data["content_type"]),
+            )
+            self._send(200, {"version": cert.version})
+        elif path == "/_emulator/app-certificates" and self.command == "POST":
+            credential = st.register_key_credential(str(data["certificate_pem"]))
+            self._send(200, _key_credential_json(credential))
+        elif path == "/_emulator/app-certificates" and self.command == "GET":
+            with st.lock:
+                credentials = list(st.key_credentials)
+            self._send(200, [_key_credential_json(k) for k in credentials])
+        elif path == "/_emulator/app-certificates/clear" and self.command == "POST":
+            st.clear_key_credentials()
+            self._send(200, {})
         else:
             self._send(404, {"error": f"no admin route {self.command} {path}"})
+
+
+def _key_credential_json(credential: KeyCredential) -> dict[str, Any]:
+    return {
+        "thumbprint_sha1": credential.sha1.hex().upper(),
+        "thumbprint_sha256": credential.sha256.hex().upper(),
+        "start": credential.start,
+        "end": credential.end,
+    }

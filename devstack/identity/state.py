@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
+from devstack.identity.certs import load_certificate, thumbprint
 from devstack.identity.tokens import APP_ROLES
 
 
@@ -59,6 +62,44 @@ class SecretVersion:
     enabled: bool = True
     expires: int | None = None
     content_type: str | None = None
+    not_before: int | None = None
+    managed: bool = False  # the secret behind a Key Vault certificate
+
+
+@dataclass
+class VaultCertificate:
+    """One version of a Key Vault certificate (its secret shares the version id)."""
+
+    version: str
+    cer: bytes  # DER
+    x5t: bytes  # SHA-1 thumbprint
+    subject: str
+    not_before: int
+    expires: int
+    created: int
+    content_type: str
+
+
+@dataclass
+class KeyCredential:
+    """A certificate registered on the app (the public part only), as ``keyCredentials``."""
+
+    certificate_pem: str
+    sha1: bytes
+    sha256: bytes
+    start: int
+    end: int
+
+    @classmethod
+    def from_pem(cls, pem: str) -> KeyCredential:
+        cert = load_certificate(pem)
+        return cls(
+            certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            sha1=thumbprint(cert, "sha1"),
+            sha256=thumbprint(cert, "sha256"),
+            start=int(cert.not_valid_before_utc.timestamp()),
+            end=int(cert.not_valid_after_utc.timestamp()),
+        )
 
 
 @dataclass
@@ -76,6 +117,8 @@ class EmulatorState:
         self.client_secrets: list[ClientSecret] = [ClientSecret(config.client_secret)]
         self.app_roles = list(config.app_roles)
         self.vault: dict[str, list[SecretVersion]] = {}
+        self.certificates: dict[str, list[VaultCertificate]] = {}
+        self.key_credentials: list[KeyCredential] = []
         self.vault_readers = set(config.vault_readers)
         self.counters: dict[str, int] = {
             "token_requests": 0,
@@ -98,16 +141,21 @@ class EmulatorState:
         expires: int | None = None,
         enabled: bool = True,
         content_type: str | None = None,
+        not_before: int | None = None,
+        managed: bool = False,
+        version_id: str | None = None,
     ) -> SecretVersion:
         now = int(time.time())
         version = SecretVersion(
-            version=uuid.uuid4().hex,
+            version=version_id or uuid.uuid4().hex,
             value=value,
             created=now,
             updated=now,
             enabled=enabled,
             expires=expires,
             content_type=content_type,
+            not_before=not_before,
+            managed=managed,
         )
         with self.lock:
             self.vault.setdefault(name.lower(), []).append(version)
@@ -124,6 +172,60 @@ class EmulatorState:
                 if item.version == version.lower():
                     return item
             return None
+
+    def set_certificate(
+        self, name: str, certificate_pem: str, value: str, content_type: str
+    ) -> VaultCertificate:
+        """A new certificate version and, under the same name and version, its secret
+        (``value``: the PFX in base64 or the PEM bundle) holding the private key."""
+        cert = load_certificate(certificate_pem)
+        item = VaultCertificate(
+            version=uuid.uuid4().hex,
+            cer=cert.public_bytes(serialization.Encoding.DER),
+            x5t=thumbprint(cert, "sha1"),
+            subject=cert.subject.rfc4514_string(),
+            not_before=int(cert.not_valid_before_utc.timestamp()),
+            expires=int(cert.not_valid_after_utc.timestamp()),
+            created=int(time.time()),
+            content_type=content_type,
+        )
+        self.set_secret(
+            name, value, expires=item.expires, not_before=item.not_before,
+            content_type=content_type, managed=True, version_id=item.version,
+        )
+        with self.lock:
+            self.certificates.setdefault(name.lower(), []).append(item)
+        return item
+
+    def get_certificate(self, name: str, version: str | None) -> VaultCertificate | None:
+        with self.lock:
+            versions = self.certificates.get(name.lower(), [])
+            if not version:
+                return versions[-1] if versions else None
+            return next((v for v in versions if v.version == version.lower()), None)
+
+    def register_key_credential(self, certificate_pem: str) -> KeyCredential:
+        credential = KeyCredential.from_pem(certificate_pem)
+        with self.lock:
+            self.key_credentials = [
+                k for k in self.key_credentials if k.sha256 != credential.sha256
+            ] + [credential]
+        return credential
+
+    def clear_key_credentials(self) -> None:
+        with self.lock:
+            self.key_credentials = []
+
+    def find_key_credential(
+        self, *, sha1: bytes | None, sha256: bytes | None
+    ) -> KeyCredential | None:
+        with self.lock:
+            for credential in self.key_credentials:
+                if sha256 is not None and credential.sha256 == sha256:
+                    return credential
+                if sha256 is None and sha1 is not None and credential.sha1 == sha1:
+                    return credential
+        return None
 
     def rotate_client_secret(self, value: str | None, keep_old: bool) -> str:
         new = value or secrets.token_urlsafe(30)

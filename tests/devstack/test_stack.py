@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import msal
@@ -381,15 +382,26 @@ def _pgrep(pattern: str) -> list[str]:
 def test_start_failure_stops_what_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from devstack import azurite
     from devstack._proc import ServiceError
+    from devstack.dovecot import Dovecot
 
-    runtime_dirs = set(Path("/tmp").glob("mfdc-*"))
-    masters = _pgrep("dovecot -F -c")
+    # Other stacks may start and stop meanwhile: follow only this attempt's Dovecot.
+    prepared: list[Dovecot] = []
+    prepare = Dovecot.prepare
+
+    def recording_prepare(*args: Any, **kwargs: Any) -> Dovecot:
+        dovecot = prepare(*args, **kwargs)
+        prepared.append(dovecot)
+        return dovecot
+
+    monkeypatch.setattr(Dovecot, "prepare", recording_prepare)
     monkeypatch.setattr(azurite, "AZURITE_BIN", tmp_path / "missing-azurite")
     with pytest.raises(ServiceError, match="missing-azurite"):
         Stack.start(tmp_path / "broken")
     assert _pgrep(str(tmp_path / "broken")) == []
-    assert _pgrep("dovecot -F -c") == masters
-    assert set(Path("/tmp").glob("mfdc-*")) == runtime_dirs
+    assert len(prepared) == 1
+    runtime_dir = prepared[0].runtime_dir
+    assert _pgrep(str(runtime_dir)) == []
+    assert not runtime_dir.exists()
 
 
 def test_ssl_context_trusts_only_local_ca(stack: Stack) -> None:
