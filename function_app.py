@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.entry import run_timer_poll
+from shared.entry import run_queue_poll, run_timer_poll
 
 app = func.FunctionApp()
 
@@ -12,3 +12,9 @@ app = func.FunctionApp()
 def poll_mailboxes(timer: func.TimerRequest) -> None:
     """Deliver every new message of every configured mailbox to Blob Storage."""
     run_timer_poll(past_due=timer.past_due)
+
+
+@app.queue_trigger(arg_name="message", queue_name="%POLL_QUEUE%", connection="MAIL_STORAGE")
+def poll_mailbox(message: func.QueueMessage) -> None:
+    """Fan-out mode: deliver the new messages of the one mailbox this message names."""
+    run_queue_poll(message.get_body().decode(), dequeue_count=message.dequeue_count or 1)

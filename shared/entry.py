@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 from shared.errors import MailferryError
-from shared.model import PollReport
-from shared.wiring import get_poller, load_settings
+from shared.fanout import enqueue_polls
+from shared.model import MailboxResult, PollReport
+from shared.settings import MailboxConfig
+from shared.wiring import get_poll_queue, get_poller, get_queue_worker, load_settings
 
 log = logging.getLogger("mailferry")
 
@@ -18,12 +21,21 @@ class EveryMailboxFailed(MailferryError):
 
 
 def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> PollReport:
-    """One scheduled poll of every configured mailbox."""
+    """One scheduled poll of every configured mailbox.
+
+    With POLL_MODE=fanout it only queues one message per mailbox for run_queue_poll, and
+    returns an empty report.
+    """
     settings = load_settings(os.environ if env is None else env)
     if past_due:
         # The timer missed its slot (host down, or the previous run overran); this run
         # catches up from the checkpoints, so nothing is lost.
         log.warning("poll timer is past due; catching up from the checkpoints")
+    if settings.poll_mode == "fanout":
+        started = time.monotonic()
+        sent = enqueue_polls(get_poll_queue(settings), settings.mailboxes)
+        log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
+        return PollReport([], time.monotonic() - started)
     report = get_poller(settings).run(settings.mailboxes)
     for result in report.mailboxes:
         if result.ok:
@@ -39,3 +51,28 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> P
             f"{first.error}"
         )
     return report
+
+
+def run_queue_poll(body: str, *, dequeue_count: int = 1,
+                   env: Mapping[str, str] | None = None) -> MailboxResult | None:
+    """Poll the one mailbox a fan-out message names, under that mailbox's lease.
+
+    None when there was nothing to poll: a message naming no configured mailbox (dropped),
+    or another poll holding the lease. Raises MailboxPollFailed when the poll failed and
+    attempts remain, so the host retries the message; on the last attempt the failure is
+    recorded in the mailbox's health instead.
+    """
+    settings = load_settings(os.environ if env is None else env)
+    poller = get_poller(settings)
+
+    def poll(mailbox: MailboxConfig) -> MailboxResult:
+        [result] = poller.run([mailbox]).mailboxes
+        return result
+
+    result = get_queue_worker(settings).handle(body, dequeue_count=dequeue_count,
+                                               mailboxes=settings.mailboxes, poll=poll)
+    if result is not None and result.ok:
+        log.info("mailbox polled: %s: %d new messages, %d bytes in %.1f s%s", result.address,
+                 result.delivered, result.bytes_delivered, result.seconds,
+                 "" if result.complete else " (time box reached; next run resumes)")
+    return result

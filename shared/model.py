@@ -49,6 +49,19 @@ class FetchedMessage:
 
 
 @dataclass(frozen=True)
+class MessageInfo:
+    """What FETCH (RFC822.SIZE INTERNALDATE) tells before the body is read.
+
+    Exchange's RFC822.SIZE is an estimate: it decides how a message is fetched, never
+    how many bytes are kept.
+    """
+
+    uid: int
+    size: int
+    internal_date: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """How far a folder has been delivered.
 

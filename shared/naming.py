@@ -14,7 +14,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from urllib.parse import quote
 
-from shared.model import FetchedMessage
+from shared.model import FetchedMessage, MessageInfo
 
 _SAFE_SEGMENT = "@+-_"
 _METADATA_LIMIT = 1024
@@ -97,3 +97,33 @@ def blob_metadata(
         "size": str(len(message.raw)),
         "dedup_key": dedup_key(message.raw, message.internal_date),
     }
+
+
+def pop3_blob_name(mailbox: str, uidl: str) -> str:
+    """The deterministic name of a POP3 message's blob, from its unique id (UIDL).
+
+    The ``pop3`` segment keeps these apart from IMAP blobs of the same Inbox, whose third
+    segment is a UIDVALIDITY number.
+    """
+    return f"{path_segment(mailbox.lower())}/INBOX/pop3/{path_segment(uidl)}.eml"
+
+
+def pop3_blob_metadata(mailbox: str, uidl: str, raw: bytes) -> dict[str, str]:
+    """Metadata stored with each POP3 blob; like ``blob_metadata`` with the UIDL as the id."""
+    return {
+        "mailbox": metadata_value(mailbox),
+        "folder": "INBOX",
+        "uidl": metadata_value(uidl),
+        "message_id": metadata_value(message_id(raw)),
+        "size": str(len(raw)),
+        "dedup_key": dedup_key(raw, None),
+    }
+
+
+def metadata_for_head(mailbox: str, folder: str, uidvalidity: int, info: MessageInfo,
+                      head: bytes, size: int) -> dict[str, str]:
+    """Metadata of a streamed message, from its first bytes (the headers) and its size."""
+    metadata = blob_metadata(mailbox, folder, uidvalidity,
+                             FetchedMessage(info.uid, head, info.internal_date))
+    metadata["size"] = str(size)
+    return metadata

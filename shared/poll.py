@@ -12,25 +12,23 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.errors import MailferryError
+from shared.folder_poll import FolderPoll
 from shared.model import (
-    Checkpoint,
-    FetchedMessage,
     FolderResult,
     MailboxResult,
     PollReport,
     Secret,
 )
-from shared.naming import blob_metadata, blob_name, dedup_key, folder_prefix, uidvalidity_of
+from shared.pop3_poll import Pop3Poll
 from shared.ports import (
     CheckpointStore,
     Clock,
     HealthStore,
     MailServer,
-    MailSession,
     MessageSink,
     PollObserver,
     Pop3CheckpointStore,
@@ -51,6 +49,7 @@ class PollOptions:
     max_concurrent_mailboxes: int = 4
     fetch_batch_size: int = 100
     upload_concurrency: int = 8
+    large_message_bytes: int = 16 * 1024 * 1024
     deadline_seconds: float = 480.0
 
 
@@ -121,7 +120,9 @@ class Poller:
         result = MailboxResult(mailbox.address)
         try:
             if mailbox.protocol == "pop3":
-                result.folders.append(self._poll_pop3(mailbox.address, token, deadline, watcher))
+                inbox = FolderResult("INBOX")
+                result.folders.append(inbox)
+                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox)
             else:
                 self._poll_imap(mailbox, token, deadline, watcher, result)
         except MailferryError as e:
@@ -146,9 +147,15 @@ class Poller:
                     break
 
     def _poll_pop3(self, address: str, token: Secret, deadline: float,
-                   watcher: PollObserver) -> FolderResult:
+                   watcher: PollObserver, result: FolderResult) -> None:
         """POP3 sees the Inbox only; see pop3_poll."""
-        raise NotImplementedError("POP3 mailboxes are not supported yet")
+        if self.pop3 is None or self.pop3_checkpoints is None:
+            raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
+        with self.pop3.open(address, token) as session:
+            Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
+                     clock=self.clock, deadline=deadline, watcher=watcher,
+                     batch_size=self.options.fetch_batch_size,
+                     upload_concurrency=self.options.upload_concurrency, result=result).run()
 
     def _failed(self, address: str, error: Exception, seconds: float,
                 folders: list[FolderResult] | None = None) -> MailboxResult:
@@ -160,89 +167,6 @@ class Poller:
             self.health.record_result(result, at=self.clock.now())
         except MailferryError as e:
             log.warning("could not record health of %s: %s", result.address, e)
-
-
-class FolderPoll:
-    """Delivers one folder's new messages, batch by batch, checkpointing after each."""
-
-    def __init__(self, poller: Poller, session: MailSession, address: str, folder: str,
-                 result: FolderResult, deadline: float, watcher: PollObserver) -> None:
-        self.poller = poller
-        self.session = session
-        self.address = address
-        self.folder = folder
-        self.result = result
-        self.deadline = deadline
-        self.watcher = watcher
-        self.known_keys: set[str] = set()
-
-    def run(self) -> None:
-        state = self.session.select_folder(self.folder)
-        store = self.poller.checkpoints
-        checkpoint = store.get_checkpoint(self.address, self.folder)
-        if checkpoint is None or checkpoint.uidvalidity != state.uidvalidity:
-            # A new folder, or a reset one: start over. After a reset, every message that
-            # exists now may have been delivered under the old UIDVALIDITY: remember how
-            # far that goes, so a run that dies halfway through the resync still checks.
-            self.result.resynced = checkpoint is not None
-            dedup_through = max(self._new_uids(0), default=0) if self.result.resynced else 0
-            checkpoint = store.put_checkpoint(Checkpoint(
-                self.address, self.folder, state.uidvalidity, last_uid=0,
-                dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None))
-            if self.result.resynced:
-                log.warning("%s/%s: UIDVALIDITY changed to %d; resyncing without duplicates",
-                            self.address, self.folder, state.uidvalidity)
-        uids = self._new_uids(checkpoint.last_uid)
-        if checkpoint.last_uid < checkpoint.dedup_through_uid:
-            self.known_keys = self._keys_from_other_uidvalidity(state.uidvalidity)
-
-        batch_size = self.poller.options.fetch_batch_size
-        for start in range(0, len(uids), batch_size):
-            if self.poller.clock.monotonic() >= self.deadline:
-                self.result.complete = False
-                log.warning("%s/%s: time box reached; the next run resumes after UID %d",
-                            self.address, self.folder, checkpoint.last_uid)
-                return
-            batch = uids[start:start + batch_size]
-            self._deliver(checkpoint, self.session.fetch(batch))
-            checkpoint = store.put_checkpoint(replace(checkpoint, last_uid=batch[-1]))
-
-    def _new_uids(self, last_uid: int) -> list[int]:
-        # `UID SEARCH UID n:*` always includes the highest UID, even when it is below n.
-        return sorted(u for u in set(self.session.search_uids_from(last_uid + 1)) if u > last_uid)
-
-    def _keys_from_other_uidvalidity(self, uidvalidity: int) -> set[str]:
-        prefix = folder_prefix(self.address, self.folder)
-        return {key for name, key in self.poller.sink.list_dedup_keys(prefix)
-                if uidvalidity_of(name, prefix) not in (None, uidvalidity)}
-
-    def _deliver(self, checkpoint: Checkpoint, messages: list[FetchedMessage]) -> None:
-        to_write: list[FetchedMessage] = []
-        for message in messages:
-            if (message.uid <= checkpoint.dedup_through_uid
-                    and dedup_key(message.raw, message.internal_date) in self.known_keys):
-                self.result.duplicates_skipped += 1
-            else:
-                to_write.append(message)
-        sink = self.poller.sink
-
-        def write(message: FetchedMessage) -> bool:
-            name = blob_name(self.address, self.folder, checkpoint.uidvalidity, message.uid)
-            metadata = blob_metadata(self.address, self.folder, checkpoint.uidvalidity, message)
-            return sink.create(name, message.raw, metadata)
-
-        workers = max(1, min(self.poller.options.upload_concurrency, len(to_write)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="upload") as pool:
-            # list() waits for every upload and re-raises the first failure, so the
-            # checkpoint below never passes a message whose blob is missing.
-            outcomes = list(pool.map(write, to_write))
-        for message, created in zip(to_write, outcomes, strict=True):
-            if created:
-                self.result.delivered += 1
-                self.result.bytes_delivered += len(message.raw)
-                self.watcher.message_delivered(self.address, len(message.raw))
-            else:
-                self.result.already_present += 1
 
 
 __all__ = ["FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +13,7 @@ from shared.model import (
     FolderState,
     Health,
     MailboxResult,
+    MessageInfo,
     Pop3Checkpoint,
     Secret,
 )
@@ -39,6 +40,15 @@ class MailSession(Protocol):
         """The messages with these UIDs, byte for byte; expunged ones are simply absent."""
         ...
 
+    def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
+        """Size and internal date of these messages, without their bodies."""
+        ...
+
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
+        fewer at the end, empty past it."""
+        ...
+
 
 class MailServer(Protocol):
     """Opens sessions to mailboxes on one server."""
@@ -52,6 +62,14 @@ class MessageSink(Protocol):
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
         """Write a new blob; False when one of that name exists already (delivered before)."""
         ...
+
+    def create_from_chunks(self, name: str, chunks: Iterable[bytes],
+                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+        """Write a new blob piece by piece, committed only when every piece is stored;
+        ``metadata`` is asked for after the last piece. False when the blob exists."""
+        ...
+
+    def exists(self, name: str) -> bool: ...
 
     def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:
         """(name, dedup key) of every message stored under ``prefix``."""

@@ -15,6 +15,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from requests.adapters import HTTPAdapter
 
 from shared.adapters.app_credentials import (
@@ -27,7 +28,12 @@ from shared.adapters.blob import BlobMessageSink
 from shared.adapters.entra import MsalTokenSource
 from shared.adapters.imap import ImapServer
 from shared.adapters.keyvault import KeyVault
+from shared.adapters.lease import BlobLeaseStore
+from shared.adapters.poll_queue import StoragePollQueue
+from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
+from shared.errors import ConfigurationError
+from shared.fanout import LEASE_SECONDS, QueueWorker, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
 from shared.settings import SETTING_NAMES, Settings
 
@@ -67,9 +73,13 @@ def build_poller(settings: Settings) -> Poller:
         max_concurrent_mailboxes=settings.max_concurrent_mailboxes,
         fetch_batch_size=settings.fetch_batch_size,
         upload_concurrency=settings.upload_concurrency,
+        large_message_bytes=settings.large_message_bytes,
         deadline_seconds=settings.poll_deadline_seconds,
     )
-    return Poller(tokens, server, sink, state, state, options, SystemClock())
+    pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
+                          ca_bundle=settings.ca_bundle)
+    return Poller(tokens, server, sink, state, state, options, SystemClock(),
+                  pop3=pop3, pop3_checkpoints=state)
 
 
 def build_client_credential(settings: Settings, identity: TokenCredential) -> ClientCredential:
@@ -145,3 +155,67 @@ def _storage_clients(settings: Settings, identity: TokenCredential,
         table = TableClient(storage.table_service_uri, settings.checkpoint_table,
                             credential=credential, connection_verify=verify)
     return blob_service.get_container_client(settings.blob_container), table
+
+
+@functools.lru_cache(maxsize=8)
+def get_poll_queue(settings: Settings) -> StoragePollQueue:
+    """The process's fan-out queue for these settings, built on first use."""
+    return build_poll_queue(settings)
+
+
+@functools.lru_cache(maxsize=8)
+def get_queue_worker(settings: Settings) -> QueueWorker:
+    """The process's fan-out worker (leases, health) for these settings, built on first use."""
+    return build_queue_worker(settings)
+
+
+def build_poll_queue(settings: Settings) -> StoragePollQueue:
+    """The fan-out queue; messages base64-encoded, as the queue trigger expects by default."""
+    storage = settings.storage
+    verify = _verify(settings)
+    encoding = TextBase64EncodePolicy()
+    if storage.connection_string is not None:
+        client = QueueClient.from_connection_string(
+            storage.connection_string.reveal(), settings.poll_queue,
+            message_encode_policy=encoding, connection_verify=verify)
+    elif storage.queue_service_uri:
+        client = QueueClient(storage.queue_service_uri, settings.poll_queue,
+                             credential=_storage_credential(settings, _identity(settings), verify),
+                             message_encode_policy=encoding, connection_verify=verify)
+    else:
+        raise ConfigurationError([
+            "MAIL_STORAGE__queueServiceUri is not set but the fan-out queue lives in the mail "
+            "storage account: set it, e.g. https://mailferrystore.queue.core.windows.net"])
+    return StoragePollQueue(client)
+
+
+def build_lease_store(settings: Settings, *, lease_seconds: int = LEASE_SECONDS) -> BlobLeaseStore:
+    """The per-mailbox poll leases, in the container beside the mail container."""
+    storage = settings.storage
+    verify = _verify(settings)
+    if storage.connection_string is not None:
+        service = BlobServiceClient.from_connection_string(
+            storage.connection_string.reveal(), connection_verify=verify)
+    else:
+        assert storage.blob_service_uri  # checked by Settings
+        service = BlobServiceClient(storage.blob_service_uri,
+                                    credential=_storage_credential(settings, _identity(settings), verify),
+                                    connection_verify=verify)
+    container = service.get_container_client(lease_container_name(settings.blob_container))
+    return BlobLeaseStore(container, duration_seconds=lease_seconds)
+
+
+def build_queue_worker(settings: Settings, *, lease_seconds: int = LEASE_SECONDS) -> QueueWorker:
+    """Leases and the health table for queued polls (the lease container is made on first use)."""
+    leases = build_lease_store(settings, lease_seconds=lease_seconds)
+    table = _storage_clients(settings, _identity(settings), _verify(settings))[1]
+    return QueueWorker(leases, TableStateStore(table), SystemClock())
+
+
+def _storage_credential(settings: Settings, identity: TokenCredential,
+                        verify: str | bool) -> TokenCredential:
+    """As for blob and table: the storage connection's own identity, or the app's."""
+    client_id = settings.storage.managed_identity_client_id
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id, connection_verify=verify)
+    return identity

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.errors import AuthenticationError, CheckpointConflict, StorageError
-from shared.model import Checkpoint, FetchedMessage, FolderState, Health, MailboxResult, Secret
+from shared.model import (
+    Checkpoint,
+    FetchedMessage,
+    FolderState,
+    Health,
+    MailboxResult,
+    MessageInfo,
+    Pop3Checkpoint,
+    Secret,
+)
 
 
 @dataclass
@@ -59,6 +68,17 @@ class FakeSession:
         return [FetchedMessage(u, self.selected.messages[u], datetime(2026, 1, 1, tzinfo=UTC))
                 for u in uids if u in self.selected.messages]
 
+    def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
+        self.commands.append("UID FETCH")
+        assert self.selected is not None
+        return [MessageInfo(u, len(self.selected.messages[u]), datetime(2026, 1, 1, tzinfo=UTC))
+                for u in uids if u in self.selected.messages]
+
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+        self.commands.append("UID FETCH")
+        assert self.selected is not None
+        return self.selected.messages.get(uid, b"")[offset:offset + length]
+
 
 class FakeServer:
     def __init__(self) -> None:
@@ -93,6 +113,7 @@ class FakeSink:
         self.blobs: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.writes = 0
         self.fail_after: int | None = None
+        self.streamed: list[str] = []
         self._lock = threading.Lock()
 
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
@@ -105,6 +126,15 @@ class FakeSink:
             self.blobs[name] = (raw, dict(metadata))
             return True
 
+    def exists(self, name: str) -> bool:
+        return name in self.blobs
+
+    def create_from_chunks(self, name: str, chunks: Iterable[bytes],
+                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+        staged = b"".join(chunks)  # the staged blocks; nothing is visible until committed
+        self.streamed.append(name)
+        return self.create(name, staged, metadata())
+
     def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:
         for name, (_, metadata) in sorted(self.blobs.items()):
             if name.startswith(prefix):
@@ -114,6 +144,7 @@ class FakeSink:
 class FakeStateStore:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Checkpoint] = {}
+        self.pop3_rows: dict[str, Pop3Checkpoint] = {}
         self.health: dict[str, Health] = {}
         self.version = 0
         self.writes = 0
@@ -150,6 +181,19 @@ class FakeStateStore:
     def list_health(self) -> list[Health]:
         return list(self.health.values())
 
+    def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
+        return self.pop3_rows.get(mailbox.lower())
+
+    def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
+        current = self.pop3_rows.get(checkpoint.mailbox.lower())
+        if (current.etag if current else None) != checkpoint.etag:
+            raise CheckpointConflict("changed by another run")
+        self.version += 1
+        self.writes += 1
+        stored = replace(checkpoint, etag=f"v{self.version}")
+        self.pop3_rows[checkpoint.mailbox.lower()] = stored
+        return stored
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -162,3 +206,39 @@ class FakeClock:
 
     def now(self) -> datetime:
         return datetime(2026, 11, 28, tzinfo=UTC)
+
+
+class FakePop3Session:
+    def __init__(self, maildrop: list[tuple[str, bytes]]) -> None:
+        self.maildrop = list(maildrop)  # a POP3 session sees the maildrop as it was at login
+        self.commands: list[str] = []
+
+    def list_uidls(self) -> list[tuple[int, str]]:
+        self.commands.append("UIDL")
+        return [(number, uidl) for number, (uidl, _) in enumerate(self.maildrop, 1)]
+
+    def retrieve(self, number: int) -> bytes:
+        self.commands.append("RETR")
+        return self.maildrop[number - 1][1]
+
+
+class FakePop3Server:
+    def __init__(self) -> None:
+        self.maildrops: dict[str, list[tuple[str, bytes]]] = {}
+        self.refused: set[str] = set()
+        self.sessions: list[FakePop3Session] = []
+
+    def deliver(self, address: str, uidl: str, raw: bytes) -> None:
+        self.maildrops.setdefault(address, []).append((uidl, raw))
+
+    def remove(self, address: str, uidl: str) -> None:
+        """What another client's DELE does; mailferry itself never deletes."""
+        self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u != uidl]
+
+    @contextmanager
+    def open(self, address: str, token: Secret) -> Iterator[FakePop3Session]:
+        if address in self.refused or token.reveal() != "good-token":
+            raise AuthenticationError(f"{address}: -ERR Authentication failure")
+        session = FakePop3Session(self.maildrops.setdefault(address, []))
+        self.sessions.append(session)
+        yield session

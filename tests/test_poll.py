@@ -63,7 +63,10 @@ def test_a_run_dying_mid_batch_then_rerun_delivers_each_message_exactly_once(wor
     sink.fail_after = 4  # storage fails partway through the second batch
     failed = poller.run([MailboxConfig(A)])
     assert not failed.mailboxes[0].ok
-    assert state.get_checkpoint(A, "INBOX").last_uid == 3  # only the whole first batch
+    # The checkpoint covers exactly the contiguous prefix of UIDs whose blobs exist.
+    stored = {int(n.rsplit("/", 1)[1][:-4]) for n in sink.blobs}
+    last = state.get_checkpoint(A, "INBOX").last_uid
+    assert last >= 3 and set(range(1, last + 1)) <= stored and last + 1 not in stored
     sink.fail_after = None
     poller.run([MailboxConfig(A)])
     assert len(sink.blobs) == 10
@@ -135,3 +138,69 @@ def test_a_refused_token_fails_every_mailbox_and_records_each(world):
     report = poller.run([MailboxConfig(A), MailboxConfig(B)])
     assert len(report.failed) == 2
     assert set(state.health) == {A, B}
+
+
+def test_prefix_checkpoint_never_passes_a_missing_blob():
+    from shared.folder_poll import ContiguousPrefix
+
+    prefix = ContiguousPrefix(10)
+    prefix.expect([11, 12, 13, 15])
+    prefix.done(12)
+    prefix.done(13)
+    assert prefix.through == 10  # 11 is not stored yet
+    prefix.done(11)
+    assert prefix.through == 13
+    prefix.done(15)
+    assert prefix.through == 15
+
+
+def test_batches_are_bounded_by_count_and_bytes_and_large_messages_go_alone():
+    from shared.folder_poll import plan_batches
+    from shared.model import MessageInfo
+
+    infos = [MessageInfo(1, 10), MessageInfo(2, 10), MessageInfo(3, 10), MessageInfo(4, 500),
+             MessageInfo(5, 60), MessageInfo(6, 60)]
+    batches = [[i.uid for i in b] for b in plan_batches(infos, count=2, size_limit=100, large=400)]
+    assert batches == [[1, 2], [3], [4], [5], [6]]
+
+
+def test_large_messages_are_streamed_byte_for_byte(world):
+    poller, server, sink, _ = world
+    poller.options = PollOptions(fetch_batch_size=3, large_message_bytes=1024)
+    big = message(1) + b"x" * (9 * 1024 * 1024 + 17)  # more than two stream chunks
+    server.folder(A).append(message(0))
+    server.folder(A).append(big)
+    server.folder(A).append(message(2))
+    report = poller.run([MailboxConfig(A)])
+    assert report.delivered == 3
+    name = blob_name(A, "INBOX", 1, 2)
+    assert sink.streamed == [name]
+    raw, metadata = sink.blobs[name]
+    assert raw == big and metadata["size"] == str(len(big))
+    assert metadata["message_id"] == "<m1@contoso.com>"
+
+
+def test_a_streamed_message_already_delivered_is_not_fetched_again(world):
+    poller, server, sink, _ = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    server.folder(A).append(message(1) + b"y" * 5000)
+    poller.run([MailboxConfig(A)])
+    state = poller.checkpoints
+    checkpoint = state.get_checkpoint(A, "INBOX")
+    assert isinstance(state, FakeStateStore) and checkpoint is not None
+    state.rows[(A, "INBOX")] = type(checkpoint)(A, "INBOX", 1, 0, 0, checkpoint.etag)  # as if lost
+    sessions = len(server.sessions)
+    report = poller.run([MailboxConfig(A)])
+    assert report.mailboxes[0].folders[0].already_present == 1
+    assert server.sessions[sessions].commands.count("UID FETCH") == 1  # sizes only, no body
+
+
+def test_a_large_message_found_after_a_uidvalidity_reset_is_skipped(world):
+    poller, server, sink, _ = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    folder.append(message(1) + b"z" * 5000)
+    poller.run([MailboxConfig(A)])
+    folder.renumber(uidvalidity=5)
+    report = poller.run([MailboxConfig(A)])
+    assert report.mailboxes[0].folders[0].duplicates_skipped == 1 and len(sink.blobs) == 1

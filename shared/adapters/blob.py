@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import base64
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ServiceRequestError,
 )
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.storage.blob import BlobBlock, ContainerClient, ContentSettings
 
 from shared.errors import StorageError
 
@@ -41,6 +44,30 @@ class BlobMessageSink:
             return False
         except (HttpResponseError, ServiceRequestError) as e:
             raise _storage_error(f"write blob '{name}'", e) from e
+        return True
+
+    def exists(self, name: str) -> bool:
+        try:
+            return bool(self._container.get_blob_client(name).exists())
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"check blob '{name}'", e) from e
+
+    def create_from_chunks(self, name: str, chunks: Iterable[bytes],
+                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+        blob = self._container.get_blob_client(name)
+        blocks: list[BlobBlock] = []
+        try:
+            for index, chunk in enumerate(chunks):
+                block_id = base64.b64encode(f"{index:08d}".encode()).decode()
+                blob.stage_block(block_id, chunk, length=len(chunk))
+                blocks.append(BlobBlock(block_id))
+            # Create-only: a blob that appeared meanwhile means another run delivered it.
+            blob.commit_block_list(blocks, metadata=dict(metadata()), content_settings=_EML,
+                                   match_condition=MatchConditions.IfMissing)
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"write blob '{name}' in blocks", e) from e
         return True
 
     def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:

@@ -15,9 +15,11 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from shared.errors import AuthenticationError, MailboxAccessError, MailServerError
-from shared.model import FetchedMessage, FolderState, Secret
+from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
+
+INFO_CHUNK = 1000
 
 AUTH_FAILED_HINT = (
     "Exchange gives this one answer for several causes; most likely: the service principal "
@@ -133,6 +135,42 @@ class ImapServer:
             raise MailServerError(f"IMAP server {self.host} failed during login: {e}") from e
 
 
+class ImapProbe:
+    """One step at a time through what ``ImapServer.open`` does, for diagnostics."""
+
+    def __init__(self, server: ImapServer) -> None:
+        self._server = server
+        self._client: IMAPClient | None = None
+
+    def connect(self) -> list[str]:
+        """Connect (TLS or STARTTLS) and return the capabilities offered before login."""
+        self._client = self._server._connect()
+        try:
+            return sorted(c.decode() for c in self._client.capabilities())
+        except (IMAPClientError, OSError) as e:
+            raise MailServerError(f"IMAP server {self._server.host} failed on CAPABILITY: {e}") from e
+
+    def login(self, address: str, token: Secret) -> None:
+        assert self._client is not None, "connect first"
+        self._server._login(self._client, address, token)
+
+    def folders(self) -> list[str]:
+        """Every folder the mailbox lists (LIST), by name."""
+        assert self._client is not None, "connect first"
+        try:
+            return sorted(str(name) for _, _, name in self._client.list_folders())
+        except (IMAPClientError, OSError) as e:
+            raise MailServerError(f"LIST failed: {_server_text(e)}") from e
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.logout()
+            except (IMAPClientError, OSError):
+                self._client.shutdown()
+            self._client = None
+
+
 class ImapSession:
     """A logged-in IMAP connection to one mailbox."""
 
@@ -168,6 +206,28 @@ class ImapSession:
             messages.append(FetchedMessage(int(uid), bytes(raw),
                                            internal if isinstance(internal, datetime) else None))
         return sorted(messages, key=lambda m: m.uid)
+
+    def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
+        infos: list[MessageInfo] = []
+        # Chunked so a first run over a large folder does not send one huge command line.
+        for start in range(0, len(uids), INFO_CHUNK):
+            chunk = list(uids[start:start + INFO_CHUNK])
+            response: dict[int, dict[bytes, Any]] = self._call(
+                "UID FETCH", self._client.fetch, chunk, ["RFC822.SIZE", "INTERNALDATE"])
+            for uid, data in response.items():
+                internal = data.get(b"INTERNALDATE")
+                infos.append(MessageInfo(int(uid), int(data.get(b"RFC822.SIZE", 0)),
+                                         internal if isinstance(internal, datetime) else None))
+        return sorted(infos, key=lambda i: i.uid)
+
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+        response: dict[int, dict[bytes, Any]] = self._call(
+            "UID FETCH", self._client.fetch, [uid], [f"BODY.PEEK[]<{offset}.{length}>"])
+        data = response.get(uid, {})
+        for key, value in data.items():
+            if key.startswith(b"BODY[]"):
+                return bytes(value or b"")
+        return b""
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         self.commands += 1

@@ -1,7 +1,7 @@
 """Checkpoints and health rows in one Table, with ETag-guarded checkpoint writes.
 
 PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint and
-``health`` for the mailbox's health row.
+``health`` for the mailbox's health row, ``pop3`` for a POP3 mailbox's delivered set.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import CheckpointConflict, StorageError
-from shared.model import Checkpoint, Health, MailboxResult
+from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
+from shared.pop3_poll import DIGEST_BYTES
 
 _HEALTH = "health"
 _FOLDER = "folder:"
@@ -116,6 +117,28 @@ class TableStateStore:
     def list_health(self) -> list[Health]:
         return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
 
+    def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
+        """Note in the health row that the mailbox's fan-out message was given up.
+
+        Called after record_result wrote the failure; merges, so the failure stays, and
+        puts the note first in LastError, where status shows it.
+        """
+        note = f"Queue message given up after {attempts} attempts"
+        previous = self._get_health(mailbox).last_error
+        row: dict[str, Any] = {
+            "PartitionKey": _key(mailbox.lower()),
+            "RowKey": _HEALTH,
+            "Mailbox": mailbox,
+            "QueueGivenUpAt": at,
+            "QueueGivenUpAttempts": attempts,
+            "LastError": f"{note}; last error: {previous}"[:2000] if previous else note,
+            "LastErrorAt": at,
+        }
+        try:
+            self._table.upsert_entity(row, mode=UpdateMode.MERGE)
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"write the health of {mailbox}", e) from e
+
     def _get_health(self, mailbox: str) -> Health:
         try:
             return _health(self._table.get_entity(_key(mailbox.lower()), _HEALTH))
@@ -131,6 +154,59 @@ class TableStateStore:
             return []
         except (HttpResponseError, ServiceRequestError) as e:
             raise _storage_error(f"query table '{self._table.table_name}'", e) from e
+
+    def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
+        """The digests of the POP3 messages delivered from ``mailbox`` (RowKey ``pop3``)."""
+        try:
+            entity = self._table.get_entity(_key(mailbox.lower()), _POP3)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"read the POP3 checkpoint of {mailbox}", e) from e
+        return _pop3_checkpoint(mailbox, entity)
+
+    def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
+        """Write if the stored row still has ``checkpoint.etag`` (None: only if absent).
+
+        The sorted digests are packed into binary properties of at most 64 KiB each
+        (``Delivered0``, ``Delivered1``, ...), keeping the entity under Table storage's 1 MiB.
+        """
+        mailbox = checkpoint.mailbox
+        count = len(checkpoint.delivered)
+        if count > POP3_CHECKPOINT_LIMIT:
+            raise StorageError(
+                f"The POP3 maildrop of {mailbox} holds {count} delivered messages; the POP3 "
+                f"checkpoint can keep at most {POP3_CHECKPOINT_LIMIT} (one 1 MiB table row). "
+                "Read this mailbox over IMAP (protocol imap in MAILBOXES), or have fewer "
+                "messages left in its Inbox."
+            )
+        if any(len(d) != DIGEST_BYTES for d in checkpoint.delivered):
+            raise ValueError(f"POP3 checkpoint digests must be {DIGEST_BYTES} bytes each")
+        packed = b"".join(sorted(checkpoint.delivered))
+        entity: dict[str, Any] = {
+            "PartitionKey": _key(mailbox.lower()),
+            "RowKey": _POP3,
+            "Mailbox": mailbox,
+            "Count": count,
+        }
+        for index, start in enumerate(range(0, len(packed), _POP3_CHUNK_BYTES)):
+            entity[f"{_POP3_CHUNK_PREFIX}{index}"] = packed[start:start + _POP3_CHUNK_BYTES]
+        try:
+            if checkpoint.etag is None:
+                metadata = self._table.create_entity(entity)
+            else:
+                # REPLACE drops chunk properties a smaller set no longer needs.
+                metadata = self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=checkpoint.etag,
+                    match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError) as e:
+            raise CheckpointConflict(
+                f"The POP3 checkpoint of {mailbox} was changed by another run; this run leaves "
+                "the mailbox to it (nothing is lost: the other run continues from there)."
+            ) from e
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise _storage_error(f"write the POP3 checkpoint of {mailbox}", e) from e
+        return Pop3Checkpoint(mailbox, checkpoint.delivered, str(metadata["etag"]))
 
 
 def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
@@ -167,3 +243,21 @@ def _storage_error(action: str, error: Exception) -> StorageError:
         return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
+
+
+_POP3 = "pop3"
+_POP3_CHUNK_PREFIX = "Delivered"
+_POP3_CHUNK_BYTES = 64 * 1024  # Table storage's limit for one binary property
+# Binary travels as base64 (4/3 of its size) and Azurite measures that JSON against the
+# 1 MiB entity limit: 11 full chunks (about 940 KiB of base64) stay under it everywhere.
+POP3_CHECKPOINT_LIMIT = 11 * _POP3_CHUNK_BYTES // DIGEST_BYTES
+
+
+def _pop3_checkpoint(mailbox: str, entity: dict[str, Any] | Any) -> Pop3Checkpoint:
+    metadata = getattr(entity, "metadata", {}) or {}
+    chunks: list[bytes] = []
+    while f"{_POP3_CHUNK_PREFIX}{len(chunks)}" in entity:
+        chunks.append(bytes(entity[f"{_POP3_CHUNK_PREFIX}{len(chunks)}"]))
+    packed = b"".join(chunks)
+    digests = frozenset(packed[i:i + DIGEST_BYTES] for i in range(0, len(packed), DIGEST_BYTES))
+    return Pop3Checkpoint(entity.get("Mailbox") or mailbox, digests, metadata.get("etag"))

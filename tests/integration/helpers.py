@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from azure.functions.decorators.function_app import Function
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.model import PollReport
@@ -15,6 +17,17 @@ from shared.settings import SETTING_NAMES, Settings
 from shared.wiring import build_poller
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def indexed_functions() -> dict[str, Function]:
+    """function_app's functions by name, indexed once per process as the host does.
+
+    Indexing twice reports a duplicate name, so every test module goes through here.
+    """
+    import function_app
+
+    return {str(f.get_function_name()): f for f in function_app.app.get_functions()}
 
 
 def container(env: dict[str, str]) -> ContainerClient:

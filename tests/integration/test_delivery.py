@@ -175,3 +175,23 @@ def test_health_rows_record_success_and_failure(stack, new_mailbox):
     assert health[refused].consecutive_failures == 2 and health[refused].failing_since
     assert "refused the app's token" in (health[refused].last_error or "")
     assert "Add-MailboxPermission" in (health[refused].last_error or "")
+
+
+def test_a_large_message_is_streamed_in_ranges_byte_for_byte(stack, new_mailbox):
+    address = new_mailbox()
+    big = EmailMessage()
+    big["From"] = "sender@fabrikam.com"
+    big["Subject"] = "large"
+    big["Message-ID"] = "<large@fabrikam.com>"
+    big.set_content("intro")
+    big.add_attachment(bytes(range(256)) * (40 * 4096), maintype="application", subtype="octet-stream",
+                       filename="big.bin")  # 40 MiB before base64
+    stack.append_many(address, "INBOX", [simple_message(1), big.as_bytes(), simple_message(2)])
+    env = stack.settings_env(address) | {"LARGE_MESSAGE_BYTES": str(1024 * 1024)}
+    report = poll(env)
+    assert report.failed == [] and report.delivered == 3
+    stored = stored_blobs(env)
+    assert stored == expected_blobs(stack, address)
+    [blob] = [b for b in container(env).list_blobs(include=["metadata"]) if b.size > 1024 * 1024]
+    assert blob.metadata["message_id"] == "<large@fabrikam.com>"
+    assert int(blob.metadata["size"]) == blob.size > 50 * 1024 * 1024

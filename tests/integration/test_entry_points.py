@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
+from azure.functions.decorators.function_app import Function
 from azure.functions.timer import TimerRequest
 
 from devstack.stack import Stack
 from shared.entry import EveryMailboxFailed
-from tests.integration.helpers import run_cli, stored_blobs
+from tests.integration.helpers import indexed_functions, run_cli, stored_blobs
 
 
 @pytest.fixture
@@ -24,13 +24,9 @@ def settings_in_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean
     return apply
 
 
-@functools.cache
-def timer_function():
-    """Indexed once, as the host does: indexing twice reports a duplicate name."""
-    import function_app
-
-    [function] = function_app.app.get_functions()
-    return function
+def timer_function() -> Function:
+    """The timer function, from the one indexing of function_app this process does."""
+    return indexed_functions()["poll_mailboxes"]
 
 
 def test_the_timer_is_indexed_with_the_schedule_setting_and_not_on_startup():

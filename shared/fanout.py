@@ -1,0 +1,247 @@
+"""Fan-out mode: one queue message per mailbox, polled under a per-mailbox lease.
+
+The timer sends ``{"mailbox": address}`` per configured mailbox; the queue function takes
+the mailbox's lease, polls that one mailbox, and releases the lease. The lease makes
+duplicated messages and overlapping runs harmless: whoever does not get it completes its
+message without polling (the holder is delivering that mailbox right now). Exactly-once
+still rests on the poll itself (create-only blobs, ETag-guarded checkpoints); the lease
+spares the mail server and storage the wasted second session.
+
+Pure: the queue, the lease and the health row are reached through the ports below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from types import TracebackType
+from typing import Protocol
+
+from shared.errors import MailferryError
+from shared.model import MailboxResult
+from shared.ports import Clock
+from shared.settings import MailboxConfig
+
+log = logging.getLogger("mailferry.fanout")
+
+# Must equal extensions.queues.maxDequeueCount in host.json (a test checks it): the attempt
+# at this count is the last one the host makes, so that is when the failure is recorded.
+MAX_DEQUEUE_COUNT = 3
+# A blob lease lasts 15 to 60 seconds (or forever, which a crashed worker would never give
+# back). The longest, renewed while the poll runs: a crashed worker blocks its mailbox for
+# at most this long.
+LEASE_SECONDS = 60
+LEASE_CONTAINER_SUFFIX = "-leases"
+_MAX_CONTAINER_NAME = 63
+
+
+class MailboxPollFailed(MailferryError):
+    """The queued poll of a mailbox failed; raised so the Functions host retries the message."""
+
+
+class InvalidPollMessage(ValueError):
+    """A queue message that names no configured mailbox; it is dropped, not retried."""
+
+
+class PollQueue(Protocol):
+    """The fan-out queue, as the timer uses it."""
+
+    def send(self, text: str) -> None:
+        """Add one message (creating the queue if it is missing)."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lease on one mailbox."""
+
+    def renew(self) -> None:
+        """Extend the lease by its duration; raises StorageError when it was lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease back at once."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """One lease per mailbox, expiring unless renewed."""
+
+    @property
+    def duration_seconds(self) -> float: ...
+
+    def acquire(self, mailbox: str) -> Lease | None:
+        """The mailbox's lease, or None while someone else holds it."""
+        ...
+
+
+class QueueHealth(Protocol):
+    """The part of the health row the fan-out writes."""
+
+    def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
+
+
+def poll_message(address: str) -> str:
+    """The queue message asking for one poll of ``address``."""
+    return json.dumps({"mailbox": address})
+
+
+def parse_poll_message(body: str, mailboxes: Sequence[MailboxConfig]) -> MailboxConfig:
+    """The configured mailbox a message names; InvalidPollMessage for anything else."""
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise InvalidPollMessage(f"not JSON ({e.msg} at {e.pos})") from e
+    address = payload.get("mailbox") if isinstance(payload, dict) else None
+    if not isinstance(address, str):
+        raise InvalidPollMessage('expected {"mailbox": "<address>"}')
+    for mailbox in mailboxes:
+        if mailbox.address.lower() == address.strip().lower():
+            return mailbox
+    raise InvalidPollMessage(f"{address[:320]!r} is not in MAILBOXES (removed since it was queued?)")
+
+
+def enqueue_polls(queue: PollQueue, mailboxes: Sequence[MailboxConfig]) -> int:
+    """Send one poll message per mailbox; the number sent."""
+    for mailbox in mailboxes:
+        queue.send(poll_message(mailbox.address))
+    return len(mailboxes)
+
+
+def lease_container_name(blob_container: str) -> str:
+    """The container of the lease blobs: beside the mail container, never inside it."""
+    name = blob_container + LEASE_CONTAINER_SUFFIX
+    if len(name) <= _MAX_CONTAINER_NAME:
+        return name
+    # Too long for a container name: keep it unique to this mail container with a digest.
+    digest = hashlib.sha256(blob_container.encode()).hexdigest()[:8]
+    keep = _MAX_CONTAINER_NAME - len(LEASE_CONTAINER_SUFFIX) - len(digest) - 1
+    return f"{blob_container[:keep].rstrip('-')}-{digest}{LEASE_CONTAINER_SUFFIX}"
+
+
+def lease_blob_name(address: str) -> str:
+    """The lease blob of a mailbox; addresses are case-insensitive."""
+    return address.strip().lower()
+
+
+class Outcome(Enum):
+    """What becomes of a queue message once its poll has run."""
+
+    DONE = "done"          # complete the message
+    RETRY = "retry"        # raise: the host makes it visible again after visibilityTimeout
+    GIVE_UP = "give up"    # the last attempt failed: record it in health, complete the message
+
+
+def outcome_of(result: MailboxResult, *, dequeue_count: int,
+               max_dequeue_count: int = MAX_DEQUEUE_COUNT) -> Outcome:
+    """Decide from the poll's result and how often the message has been dequeued."""
+    if result.ok:
+        return Outcome.DONE
+    return Outcome.GIVE_UP if dequeue_count >= max_dequeue_count else Outcome.RETRY
+
+
+class LeaseKeeper:
+    """Holds a lease for a ``with`` block, renewing it from a background thread."""
+
+    def __init__(self, lease: Lease, *, every_seconds: float, mailbox: str) -> None:
+        self._lease = lease
+        self._every = every_seconds
+        self._mailbox = mailbox
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_until_stopped, daemon=True,
+                                        name=f"lease-{mailbox}")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._lease.release()
+        except MailferryError as e:
+            # It expires on its own within the lease duration.
+            log.warning("%s: could not release the poll lease: %s", self._mailbox, e)
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._lease.renew()
+            except MailferryError as e:
+                # Another poll may start once it expires. Delivery stays exactly-once
+                # (create-only blobs, ETag-guarded checkpoints); only work is duplicated.
+                log.warning("%s: could not renew the poll lease: %s", self._mailbox, e)
+
+
+@dataclass
+class QueueWorker:
+    """Handles one fan-out queue message: parse, lease, poll, decide."""
+
+    leases: LeaseStore
+    health: QueueHealth
+    clock: Clock
+    max_dequeue_count: int = MAX_DEQUEUE_COUNT
+
+    def handle(self, body: str, *, dequeue_count: int, mailboxes: Sequence[MailboxConfig],
+               poll: Callable[[MailboxConfig], MailboxResult]) -> MailboxResult | None:
+        """Poll the mailbox a message names; None when there was nothing to poll.
+
+        Raises MailboxPollFailed when the poll failed and the host should retry the message.
+        """
+        try:
+            mailbox = parse_poll_message(body, mailboxes)
+        except InvalidPollMessage as e:
+            log.error("poll message dropped: %s", e)
+            return None
+        lease = self.leases.acquire(mailbox.address)
+        if lease is None:
+            log.info("%s: another poll holds its lease; this message completes without polling",
+                     mailbox.address)
+            return None
+        with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3,
+                         mailbox=mailbox.address):
+            result = poll(mailbox)
+        outcome = outcome_of(result, dequeue_count=dequeue_count,
+                             max_dequeue_count=self.max_dequeue_count)
+        if outcome is Outcome.RETRY:
+            raise MailboxPollFailed(
+                f"{mailbox.address}: poll failed (attempt {dequeue_count} of "
+                f"{self.max_dequeue_count}; the host retries): {result.error_type}: {result.error}")
+        if outcome is Outcome.GIVE_UP:
+            log.error("%s: poll failed on attempt %d of %d; its queue message is given up "
+                      "(the next timer run queues a new one)", mailbox.address, dequeue_count,
+                      self.max_dequeue_count)
+            try:
+                self.health.record_queue_given_up(mailbox.address, attempts=dequeue_count,
+                                                  at=self.clock.now())
+            except MailferryError as e:
+                log.warning("could not record health of %s: %s", mailbox.address, e)
+        return result
+
+
+__all__ = [
+    "LEASE_SECONDS",
+    "MAX_DEQUEUE_COUNT",
+    "InvalidPollMessage",
+    "Lease",
+    "LeaseKeeper",
+    "LeaseStore",
+    "MailboxPollFailed",
+    "Outcome",
+    "PollQueue",
+    "QueueHealth",
+    "QueueWorker",
+    "enqueue_polls",
+    "lease_blob_name",
+    "lease_container_name",
+    "outcome_of",
+    "parse_poll_message",
+    "poll_message",
+]
