@@ -129,6 +129,32 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
     return EXIT_OK
 
 
+_MARKS = {"ok": "[green]✓[/]", "fail": "[red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]-[/]"}
+
+
+def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -> int:
+    from shared.doctor import run_doctor  # noqa: PLC0415 - only this command needs it
+
+    report = run_doctor(env)
+    if as_json:
+        console.print_json(report.to_json())
+        return EXIT_OK if report.ok else EXIT_FAILED
+    section = None
+    for step in report.steps:
+        if step.section != section:
+            section = step.section
+            console.print(f"\n[bold]{escape(section)}[/]")
+        detail = f" [dim]{escape(step.detail)}[/]" if step.detail else ""
+        console.print(f"  {_MARKS[step.status]} {escape(step.name)}{detail}")
+        for fix in step.fixes:
+            console.print(f"      [cyan]→[/] {escape(fix)}")
+    failed = sum(s.status == "fail" for s in report.steps)
+    warned = sum(s.status == "warn" for s in report.steps)
+    console.print(f"\n{'[red]' + str(failed) + ' failed[/]' if failed else '[green]all good[/]'}"
+                  + (f", {warned} warning(s)" if warned else ""))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailferry`` console script."""
     parser = argparse.ArgumentParser(prog="mailferry", description=__doc__)
@@ -138,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
     commands.add_parser("status", help="show checkpoints and mailbox health")
+    doctor = commands.add_parser("doctor", help="check every step of a poll and say how to fix "
+                                 "what fails")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -148,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = read_environment(args.settings)
         if args.command == "poll":
             return command_poll(env, console)
+        if args.command == "doctor":
+            return command_doctor(env, console, as_json=args.json)
         return command_status(env, console)
     except ConfigurationError as e:
         errors.print(f"[red]Configuration error[/]\n{escape(str(e))}", highlight=False)

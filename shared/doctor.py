@@ -1,0 +1,290 @@
+"""``mailferry doctor``: every step of a poll, run separately, each failure mapped to its fix.
+
+Exchange answers most mistakes with the same ``AUTHENTICATE failed``; the doctor narrows it
+down by checking what can be checked on the way: the settings, Key Vault, the token's
+claims, then per mailbox TCP, TLS, capabilities, login and folders. It never stops at a
+failure, and never prints a secret or a token (only the token's decoded claims).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from shared.adapters.imap import ImapProbe, ImapServer
+from shared.diagnoses import DIAGNOSES, Diagnosis, diagnose_error
+from shared.errors import ConfigurationError, MailferryError
+from shared.model import Secret
+from shared.settings import MailboxConfig, Settings
+
+Status = Literal["ok", "fail", "warn", "skip"]
+EXPIRY_WARNING = timedelta(days=30)
+
+
+@dataclass
+class Step:
+    """One checked step: what, how it went, and what to do about it."""
+
+    section: str
+    name: str
+    status: Status
+    detail: str = ""
+    fixes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DoctorReport:
+    """Every step the doctor ran, in order."""
+
+    steps: list[Step] = field(default_factory=list)
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != "fail" for s in self.steps)
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": self.ok, "claims": self.claims,
+                           "steps": [asdict(s) for s in self.steps]}, indent=2, default=str)
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The IDs the fixes are written with."""
+
+    client_id: str = "<client id>"
+    tenant_id: str = "<tenant id>"
+    service_principal_id: str = "<Enterprise Application object id>"
+    mailbox: str = "<mailbox>"
+    vault: str = "<vault>"
+    scope: str = "https://outlook.office365.com/.default"
+
+    def fill(self, diagnosis: Diagnosis) -> list[str]:
+        return [fix.format(**asdict(self)) for fix in diagnosis.fixes]
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The token's claims, unverified: for display and checks, never for trust."""
+    try:
+        payload = token.split(".")[1]
+        decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return decoded
+
+
+class Doctor:
+    """Runs the checks against one configuration."""
+
+    def __init__(self, env: Mapping[str, str], *, now: Callable[[], datetime] | None = None,
+                 timeout: float = 10.0) -> None:
+        self.env = env
+        self.now = now or (lambda: datetime.now(UTC))
+        self.timeout = timeout
+        self.report = DoctorReport()
+        self.ids = Ids()
+
+    def run(self) -> DoctorReport:
+        settings = self._settings()
+        if settings is None:
+            return self.report
+        self.ids = Ids(client_id=settings.client_id, tenant_id=settings.tenant_id,
+                       vault=settings.credentials.key_vault_url or "<vault>",
+                       scope=settings.cloud.token_scope)
+        token = self._token(settings)
+        for mailbox in settings.mailboxes:
+            self._mailbox(settings, mailbox, token)
+        return self.report
+
+    # -- steps ----------------------------------------------------------------------------
+    def _add(self, section: str, name: str, status: Status, detail: str = "",
+             diagnosis: Diagnosis | None = None, ids: Ids | None = None) -> None:
+        fixes = (ids or self.ids).fill(diagnosis) if diagnosis else []
+        self.report.steps.append(Step(section, name, status, detail, fixes))
+
+    def _fail(self, section: str, name: str, error: Exception, ids: Ids | None = None) -> None:
+        self._add(section, name, "fail", str(error), diagnose_error(error), ids)
+
+    def _settings(self) -> Settings | None:
+        from shared.wiring import load_settings  # noqa: PLC0415 - keeps `--help` light
+
+        try:
+            settings = load_settings(self.env)
+        except ConfigurationError as e:
+            for problem in e.problems:
+                self._add("settings", problem.split(" ", 1)[0], "fail", problem, DIAGNOSES["setting"])
+            return None
+        modes = {m.protocol for m in settings.mailboxes}
+        self._add("settings", "settings", "ok",
+                  f"{len(settings.mailboxes)} mailbox(es) over {', '.join(sorted(modes))}; "
+                  f"cloud {settings.cloud.name}; AUTH_MODE {settings.credentials.mode}")
+        return settings
+
+    def _token(self, settings: Settings) -> Secret | None:
+        from shared.wiring import build_token_source  # noqa: PLC0415 - after settings are valid
+
+        tokens = build_token_source(settings)
+        credential = tokens.credential
+        try:
+            facts = credential.facts()
+        except MailferryError as e:
+            self._fail("credential", "credential readable", e)
+            return None
+        self._add("credential", "credential readable", "ok", f"{facts.kind} from {facts.source}"
+                  + (f", thumbprint {facts.thumbprint}" if facts.thumbprint else ""))
+        if facts.expires_on is not None:
+            left = facts.expires_on - self.now()
+            if left <= timedelta(0):
+                self._add("credential", "credential expiry", "fail",
+                          f"the {facts.kind} expired on {facts.expires_on:%Y-%m-%d}",
+                          DIAGNOSES["credential_expired"])
+            elif left <= EXPIRY_WARNING:
+                self._add("credential", "credential expiry", "warn",
+                          f"the {facts.kind} expires on {facts.expires_on:%Y-%m-%d} "
+                          f"(in {left.days} days)", DIAGNOSES["credential_expiring"])
+            else:
+                self._add("credential", "credential expiry", "ok",
+                          f"expires on {facts.expires_on:%Y-%m-%d}")
+        try:
+            token = tokens.get_token()
+        except MailferryError as e:
+            self._fail("token", "token acquired", e)
+            return None
+        claims = decode_claims(token.reveal())
+        shown = {k: claims.get(k) for k in ("aud", "roles", "tid", "appid", "oid", "iss")}
+        if "exp" in claims:
+            shown["exp"] = datetime.fromtimestamp(int(claims["exp"]), UTC).isoformat()
+        self.report.claims = shown
+        self._add("token", "token acquired", "ok", ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if claims.get("oid"):
+            self.ids = Ids(**(asdict(self.ids) | {"service_principal_id": str(claims["oid"])}))
+        self._check_claims(settings, claims)
+        return token
+
+    def _check_claims(self, settings: Settings, claims: Mapping[str, Any]) -> None:
+        audience = str(claims.get("aud", "")).rstrip("/")
+        # Exchange accepts only its own resource: compare with the cloud's, not TOKEN_SCOPE,
+        # since a wrong TOKEN_SCOPE is exactly what this catches.
+        expected = settings.cloud.token_audience
+        if audience != expected:
+            self._add("token", "token audience", "fail",
+                      f"the token's audience is {audience or 'missing'}, not {expected}"
+                      + (" (a Microsoft Graph token)" if "graph" in audience else ""),
+                      DIAGNOSES["token_audience"])
+        else:
+            self._add("token", "token audience", "ok", audience)
+        roles = set(claims.get("roles") or [])
+        needed = {"imap": "IMAP.AccessAsApp", "pop3": "POP.AccessAsApp"}
+        for protocol in sorted({m.protocol for m in settings.mailboxes}):
+            role = needed[protocol]
+            if role in roles:
+                self._add("token", f"role {role}", "ok")
+            else:
+                self._add("token", f"role {role}", "fail",
+                          f"the token has no {role} role (roles: {sorted(roles) or 'none'})",
+                          DIAGNOSES["token_role"])
+        if str(claims.get("tid", settings.tenant_id)) != settings.tenant_id:
+            self._add("token", "token tenant", "fail",
+                      f"the token is for tenant {claims.get('tid')}, not {settings.tenant_id}",
+                      DIAGNOSES["token_tenant"])
+
+    def _mailbox(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None) -> None:
+        section = f"{mailbox.address} ({mailbox.protocol.upper()})"
+        ids = Ids(**(asdict(self.ids) | {"mailbox": mailbox.address}))
+        server = settings.imap if mailbox.protocol == "imap" else settings.pop3
+        where = f"{server.host}:{server.port}"
+        try:
+            with socket.create_connection((server.host, server.port), timeout=self.timeout):
+                pass
+        except OSError as e:
+            self._add(section, f"TCP {where}", "fail", f"{type(e).__name__}: {e}",
+                      DIAGNOSES["tcp"], ids)
+            return
+        self._add(section, f"TCP {where}", "ok")
+        if server.security == "tls":
+            try:
+                version = _tls_handshake(server.host, server.port, settings, self.timeout)
+            except (ssl.SSLError, OSError) as e:
+                untrusted = isinstance(e, ssl.SSLCertVerificationError)
+                self._add(section, "TLS", "fail", f"{type(e).__name__}: {e}",
+                          DIAGNOSES["tls_untrusted" if untrusted else "tls"], ids)
+                return
+            self._add(section, "TLS", "ok", version)
+        if mailbox.protocol == "pop3":
+            self._pop3(settings, mailbox, token, section, ids)
+        else:
+            self._imap(settings, mailbox, token, section, ids)
+
+    def _imap(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None, section: str,
+              ids: Ids) -> None:
+        probe = ImapProbe(ImapServer(settings.imap.host, settings.imap.port,
+                                     security=settings.imap.security, ca_bundle=settings.ca_bundle,
+                                     timeout=self.timeout))
+        try:
+            try:
+                capabilities = probe.connect()
+            except MailferryError as e:
+                self._fail(section, "IMAP greeting and capabilities", e, ids)
+                return
+            missing = {"AUTH=XOAUTH2"} - set(capabilities)
+            self._add(section, "capabilities", "fail" if missing else "ok",
+                      " ".join(capabilities), DIAGNOSES["no_xoauth2"] if missing else None, ids)
+            if token is None:
+                self._add(section, "AUTHENTICATE XOAUTH2", "skip", "no token")
+                return
+            try:
+                probe.login(mailbox.address, token)
+            except MailferryError as e:
+                self._fail(section, "AUTHENTICATE XOAUTH2", e, ids)
+                return
+            self._add(section, "AUTHENTICATE XOAUTH2", "ok")
+            try:
+                folders = probe.folders()
+            except MailferryError as e:
+                self._fail(section, "folders", e, ids)
+                return
+            absent = [f for f in mailbox.folders if f not in folders and f.upper() != "INBOX"]
+            self._add(section, "folders", "fail" if absent else "ok",
+                      f"missing: {', '.join(absent)}; the mailbox has: {', '.join(folders)}" if absent
+                      else f"{', '.join(mailbox.folders)} present ({len(folders)} folders)",
+                      DIAGNOSES["folder"] if absent else None, ids)
+        finally:
+            probe.close()
+
+    def _pop3(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None, section: str,
+              ids: Ids) -> None:
+        from shared.adapters.pop3 import Pop3MailServer  # noqa: PLC0415 - only for POP3 mailboxes
+
+        if token is None:
+            self._add(section, "AUTH XOAUTH2", "skip", "no token")
+            return
+        server = Pop3MailServer(settings.pop3.host, settings.pop3.port,
+                                security=settings.pop3.security, ca_bundle=settings.ca_bundle,
+                                timeout=self.timeout)
+        try:
+            with server.open(mailbox.address, token) as session:
+                count = len(session.list_uidls())
+        except MailferryError as e:
+            self._fail(section, "AUTH XOAUTH2", e, ids)
+            return
+        self._add(section, "AUTH XOAUTH2", "ok", f"{count} message(s) in the maildrop")
+
+
+def _tls_handshake(host: str, port: int, settings: Settings, timeout: float) -> str:
+    context = ssl.create_default_context(cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
+    with socket.create_connection((host, port), timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        return f"{tls.version()}, certificate for {host} trusted"
+
+
+def run_doctor(env: Mapping[str, str]) -> DoctorReport:
+    """Check everything a poll needs, without stopping at the first failure."""
+    return Doctor(env).run()
+
+
