@@ -84,6 +84,12 @@ REQUIRED_GRANTS = (
         "storageBlobDataContributor",
         "BLOB_CONTAINER",
     ),
+    (
+        f"{_STORAGE}/blobServices/containers",
+        f"{_MAIL}/'${{mailContainerName}}-leases'",
+        "storageBlobDataContributor",
+        "POLL_MODE",
+    ),
     # The table service, not the table: the app creates CHECKPOINT_TABLE when it is missing.
     (f"{_STORAGE}/tableServices", _MAIL, "storageTableDataContributor", "CHECKPOINT_TABLE"),
     (
@@ -441,7 +447,7 @@ def test_mail_storage_creates_what_the_roles_are_scoped_to() -> None:
     params = entries(
         declaration(read_bicep(MAIN), r"^module mailStorage '[^']+' = \{")["params"].strip()[1:-1]
     )
-    assert params["containers"] == "[mailContainerName]"
+    assert params["containers"] == "[mailContainerName, '${mailContainerName}-leases']"
     assert params["tables"] == "[checkpointTableName]"
     assert params["queues"] == "[fanoutQueueName, '${fanoutQueueName}-poison']"
 
@@ -605,3 +611,10 @@ def test_tenant_scripts_touch_the_secret_only_to_store_it() -> None:
 def test_cli_script_parses() -> None:
     result = subprocess.run(["bash", "-n", str(TENANT_SH)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_failure_lines_are_never_sampled_away() -> None:
+    """The alert counts `mailbox poll failed` traces: sampling must not drop them."""
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    assert "Trace" in sampling["excludedTypes"].split(";")

@@ -131,7 +131,7 @@ module mailStorage 'modules/storage-account.bicep' = {
     name: 'stmfmail${resourceToken}'
     location: location
     tags: tags
-    containers: [mailContainerName]
+    containers: [mailContainerName, '${mailContainerName}-leases']
     tables: [checkpointTableName]
     queues: [fanoutQueueName, '${fanoutQueueName}-poison']
   }

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from devstack.stack import Stack
+from shared.adapters.entra import MsalTokenSource
 from tests.integration.helpers import new_poller, poll, stored_blobs
 
 
@@ -79,6 +80,7 @@ def test_a_rotated_or_expired_secret_is_reread_from_key_vault_without_a_restart(
     address, raw = seeded
     env = stack.settings_env(address)
     poller, settings = new_poller(env)
+    assert isinstance(poller.tokens, MsalTokenSource)
     poller.tokens.credential.get()  # the process has read the secret: it is cached
     if how == "expired":
         stack.expire_client_secret()  # AADSTS7000222 for the cached one

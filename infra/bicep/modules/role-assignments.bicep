@@ -50,6 +50,11 @@ resource mailContainer 'Microsoft.Storage/storageAccounts/blobServices/container
   name: mailContainerName
 }
 
+resource leaseContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: mailBlobService
+  name: '${mailContainerName}-leases'
+}
+
 resource mailTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
   parent: mailStorage
   name: 'default'
@@ -118,6 +123,18 @@ resource hostTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-
     principalId: principalId
     principalType: 'ServicePrincipal'
     description: 'Functions host storage: host tables'
+  }
+}
+
+// --- Fan-out: one lease blob per mailbox in '<BLOB_CONTAINER>-leases', so a mailbox is polled once at a time.
+resource leaseBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(leaseContainer.id, principalId, roles.storageBlobDataContributor)
+  scope: leaseContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'mailferry takes a per-mailbox lease in fan-out mode'
   }
 }
 
