@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -15,7 +14,9 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, ContainerClient, ContentSettings
 
-from shared.errors import StorageError
+from shared.adapters.storage_errors import storage_error
+
+_ROLE = "Storage Blob Data Contributor"
 
 _EML = ContentSettings(content_type="message/rfc822")
 
@@ -33,7 +34,7 @@ class BlobMessageSink:
         except ResourceExistsError:
             pass
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"create container '{self._container.container_name}'", e) from e
+            raise storage_error(f"create container '{self._container.container_name}'", e, role=_ROLE) from e
 
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
         try:
@@ -43,14 +44,14 @@ class BlobMessageSink:
         except ResourceExistsError:
             return False
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write blob '{name}'", e) from e
+            raise storage_error(f"write blob '{name}'", e, role=_ROLE) from e
         return True
 
     def exists(self, name: str) -> bool:
         try:
             return bool(self._container.get_blob_client(name).exists())
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"check blob '{name}'", e) from e
+            raise storage_error(f"check blob '{name}'", e, role=_ROLE) from e
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
                            metadata: Callable[[], Mapping[str, str]]) -> bool:
@@ -67,7 +68,7 @@ class BlobMessageSink:
         except (ResourceExistsError, ResourceModifiedError):
             return False
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write blob '{name}' in blocks", e) from e
+            raise storage_error(f"write blob '{name}' in blocks", e, role=_ROLE) from e
         return True
 
     def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:
@@ -77,19 +78,4 @@ class BlobMessageSink:
                 if key:
                     yield blob.name, key
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"list blobs under '{prefix}'", e) from e
-
-
-def _storage_error(action: str, error: Exception) -> StorageError:
-    code = getattr(error, "error_code", None)
-    if isinstance(error, ClientAuthenticationError) or code in (
-        "AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed"
-    ):
-        return StorageError(
-            f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "
-            "Function App's identity 'Storage Blob Data Contributor' on the mail storage account."
-        )
-    if isinstance(error, ServiceRequestError):
-        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
-    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
-    return StorageError(f"Could not {action}: {code or first_line}.")
+            raise storage_error(f"list blobs under '{prefix}'", e, role=_ROLE) from e

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
@@ -11,8 +10,11 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
+from shared.adapters.storage_errors import storage_error
 from shared.errors import StorageError
 from shared.fanout import LEASE_SECONDS, lease_blob_name
+
+_ROLE = "Storage Blob Data Contributor"
 
 _SHORTEST, _LONGEST = 15, 60  # what Blob Storage accepts for a lease that expires
 
@@ -28,13 +30,13 @@ class BlobLease:
         try:
             self._lease.renew()
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"renew the poll lease of {self._mailbox}", e) from e
+            raise storage_error(f"renew the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
     def release(self) -> None:
         try:
             self._lease.release()
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"release the poll lease of {self._mailbox}", e) from e
+            raise storage_error(f"release the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
 
 class BlobLeaseStore:
@@ -63,7 +65,7 @@ class BlobLeaseStore:
         except ResourceExistsError:
             pass
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"create container '{self._container.container_name}'", e) from e
+            raise storage_error(f"create container '{self._container.container_name}'", e, role=_ROLE) from e
 
     def acquire(self, mailbox: str) -> BlobLease | None:
         blob = self._container.get_blob_client(lease_blob_name(mailbox))
@@ -74,11 +76,11 @@ class BlobLeaseStore:
             except ResourceExistsError as e:
                 if getattr(e, "error_code", None) == "LeaseAlreadyPresent":
                     return None
-                raise _storage_error(action, e) from e
+                raise storage_error(action, e, role=_ROLE) from e
             except ResourceNotFoundError:
                 self._create_lease_blob(blob.blob_name)
             except (HttpResponseError, ServiceRequestError) as e:
-                raise _storage_error(action, e) from e
+                raise storage_error(action, e, role=_ROLE) from e
         raise StorageError(f"Could not {action}: its lease blob keeps disappearing.")
 
     def _create_lease_blob(self, name: str) -> None:
@@ -94,20 +96,5 @@ class BlobLeaseStore:
                 # (and granted the identity on it alone) needs no account-wide role.
                 self.ensure_container()
             except (HttpResponseError, ServiceRequestError) as e:
-                raise _storage_error(f"create the lease blob '{name}'", e) from e
+                raise storage_error(f"create the lease blob '{name}'", e, role=_ROLE) from e
         raise StorageError(f"Could not create the lease blob '{name}': its container keeps disappearing.")
-
-
-def _storage_error(action: str, error: Exception) -> StorageError:
-    code = getattr(error, "error_code", None)
-    if isinstance(error, ClientAuthenticationError) or code in (
-        "AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed"
-    ):
-        return StorageError(
-            f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "
-            "Function App's identity 'Storage Blob Data Contributor' on the mail storage account."
-        )
-    if isinstance(error, ServiceRequestError):
-        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
-    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
-    return StorageError(f"Could not {action}: {code or first_line}.")

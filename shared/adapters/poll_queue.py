@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
@@ -17,7 +16,9 @@ from azure.core.exceptions import (
 )
 from azure.storage.queue import QueueClient
 
-from shared.errors import StorageError
+from shared.adapters.storage_errors import storage_error
+
+_ROLE = "Storage Queue Data Contributor"
 
 
 class StoragePollQueue:
@@ -36,19 +37,4 @@ class StoragePollQueue:
                     self._client.create_queue()
                 self._client.send_message(text)
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"queue a poll on '{self._client.queue_name}'", e) from e
-
-
-def _storage_error(action: str, error: Exception) -> StorageError:
-    code = getattr(error, "error_code", None)
-    if isinstance(error, ClientAuthenticationError) or code in (
-        "AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed"
-    ):
-        return StorageError(
-            f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "
-            "Function App's identity 'Storage Queue Data Contributor' on the mail storage account."
-        )
-    if isinstance(error, ServiceRequestError):
-        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
-    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
-    return StorageError(f"Could not {action}: {code or first_line}.")
+            raise storage_error(f"queue a poll on '{self._client.queue_name}'", e, role=_ROLE) from e

@@ -20,9 +20,12 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.adapters.storage_errors import storage_error
 from shared.errors import CheckpointConflict, StorageError
 from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
 from shared.pop3_poll import DIGEST_BYTES
+
+_ROLE = "Storage Table Data Contributor"
 
 _HEALTH = "health"
 _FOLDER = "folder:"
@@ -46,7 +49,7 @@ class TableStateStore:
         except ResourceExistsError:
             pass
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"create table '{self._table.table_name}'", e) from e
+            raise storage_error(f"create table '{self._table.table_name}'", e, role=_ROLE) from e
 
     def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
         try:
@@ -54,7 +57,7 @@ class TableStateStore:
         except ResourceNotFoundError:
             return None
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"read the checkpoint of {mailbox}/{folder}", e) from e
+            raise storage_error(f"read the checkpoint of {mailbox}/{folder}", e, role=_ROLE) from e
         return _checkpoint(entity)
 
     def put_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
@@ -81,7 +84,7 @@ class TableStateStore:
                 "folder to it (nothing is lost: the other run continues from there)."
             ) from e
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write the checkpoint of {where}", e) from e
+            raise storage_error(f"write the checkpoint of {where}", e, role=_ROLE) from e
         return Checkpoint(checkpoint.mailbox, checkpoint.folder, checkpoint.uidvalidity,
                           checkpoint.last_uid, checkpoint.dedup_through_uid, str(metadata["etag"]))
 
@@ -112,7 +115,7 @@ class TableStateStore:
             self._table.upsert_entity({k: v for k, v in row.items() if v is not None},
                                       mode=UpdateMode.REPLACE)
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write the health of {result.address}", e) from e
+            raise storage_error(f"write the health of {result.address}", e, role=_ROLE) from e
 
     def list_health(self) -> list[Health]:
         return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
@@ -137,7 +140,7 @@ class TableStateStore:
         try:
             self._table.upsert_entity(row, mode=UpdateMode.MERGE)
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write the health of {mailbox}", e) from e
+            raise storage_error(f"write the health of {mailbox}", e, role=_ROLE) from e
 
     def _get_health(self, mailbox: str) -> Health:
         try:
@@ -145,7 +148,7 @@ class TableStateStore:
         except ResourceNotFoundError:
             return Health(mailbox)
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"read the health of {mailbox}", e) from e
+            raise storage_error(f"read the health of {mailbox}", e, role=_ROLE) from e
 
     def _query(self, query: str) -> list[dict[str, Any]]:
         try:
@@ -153,7 +156,7 @@ class TableStateStore:
         except ResourceNotFoundError:
             return []
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"query table '{self._table.table_name}'", e) from e
+            raise storage_error(f"query table '{self._table.table_name}'", e, role=_ROLE) from e
 
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
         """The digests of the POP3 messages delivered from ``mailbox`` (RowKey ``pop3``)."""
@@ -162,7 +165,7 @@ class TableStateStore:
         except ResourceNotFoundError:
             return None
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"read the POP3 checkpoint of {mailbox}", e) from e
+            raise storage_error(f"read the POP3 checkpoint of {mailbox}", e, role=_ROLE) from e
         return _pop3_checkpoint(mailbox, entity)
 
     def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
@@ -205,7 +208,7 @@ class TableStateStore:
                 "the mailbox to it (nothing is lost: the other run continues from there)."
             ) from e
         except (HttpResponseError, ServiceRequestError) as e:
-            raise _storage_error(f"write the POP3 checkpoint of {mailbox}", e) from e
+            raise storage_error(f"write the POP3 checkpoint of {mailbox}", e, role=_ROLE) from e
         return Pop3Checkpoint(mailbox, checkpoint.delivered, str(metadata["etag"]))
 
 
@@ -229,20 +232,6 @@ def _health(entity: dict[str, Any] | Any) -> Health:
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
     )
-
-
-def _storage_error(action: str, error: Exception) -> StorageError:
-    code = getattr(error, "error_code", None)
-    if code in ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed",
-                "Forbidden"):
-        return StorageError(
-            f"Could not {action}: access denied ({code}). Give the Function App's identity "
-            "'Storage Table Data Contributor' on the mail storage account."
-        )
-    if isinstance(error, ServiceRequestError):
-        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
-    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
-    return StorageError(f"Could not {action}: {code or first_line}.")
 
 
 _POP3 = "pop3"

@@ -1,0 +1,24 @@
+"""One translation of Azure Storage SDK errors into StorageError, for every storage adapter."""
+
+from __future__ import annotations
+
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+from shared.errors import StorageError
+
+_DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed",
+           "Forbidden")
+
+
+def storage_error(action: str, error: Exception, *, role: str) -> StorageError:
+    """A StorageError saying what failed and, when access was denied, which role to grant."""
+    code = getattr(error, "error_code", None)
+    if isinstance(error, ClientAuthenticationError) or code in _DENIED:
+        return StorageError(
+            f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "
+            f"Function App's identity '{role}' on the mail storage account."
+        )
+    if isinstance(error, ServiceRequestError):
+        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
+    first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
+    return StorageError(f"Could not {action}: {code or first_line}.")
