@@ -43,5 +43,8 @@ down:
 env:
 	@$(BIN)/python -m devstack env --state-dir $(DEMO_STATE)
 
+bench: install
+	$(BIN)/python -m bench --out bench/results.md
+
 clean: down
 	rm -rf $(VENV) .devstack .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Throughput benchmarks of mailferry on the local stack (``python -m bench``)."""

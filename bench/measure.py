@@ -1,0 +1,108 @@
+"""What each variant's subprocess measures about itself: wall time, CPU and peak RSS."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def _status_kb(field_name: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), or None off Linux."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0: clear_refs ``5``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def current_rss_kb() -> int:
+    value = _status_kb("VmRSS")
+    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_rss_kb() -> int:
+    """This process's peak RSS: VmHWM (after :func:`reset_peak_rss`), else ru_maxrss."""
+    value = _status_kb("VmHWM")
+    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Measured:
+    """One variant's run, as printed by its subprocess (one JSON line)."""
+
+    ok: bool
+    count: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    rss_base_kb: int = 0
+    rss_peak_kb: int = 0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rss_growth_mb(self) -> float:
+        return max(0, self.rss_peak_kb - self.rss_base_kb) / 1024.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measured:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Meter:
+    """Measures one block of work in this process.
+
+    ``with Meter() as m: work()`` — RSS growth is the peak during the block minus the
+    RSS just before it; CPU is user + system time of the whole process (every thread).
+    """
+
+    def __init__(self) -> None:
+        self.rss_base_kb = 0
+        self.rss_peak_kb = 0
+        self.seconds = 0.0
+        self.cpu = 0.0
+        self._t0 = 0.0
+        self._c0 = 0.0
+
+    def __enter__(self) -> Meter:
+        with contextlib.suppress(OSError):
+            reset_peak_rss()
+        self.rss_base_kb = current_rss_kb()
+        self._c0 = cpu_seconds()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu = cpu_seconds() - self._c0
+        self.rss_peak_kb = max(peak_rss_kb(), self.rss_base_kb)
+
+    def result(self, count: int, nbytes: int, **extra: Any) -> Measured:
+        return Measured(True, count, nbytes, self.seconds, self.cpu, self.rss_base_kb,
+                        self.rss_peak_kb, None, dict(extra))

@@ -1,0 +1,297 @@
+"""One variant of one workload, run in its own process and measuring itself.
+
+    python -m bench.variant SPEC.json
+
+prints one line ``BENCH-RESULT {json}`` (see :class:`bench.measure.Measured`). The
+variants: ``ceiling`` (the SDK uploading the bytes, no IMAP), ``naive`` (one FETCH and one
+sequential upload per message), ``mailferry`` (the product end to end) and ``getmail6``
+(the peer, delivering into a Maildir).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import imaplib
+import json
+import os
+import pwd
+import ssl
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from requests.adapters import HTTPAdapter
+
+from bench.measure import RESULT_PREFIX, Measured, Meter
+from bench.messages import read_messages
+from devstack.stack import Stack
+from shared.settings import Settings
+from shared.wiring import build_poller
+
+Spec = dict[str, Any]
+
+
+def _blob_service(connection_string: str, pool: int) -> Any:
+    """A BlobServiceClient whose connection pool holds ``pool`` connections."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool + 4)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return BlobServiceClient.from_connection_string(
+        connection_string, transport=RequestsTransport(session=session, session_owner=False))
+
+
+# -- (a) the storage ceiling -------------------------------------------------------------
+def run_ceiling(spec: Spec) -> Measured:
+    threads = int(spec["upload_concurrency"])
+    messages = list(read_messages(Path(spec["messages_file"])))
+    container = _blob_service(spec["connection_string"], threads).get_container_client(
+        spec["container"])
+    container.create_container()
+    names = [f"ceiling/INBOX/1/{i + 1}.eml" for i in range(len(messages))]
+
+    def upload(item: tuple[str, bytes]) -> int:
+        container.upload_blob(item[0], item[1], overwrite=False)
+        return len(item[1])
+
+    with Meter() as meter, ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(upload, zip(names, messages, strict=True)))
+    return meter.result(len(messages), total, threads=threads)
+
+
+# -- (b) the naive loop ------------------------------------------------------------------
+def _imap_login(spec: Spec) -> imaplib.IMAP4_SSL:
+    context = ssl.create_default_context(cafile=spec["ca_file"])
+    conn = imaplib.IMAP4_SSL(spec["imap_host"], int(spec["imap_port"]), ssl_context=context,
+                             timeout=120)
+    first = f"user={spec['address']}\x01auth=Bearer {spec['token']}\x01\x01".encode()
+    answers = iter([first])
+    conn.authenticate("XOAUTH2", lambda _: next(answers, b""))
+    return conn
+
+
+def run_naive(spec: Spec) -> Measured:
+    container = _blob_service(spec["connection_string"], 1).get_container_client(
+        spec["container"])
+    container.create_container()
+    address = spec["address"]
+    count = total = 0
+    with Meter() as meter:
+        conn = _imap_login(spec)
+        try:
+            typ, data = conn.select('"INBOX"', readonly=True)
+            if typ != "OK":
+                raise RuntimeError(f"EXAMINE failed: {data!r}")
+            found = conn.response("UIDVALIDITY")[1]
+            uidvalidity = found[0].decode() if found and isinstance(found[0], bytes) else "0"
+            typ, data = conn.uid("SEARCH", "ALL")
+            if typ != "OK" or not data or data[0] is None:
+                raise RuntimeError(f"UID SEARCH failed: {data!r}")
+            for uid in data[0].decode().split():
+                typ, items = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+                raw = next((i[1] for i in items if isinstance(i, tuple)), None)
+                if typ != "OK" or raw is None:
+                    raise RuntimeError(f"UID FETCH {uid!r} failed: {items!r}")
+                name = f"{address}/INBOX/{uidvalidity}/{uid}.eml"
+                container.upload_blob(name, raw, overwrite=False)
+                count += 1
+                total += len(raw)
+        finally:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                conn.logout()
+    return meter.result(count, total)
+
+
+# -- (c) mailferry end to end -------------------------------------------------------------
+class CountingServer:
+    """Delegates to the product's mail server and keeps every session it opened, to read
+    the product's own per-session command counter (``ImapSession.commands``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sessions: list[Any] = []
+
+    @contextlib.contextmanager
+    def open(self, address: str, token: Any) -> Iterator[Any]:
+        with self.inner.open(address, token) as session:
+            self.sessions.append(session)
+            yield session
+
+
+def _count_blobs(connection_string: str, container: str) -> tuple[int, int]:
+    client = ContainerClient.from_connection_string(connection_string, container)
+    count = total = 0
+    for blob in client.list_blobs():
+        count += 1
+        total += int(blob.size or 0)
+    return count, total
+
+
+def run_mailferry(spec: Spec) -> Measured:
+    env: dict[str, str] = spec["env"]
+    os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
+    settings = Settings.from_mapping(env)
+    t0 = time.perf_counter()
+    poller = build_poller(settings)
+    setup_seconds = time.perf_counter() - t0
+    counting = CountingServer(poller.server)
+    poller = dataclasses.replace(poller, server=counting)
+    with Meter() as meter:
+        report = poller.run(settings.mailboxes)
+    failed = [f"{m.address}: {m.error_type}: {m.error}" for m in report.failed]
+    extra: dict[str, Any] = {
+        "setup_seconds": setup_seconds,
+        "settings": {
+            "FETCH_BATCH_SIZE": settings.fetch_batch_size,
+            "UPLOAD_CONCURRENCY": settings.upload_concurrency,
+            "MAX_CONCURRENT_MAILBOXES": settings.max_concurrent_mailboxes,
+        },
+        "failed": failed[:5],
+        "imap_commands": sum(int(getattr(s, "commands", 0)) for s in counting.sessions),
+    }
+    if spec.get("empty_poll"):
+        extra["empty_poll"] = _empty_poll(spec, poller, counting, settings)
+    result = meter.result(report.delivered, sum(m.bytes_delivered for m in report.mailboxes),
+                          **extra)
+    if failed:
+        result.ok = False
+        result.error = "; ".join(failed[:3])
+    return result
+
+
+def _empty_poll(spec: Spec, poller: Any, counting: CountingServer, settings: Any) -> dict[str, Any]:
+    """A second poll in the same process (MSAL cache warm) of the delivered mailboxes."""
+    stack = Stack.load(Path(spec["state_dir"]))
+    connection = spec["env"]["MAIL_STORAGE"]
+    blobs_before, _ = _count_blobs(connection, settings.blob_container)
+    tokens_before = stack.token_request_count()
+    counting.sessions.clear()
+    report = poller.run(settings.mailboxes)
+    tokens_after = stack.token_request_count()
+    blobs_after, _ = _count_blobs(connection, settings.blob_container)
+    folders = sum(len(m.folders) for m in settings.mailboxes)
+    commands = sum(int(getattr(s, "commands", 0)) for s in counting.sessions)
+    return {
+        "delivered": report.delivered,
+        "failed": len(report.failed),
+        "folders": folders,
+        "imap_commands": commands,
+        "imap_commands_per_folder": commands / folders if folders else 0.0,
+        "blob_writes": blobs_after - blobs_before,
+        "token_requests": tokens_after - tokens_before,
+    }
+
+
+# -- (d) getmail6 --------------------------------------------------------------------------
+GETMAILRC = """\
+[retriever]
+type = SimpleIMAPSSLRetriever
+server = {host}
+port = {port}
+username = {address}
+use_xoauth2 = True
+password_command = ("/bin/cat", "{token_file}")
+ca_certs = {ca_file}
+mailboxes = ("INBOX",)
+
+[destination]
+type = Maildir
+path = {maildir}/
+{user_line}
+
+[options]
+read_all = true
+delete = false
+verbose = 0
+message_log_verbose = false
+"""
+
+
+def _maildir_files(maildir: Path) -> tuple[int, int]:
+    count = total = 0
+    for sub in ("new", "cur"):
+        for entry in (maildir / sub).iterdir():
+            count += 1
+            total += entry.stat().st_size
+    return count, total
+
+
+def _launched(argv: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m bench.launch -- ...`` and return what it measured."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          cwd=Path(__file__).resolve().parent.parent)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"launcher failed: {proc.stderr.strip()[-300:]}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def run_getmail6(spec: Spec) -> Measured:
+    getmail = Path(spec["getmail"])
+    work = Path(spec["work_dir"])
+    maildir = work / "Maildir"
+    state = work / "getmail"
+    for path in (work, maildir, maildir / "new", maildir / "cur", maildir / "tmp", state):
+        path.mkdir(exist_ok=True)
+        path.chmod(0o755)
+    user_line = ""
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for path in (maildir, maildir / "new", maildir / "cur", maildir / "tmp"):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        user_line = "user = nobody"
+    token_file = state / "token"
+    token_file.write_text(spec["token"])
+    token_file.chmod(0o600)
+    (state / "getmailrc").write_text(GETMAILRC.format(
+        host=spec["imap_host"], port=spec["imap_port"], address=spec["address"],
+        token_file=token_file, ca_file=spec["ca_file"], maildir=maildir, user_line=user_line))
+    timeout = float(spec.get("timeout", 1800))
+    launch = [sys.executable, "-m", "bench.launch", "--timeout", str(timeout), "--",
+              sys.executable, str(getmail)]
+    # The interpreter and getmail's modules, loaded and gone: the RSS of a bare getmail.
+    bare = _launched([*launch, "--version"], 60.0)
+    run = _launched([*launch, "--getmaildir", str(state), "--rcfile", "getmailrc", "--quiet"],
+                    timeout + 30)
+    count, total = _maildir_files(maildir)
+    result = Measured(run["returncode"] == 0, count, total, float(run["seconds"]),
+                      float(run["cpu_seconds"]), int(bare["maxrss_kb"]), int(run["maxrss_kb"]),
+                      extra={"returncode": run["returncode"]})
+    if run["returncode"] != 0:
+        result.error = str(run["output"])
+    return result
+
+
+VARIANTS: dict[str, Callable[[Spec], Measured]] = {
+    "ceiling": run_ceiling,
+    "naive": run_naive,
+    "mailferry": run_mailferry,
+    "getmail6": run_getmail6,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec: Spec = json.loads(Path(args[0]).read_text())
+    try:
+        result = VARIANTS[spec["variant"]](spec)
+    except Exception as e:
+        traceback.print_exc()
+        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
