@@ -11,7 +11,9 @@ from shared.errors import MailferryError
 from shared.fanout import enqueue_polls
 from shared.model import MailboxResult, PollReport
 from shared.settings import MailboxConfig
-from shared.wiring import get_poll_queue, get_poller, get_queue_worker, load_settings
+
+# The SDK clients (wiring) load on the first invocation, not when the host indexes the
+# functions: a cold start that only indexes stays fast.
 
 log = logging.getLogger("mailferry")
 
@@ -26,6 +28,8 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> P
     With POLL_MODE=fanout it only queues one message per mailbox for run_queue_poll, and
     returns an empty report.
     """
+    from shared.wiring import get_poll_queue, get_poller, load_settings  # noqa: PLC0415 (see above)
+
     settings = load_settings(os.environ if env is None else env)
     if past_due:
         # The timer missed its slot (host down, or the previous run overran); this run
@@ -62,6 +66,8 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1,
     attempts remain, so the host retries the message; on the last attempt the failure is
     recorded in the mailbox's health instead.
     """
+    from shared.wiring import get_poller, get_queue_worker, load_settings  # noqa: PLC0415 (see above)
+
     settings = load_settings(os.environ if env is None else env)
     poller = get_poller(settings)
 

@@ -30,7 +30,7 @@ log = logging.getLogger("mailferry.poll")
 # memory stays bounded by this many batches.
 PIPELINE_DEPTH = 2
 # A batch also ends at this many bytes, so a run of large-ish messages stays bounded too.
-BATCH_BYTES = 32 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 STREAM_CHUNK = 4 * 1024 * 1024
 # Headers are read from the start of a streamed message; they fit in far less.
 HEAD_BYTES = 256 * 1024

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import pytest
 
 from shared.model import FetchedMessage
-from shared.naming import blob_metadata, blob_name, dedup_key, folder_prefix, path_segment
+from shared.naming import blob_metadata, blob_name, dedup_key, folder_prefix, message_id, path_segment
 
 
 @pytest.mark.parametrize("folder", ["..", ".", "../../etc", "a/b", "Archive/2024", "Entw&APw-rfe",
@@ -46,3 +46,12 @@ def test_dedup_key_ignores_body_bytes_but_not_identity():
     when = datetime(2026, 1, 1, tzinfo=UTC)
     assert dedup_key(no_id, when).startswith("hdr-")
     assert dedup_key(no_id, when) != dedup_key(no_id, datetime(2026, 1, 2, tzinfo=UTC))
+
+
+def test_headers_are_read_from_the_header_section_only():
+    body_header_lookalike = b"Message-ID: <in-body@x>\r\n"
+    raw = b"Subject: s\r\nMessage-ID: <real@x>\r\n\r\n" + body_header_lookalike
+    assert message_id(raw) == "<real@x>"
+    assert message_id(b"Subject: none\r\n\r\n" + body_header_lookalike) == ""
+    assert message_id(b"Subject: lf only\nMessage-ID: <lf@x>\n\nMessage-ID: <no@x>\n") == "<lf@x>"
+    assert message_id(b"Message-ID: <no-body@x>") == "<no-body@x>"

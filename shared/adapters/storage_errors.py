@@ -10,9 +10,9 @@ _DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "Authentic
            "Forbidden")
 
 
-def storage_error(action: str, error: Exception, *, role: str) -> StorageError:
+def storage_error(action: str, error: Exception, *, role: str, code: str | None = None) -> StorageError:
     """A StorageError saying what failed and, when access was denied, which role to grant."""
-    code = getattr(error, "error_code", None)
+    code = code or getattr(error, "error_code", None)
     if isinstance(error, ClientAuthenticationError) or code in _DENIED:
         return StorageError(
             f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "

@@ -195,3 +195,16 @@ def test_a_large_message_is_streamed_in_ranges_byte_for_byte(stack, new_mailbox)
     [blob] = [b for b in container(env).list_blobs(include=["metadata"]) if b.size > 1024 * 1024]
     assert blob.metadata["message_id"] == "<large@fabrikam.com>"
     assert int(blob.metadata["size"]) == blob.size > 50 * 1024 * 1024
+
+
+def test_blob_writes_are_create_only(stack, new_mailbox):
+    from shared.adapters.blob import BlobMessageSink
+
+    env = stack.settings_env(new_mailbox())
+    sink = BlobMessageSink(container(env))
+    sink.ensure_container()
+    name = "a@b.c/Sent%20Items/1/0000000001.eml"
+    assert sink.create(name, b"first", {"uid": "1"}) is True
+    assert sink.create(name, b"second", {"uid": "1"}) is False
+    assert container(env).download_blob(name).readall() == b"first"
+    assert [b.name for b in container(env).list_blobs()] == [name]
