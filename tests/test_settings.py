@@ -176,10 +176,10 @@ def test_the_readme_settings_table_lists_every_setting_with_its_default():
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    rows: dict[str, str] = {}
-    for line in readme.splitlines():  # the first table naming a setting is the settings table
-        if line.startswith("| `"):
-            rows.setdefault(line.split("|")[1].strip().strip("`"), line)
+    section = readme[readme.index("\n## Settings\n"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines()
+            if line.startswith("| `")}
     for spec in SETTINGS:
         assert spec.name in rows, f"{spec.name} is missing from the README's settings table"
         if spec.default:
