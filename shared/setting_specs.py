@@ -1,0 +1,115 @@
+"""The single list of settings the app reads: name, meaning, example and default.
+
+The README's settings table, ``local.settings.json.example`` and the Bicep app settings
+are checked against ``SETTINGS``; ``shared.settings`` reads and validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.clouds import CLOUDS
+
+GLOBAL = CLOUDS["global"]
+STORAGE = "MAIL_STORAGE"
+AUTH_MODES = ("secret", "certificate", "federated")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting the app reads: its name, whether it must be set, and what it means."""
+
+    name: str
+    description: str
+    example: str
+    required: bool = False
+    default: str | None = None
+    group: str = "core"
+
+
+def _spec(name: str, description: str, example: str, *, required: bool = False,
+          default: str | None = None, group: str = "core") -> SettingSpec:
+    return SettingSpec(name, description, example, required, default, group)
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    _spec("M365_TENANT_ID", "Directory (tenant) ID of the Entra ID tenant that owns the mailboxes.",
+          "00000000-0000-0000-0000-000000000000", required=True),
+    _spec("M365_CLIENT_ID", "Application (client) ID of the app registration granted IMAP.AccessAsApp.",
+          "11111111-1111-1111-1111-111111111111", required=True),
+    _spec("M365_CLOUD", "Microsoft 365 cloud: global, usgov (GCC High), usgovdod or china. Picks the "
+          "sign-in host, token scope and IMAP/POP hosts; each can still be overridden.", "global",
+          default="global"),
+    _spec("AUTH_MODE", "How the app proves itself to Entra ID: secret (client secret in Key Vault), "
+          "certificate (certificate in Key Vault) or federated (the managed identity, no secret).",
+          "secret", default="secret", group="auth"),
+    _spec("KEY_VAULT_URL", "URL of the Key Vault holding the client secret or certificate "
+          "(not needed with AUTH_MODE=federated).", "https://mailferry-kv.vault.azure.net/", group="auth"),
+    _spec("CLIENT_SECRET_NAME", "Key Vault secret whose value is the client secret's Value "
+          "(AUTH_MODE=secret).", "mailferry-client-secret", group="auth"),
+    _spec("CLIENT_CERTIFICATE_NAME", "Key Vault certificate registered on the app (AUTH_MODE=certificate); "
+          "its private key is read through the secret of the same name.", "mailferry-client-cert",
+          group="auth"),
+    _spec("CLIENT_CERTIFICATE_SEND_CHAIN", "Send the certificate chain with each assertion (subject "
+          "name and issuer authentication).", "false", default="false", group="auth"),
+    _spec("FEDERATED_TOKEN_AUDIENCE", "Audience of the managed identity token presented as the "
+          "client assertion (AUTH_MODE=federated). Default from M365_CLOUD.", GLOBAL.federated_audience,
+          group="auth"),
+    _spec("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+          "Check that Key Vault's auth challenge names the vault's own domain. Leave true on Azure.",
+          "true", default="true", group="auth"),
+    _spec("MANAGED_IDENTITY_CLIENT_ID",
+          "Client ID of the user-assigned managed identity that reads Key Vault and storage.",
+          "22222222-2222-2222-2222-222222222222", group="auth"),
+    _spec("AUTHORITY_HOST", "Entra ID sign-in host. Default from M365_CLOUD.", GLOBAL.authority_host),
+    _spec("TOKEN_SCOPE", "Scope of the app-only token the mail server accepts. Default from M365_CLOUD.",
+          GLOBAL.token_scope),
+    _spec("MAILBOXES",
+          "Mailboxes to read, comma- or semicolon-separated; each may name folders after ':' "
+          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works.",
+          "ops@contoso.com, billing@contoso.com:INBOX|Invoices", required=True),
+    _spec("MAIL_PROTOCOL", "imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise. "
+          "POP3 sees the Inbox only.", "imap", default="imap"),
+    _spec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",
+          "0 */5 * * * *", required=True),
+    _spec("POLL_MODE", "inline (the timer polls every mailbox) or fanout (the timer queues one message "
+          "per mailbox and queue-triggered instances poll them).", "inline", default="inline"),
+    _spec("POLL_QUEUE", "Storage queue of the fan-out mode.", "mailferry-polls", default="mailferry-polls"),
+    _spec("BLOB_CONTAINER", "Blob container that receives one .eml blob per message.", "mail",
+          default="mail"),
+    _spec("CHECKPOINT_TABLE", "Table holding each folder's checkpoint and each mailbox's health.",
+          "mailferrycheckpoints", default="mailferrycheckpoints"),
+    _spec(STORAGE, "Connection string of the mail storage account (local runs). On Azure use the "
+          "identity-based MAIL_STORAGE__* settings instead.", "UseDevelopmentStorage=true",
+          group="storage"),
+    _spec(f"{STORAGE}__blobServiceUri", "Blob endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.blob.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__tableServiceUri", "Table endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.table.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__queueServiceUri", "Queue endpoint of the mail storage account (identity-based).",
+          "https://mailferrystore.queue.core.windows.net", group="storage"),
+    _spec(f"{STORAGE}__credential", "'managedidentity' for identity-based storage connections.",
+          "managedidentity", group="storage"),
+    _spec(f"{STORAGE}__clientId", "Client ID of the user-assigned identity for the storage connection.",
+          "22222222-2222-2222-2222-222222222222", group="storage"),
+    _spec("IMAP_HOST", "IMAP server. Default from M365_CLOUD.", GLOBAL.mail_host),
+    _spec("IMAP_PORT", "IMAP port.", "993", default="993"),
+    _spec("IMAP_SECURITY", "'tls' (implicit TLS, as on port 993) or 'starttls'.", "tls", default="tls"),
+    _spec("POP3_HOST", "POP3 server. Default from M365_CLOUD.", GLOBAL.mail_host),
+    _spec("POP3_PORT", "POP3 port.", "995", default="995"),
+    _spec("POP3_SECURITY", "'tls' (implicit TLS, as on port 995) or 'starttls'.", "tls", default="tls"),
+    _spec("CA_BUNDLE", "PEM file of CAs to trust instead of the system's (private CAs, local stack).",
+          "/etc/ssl/certs/ca-certificates.crt"),
+    _spec("MAX_CONCURRENT_MAILBOXES", "How many mailboxes one run polls at once.", "4", default="4"),
+    _spec("FETCH_BATCH_SIZE", "Messages fetched per IMAP command and checkpointed together.", "100",
+          default="100"),
+    _spec("UPLOAD_CONCURRENCY", "Blob uploads in flight at once per mailbox.", "8", default="8"),
+    _spec("LARGE_MESSAGE_BYTES", "Messages above this size are fetched and uploaded in pieces, so "
+          "memory stays bounded.", "16777216", default="16777216"),
+    _spec("POLL_DEADLINE_SECONDS",
+          "A run stops starting work after this many seconds; keep it below host.json functionTimeout.",
+          "480", default="480"),
+)
+
+SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
+SPECS = {s.name: s for s in SETTINGS}
