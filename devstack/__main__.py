@@ -101,21 +101,28 @@ def cmd_demo(state_dir: Path, keep: bool) -> int:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
-        for command in ("poll", "status"):
-            print(f"$ mailferry {command}")
+        def mailferry(command: str, title: str) -> int:
+            print(f"\n$ mailferry {command}    # {title}")
             result = subprocess.run(
                 [sys.executable, "-m", "shared.cli", command], env=env, cwd=stack.state_dir,
                 check=False,
             )
             if result.returncode != 0:
                 print(f"mailferry {command} exited with {result.returncode}", file=sys.stderr)
-                return result.returncode
+            return result.returncode
+
+        if code := mailferry("poll", "delivers every seeded message"):
+            return code
         with BlobServiceClient.from_connection_string(settings["MAIL_STORAGE"]) as service:
             container = service.get_container_client(settings["BLOB_CONTAINER"])
             blobs = list(container.list_blobs())
-            print(f"{len(blobs)} blobs in container {settings['BLOB_CONTAINER']}:")
+            print(f"\n{len(blobs)} blobs landed in container {settings['BLOB_CONTAINER']}:")
             for blob in blobs:
                 print(f"  {blob.size:>9}  {blob.name}")
+        for command, title in (("poll", "a second poll: nothing new"),
+                               ("status", "checkpoints and health")):
+            if code := mailferry(command, title):
+                return code
         return 0
     finally:
         if keep:

@@ -113,14 +113,14 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
     for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
         checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid))
     health = Table(title="Health")
-    for column in ("Mailbox", "Last success", "Delivered", "Failures in a row", "Last error"):
-        health.add_column(column)
+    for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
+        health.add_column(column, no_wrap=column != "Last error")
     for h in sorted(store.list_health(), key=lambda h: h.mailbox):
         health.add_row(
             h.mailbox,
-            h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never",
+            f"{h.last_success_at:%Y-%m-%d %H:%M}" if h.last_success_at else "never",
             str(h.delivered_total),
-            f"[red]{h.consecutive_failures}[/]" if h.consecutive_failures else "0",
+            f"[red]{h.consecutive_failures} runs[/]" if h.consecutive_failures else "no",
             escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})") if h.last_error and h.last_error_at
             else "",
         )
