@@ -33,6 +33,7 @@ from bench.messages import make_message, write_messages
 from bench.report import Results, Row, evaluate_targets, median, render, workload_name
 from devstack.azurite import ACCOUNT, ACCOUNT_KEY
 from devstack.stack import Stack
+from shared.setting_specs import SPECS
 from shared.settings import SETTING_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -551,8 +552,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4, help="fan-out worker processes")
     parser.add_argument("--worker-warmup", type=float, default=3.0,
                         help="seconds the fan-out workers get to start before the timer runs")
-    parser.add_argument("--upload-concurrency", type=int, default=8,
-                        help="ceiling threads and mailferry UPLOAD_CONCURRENCY (product default 8)")
+    parser.add_argument("--upload-concurrency", type=int,
+                        default=int(SPECS["UPLOAD_CONCURRENCY"].default or "16"),
+                        help="ceiling threads and mailferry UPLOAD_CONCURRENCY (default: the product's)")
     parser.add_argument("--wan-delay-ms", type=float, default=15.0, help="delay each way on WAN")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per-variant time limit")
     parser.add_argument("--no-imports", dest="imports", action="store_false",

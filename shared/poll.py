@@ -48,7 +48,7 @@ class PollOptions:
 
     max_concurrent_mailboxes: int = 4
     fetch_batch_size: int = 100
-    upload_concurrency: int = 8
+    upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     deadline_seconds: float = 480.0
 

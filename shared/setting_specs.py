@@ -103,7 +103,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     _spec("MAX_CONCURRENT_MAILBOXES", "How many mailboxes one run polls at once.", "4", default="4"),
     _spec("FETCH_BATCH_SIZE", "Messages fetched per IMAP command and checkpointed together.", "100",
           default="100"),
-    _spec("UPLOAD_CONCURRENCY", "Blob uploads in flight at once per mailbox.", "8", default="8"),
+    _spec("UPLOAD_CONCURRENCY", "Blob uploads in flight at once per mailbox.", "16", default="16"),
     _spec("LARGE_MESSAGE_BYTES", "Messages above this size are fetched and uploaded in pieces, so "
           "memory stays bounded.", "16777216", default="16777216"),
     _spec("POLL_DEADLINE_SECONDS",

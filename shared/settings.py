@@ -104,7 +104,7 @@ class Settings:
     ca_bundle: Path | None = None
     max_concurrent_mailboxes: int = 4
     fetch_batch_size: int = 100
-    upload_concurrency: int = 8
+    upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     poll_deadline_seconds: float = 480.0
 

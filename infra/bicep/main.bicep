@@ -68,7 +68,7 @@ param fetchBatchSize int = 100
 
 @minValue(1)
 @maxValue(64)
-param uploadConcurrency int = 8
+param uploadConcurrency int = 16
 
 @description('Messages above this many bytes are fetched and uploaded in pieces.')
 param largeMessageBytes int = 16777216

@@ -208,3 +208,39 @@ def test_blob_writes_are_create_only(stack, new_mailbox):
     assert sink.create(name, b"second", {"uid": "1"}) is False
     assert container(env).download_blob(name).readall() == b"first"
     assert [b.name for b in container(env).list_blobs()] == [name]
+
+
+def test_an_empty_poll_costs_two_imap_commands_per_folder_and_writes_nothing(stack, new_mailbox):
+    from contextlib import contextmanager
+
+    from shared.adapters.imap import ImapServer, ImapSession
+
+    address = new_mailbox(folders=("Archive",))
+    stack.append(address, "INBOX", simple_message(1))
+    env = stack.settings_env(f"{address}:INBOX|Archive")
+    poller, settings = new_poller(env)
+    sessions: list[ImapSession] = []
+    assert isinstance(poller.server, ImapServer)
+    real: ImapServer = poller.server
+
+    class Recording:
+        """The real IMAP adapter, keeping each session to count its commands afterwards."""
+
+        @contextmanager
+        def open(self, mailbox: str, token):
+            with real.open(mailbox, token) as session:
+                sessions.append(session)
+                yield session
+
+    poller.server = Recording()
+    poller.run(settings.mailboxes)
+    blobs, tokens, checkpoints = stored_blobs(env), stack.token_request_count(), poller.checkpoints
+    before = {c.folder: c.etag for c in checkpoints.list_checkpoints()}
+    sessions.clear()
+    report = poller.run(settings.mailboxes)
+    assert report.failed == [] and report.delivered == 0
+    [session] = sessions
+    assert session.commands == 2 * 2  # EXAMINE and UID SEARCH for each of the two folders
+    assert stored_blobs(env) == blobs
+    assert stack.token_request_count() == tokens
+    assert {c.folder: c.etag for c in checkpoints.list_checkpoints()} == before
