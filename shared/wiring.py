@@ -150,10 +150,7 @@ def _storage_clients(settings: Settings, identity: TokenCredential,
         table = TableClient.from_connection_string(
             text, settings.checkpoint_table, connection_verify=verify)
     else:
-        credential: TokenCredential = identity
-        if storage.managed_identity_client_id:
-            credential = ManagedIdentityCredential(client_id=storage.managed_identity_client_id,
-                                                   connection_verify=verify)
+        credential = _storage_credential(settings, identity, verify)
         assert storage.blob_service_uri and storage.table_service_uri  # checked by Settings
         blob_service = BlobServiceClient(storage.blob_service_uri, credential=credential,
                                          transport=transport, connection_verify=verify)
