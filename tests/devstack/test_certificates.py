@@ -26,21 +26,6 @@ from devstack.identity.certs import AppCertificate
 from devstack.stack import TOKEN_SCOPE, Stack
 
 
-@pytest.fixture
-def http(stack: Stack) -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(stack.ca_bundle)
-    with session:
-        yield session
-
-
-@pytest.fixture
-def managed_identity_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
-
-
 @pytest.fixture(autouse=True)
 def _clean(stack: Stack) -> Iterator[None]:
     from azure.keyvault.secrets._shared import HttpChallengeCache

@@ -45,21 +45,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         started.stop()
 
 
-@pytest.fixture
-def http(stack: Stack) -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(stack.ca_bundle)
-    with session:
-        yield session
-
-
-@pytest.fixture
-def managed_identity_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
-
-
 @pytest.fixture(autouse=True)
 def _clear_challenge_cache() -> None:
     from azure.keyvault.secrets._shared import HttpChallengeCache

@@ -11,11 +11,7 @@ from devstack.stack import Stack
 from shared.adapters.entra import MsalTokenSource
 from tests.integration.helpers import new_poller, poll, stored_blobs
 
-
-@pytest.fixture(autouse=True)
-def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
 @pytest.fixture

@@ -23,12 +23,7 @@ from tests.integration.helpers import (
     stored_blobs,
 )
 
-
-@pytest.fixture(autouse=True)
-def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
-    """What the Functions platform sets for a managed identity; azure-identity reads it."""
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
 def expected_blobs(stack: Stack, address: str, folder: str = "INBOX") -> dict[str, bytes]:
@@ -94,7 +89,6 @@ def test_poll_killed_mid_batch_then_rerun_delivers_every_message_exactly_once(st
     total = 400
     stack.append_many(address, "INBOX", (simple_message(n, size=3000) for n in range(total)))
     env = stack.settings_env(address) | {"FETCH_BATCH_SIZE": "20", "UPLOAD_CONCURRENCY": "2"}
-    env |= {"IDENTITY_ENDPOINT": stack.identity_endpoint, "IDENTITY_HEADER": stack.identity_header}
 
     process = subprocess.Popen(cli_command("poll"), env=cli_environment(env), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -58,8 +58,7 @@ def test_the_timer_run_fails_when_every_mailbox_fails(stack, new_mailbox, settin
 def test_cli_poll_prints_a_summary_and_status_shows_checkpoints_and_health(stack, new_mailbox, tmp_path):
     address = new_mailbox()
     stack.append_many(address, "INBOX", [b"Subject: 1\r\n\r\na\r\n", b"Subject: 2\r\n\r\nb\r\n"])
-    env = stack.settings_env(address) | {"IDENTITY_ENDPOINT": stack.identity_endpoint,
-                                         "IDENTITY_HEADER": stack.identity_header}
+    env = stack.settings_env(address)
     polled = run_cli(env, "poll", cwd=tmp_path)
     assert polled.returncode == 0, polled.stderr
     row = next(line for line in polled.stdout.splitlines() if address in line)

@@ -14,11 +14,7 @@ from shared.errors import AuthenticationError, MailServerError
 from shared.model import Secret
 from tests.integration.helpers import container, new_poller, poll, run_cli, stored_blobs
 
-
-@pytest.fixture(autouse=True)
-def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
 def one_message(subject: str = "hello") -> bytes:
@@ -88,9 +84,7 @@ def test_wrong_client_secret_names_aadsts7000215_and_the_fix(stack, new_mailbox,
     address = new_mailbox()
     name = "wrong-secret-test"
     stack.set_vault_secret(name, "00000000-aaaa-bbbb-cccc-000000000000")  # a secret *ID*
-    env = stack.settings_env(address) | {"CLIENT_SECRET_NAME": name,
-                                         "IDENTITY_ENDPOINT": stack.identity_endpoint,
-                                         "IDENTITY_HEADER": stack.identity_header}
+    env = stack.settings_env(address) | {"CLIENT_SECRET_NAME": name}
     result = run_cli(env, "poll", cwd=tmp_path)
     assert result.returncode == 1
     output = " ".join((result.stdout + result.stderr).split())

@@ -24,12 +24,7 @@ from shared.settings import Settings
 from shared.wiring import build_lease_store, build_state_store
 from tests.integration.helpers import indexed_functions, stored_blobs
 
-
-@pytest.fixture(autouse=True)
-def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
-    """What the Functions platform sets for a managed identity; azure-identity reads it."""
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
 def fanout_env(stack: Stack, *addresses: str) -> dict[str, str]:

@@ -21,12 +21,7 @@ from shared.naming import pop3_blob_name
 from shared.pop3_poll import uidl_digest
 from tests.integration.helpers import container, new_poller, poll, stored_blobs
 
-
-@pytest.fixture(autouse=True)
-def identity_endpoint(stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_environ: None) -> None:
-    """What the Functions platform sets for a managed identity; azure-identity reads it."""
-    monkeypatch.setenv("IDENTITY_ENDPOINT", stack.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", stack.identity_header)
+pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
 def settings_env(stack: Stack, *mailboxes: tuple[str, str]) -> dict[str, str]:
