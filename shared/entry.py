@@ -42,10 +42,7 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> P
         return PollReport([], time.monotonic() - started)
     report = get_poller(settings).run(settings.mailboxes)
     for result in report.mailboxes:
-        if result.ok:
-            log.info("mailbox polled: %s: %d new messages, %d bytes in %.1f s%s",
-                     result.address, result.delivered, result.bytes_delivered, result.seconds,
-                     "" if result.complete else " (time box reached; next run resumes)")
+        _log_polled(result)
     log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed",
              report.delivered, len(report.mailboxes), report.seconds, len(report.failed))
     if report.mailboxes and len(report.failed) == len(report.mailboxes):
@@ -77,8 +74,14 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1,
 
     result = get_queue_worker(settings).handle(body, dequeue_count=dequeue_count,
                                                mailboxes=settings.mailboxes, poll=poll)
-    if result is not None and result.ok:
+    if result is not None:
+        _log_polled(result)
+    return result
+
+
+def _log_polled(result: MailboxResult) -> None:
+    """One line per mailbox polled without error (failures are logged by the poller)."""
+    if result.ok:
         log.info("mailbox polled: %s: %d new messages, %d bytes in %.1f s%s", result.address,
                  result.delivered, result.bytes_delivered, result.seconds,
                  "" if result.complete else " (time box reached; next run resumes)")
-    return result

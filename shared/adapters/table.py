@@ -6,6 +6,7 @@ PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
@@ -70,23 +71,10 @@ class TableStateStore:
             "LastUid": checkpoint.last_uid,
             "DedupThroughUid": checkpoint.dedup_through_uid,
         }
-        where = f"{checkpoint.mailbox}/{checkpoint.folder}"
-        try:
-            if checkpoint.etag is None:
-                metadata = self._table.create_entity(entity)
-            else:
-                metadata = self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=checkpoint.etag,
-                    match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError) as e:
-            raise CheckpointConflict(
-                f"The checkpoint of {where} was changed by another run; this run leaves the "
-                "folder to it (nothing is lost: the other run continues from there)."
-            ) from e
-        except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"write the checkpoint of {where}", e, role=_ROLE) from e
-        return Checkpoint(checkpoint.mailbox, checkpoint.folder, checkpoint.uidvalidity,
-                          checkpoint.last_uid, checkpoint.dedup_through_uid, str(metadata["etag"]))
+        etag = self._write_guarded(entity, checkpoint.etag,
+                                   what=f"checkpoint of {checkpoint.mailbox}/{checkpoint.folder}",
+                                   scope="folder")
+        return replace(checkpoint, etag=etag)
 
     def list_checkpoints(self) -> list[Checkpoint]:
         rows = self._query(f"RowKey ge '{_FOLDER}' and RowKey lt 'folder;'")
@@ -194,22 +182,29 @@ class TableStateStore:
         }
         for index, start in enumerate(range(0, len(packed), _POP3_CHUNK_BYTES)):
             entity[f"{_POP3_CHUNK_PREFIX}{index}"] = packed[start:start + _POP3_CHUNK_BYTES]
+        # REPLACE (in _write_guarded) drops chunk properties a smaller set no longer needs.
+        etag = self._write_guarded(entity, checkpoint.etag, what=f"POP3 checkpoint of {mailbox}",
+                                   scope="mailbox")
+        return Pop3Checkpoint(mailbox, checkpoint.delivered, etag)
+
+    def _write_guarded(self, entity: dict[str, Any], etag: str | None, *, what: str,
+                       scope: str) -> str:
+        """Create the row (etag None) or replace it if unchanged since ``etag``; the new etag."""
         try:
-            if checkpoint.etag is None:
+            if etag is None:
                 metadata = self._table.create_entity(entity)
             else:
-                # REPLACE drops chunk properties a smaller set no longer needs.
                 metadata = self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=checkpoint.etag,
+                    entity, mode=UpdateMode.REPLACE, etag=etag,
                     match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError) as e:
             raise CheckpointConflict(
-                f"The POP3 checkpoint of {mailbox} was changed by another run; this run leaves "
-                "the mailbox to it (nothing is lost: the other run continues from there)."
+                f"The {what} was changed by another run; this run leaves the {scope} to it "
+                "(nothing is lost: the other run continues from there)."
             ) from e
         except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"write the POP3 checkpoint of {mailbox}", e, role=_ROLE) from e
-        return Pop3Checkpoint(mailbox, checkpoint.delivered, str(metadata["etag"]))
+            raise storage_error(f"write the {what}", e, role=_ROLE) from e
+        return str(metadata["etag"])
 
 
 def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
