@@ -83,6 +83,11 @@ def summary_table(report: PollReport) -> Table:
             dupes = sum(f.duplicates_skipped for f in m.folders)
             if dupes:
                 status += f" ({dupes} already delivered before a UIDVALIDITY change)"
+            yielded = [f.folder for f in m.folders if f.yielded]
+            if yielded:
+                status += f" (left to another run: {escape(', '.join(yielded))})"
+            for folder in m.folder_errors:
+                status += f"\n[red]folder {escape(folder.folder)!r} failed[/]: {escape(folder.error or '')}"
         else:
             status = f"[red]{m.error_type}[/]: {escape(m.error or '')}"
         table.add_row(escape(m.address), str(m.delivered), _size(m.bytes_delivered),
@@ -116,13 +121,17 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
     for h in sorted(store.list_health(), key=lambda h: h.mailbox):
+        problems = []
+        if h.folder_errors:
+            problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
+        if h.last_error and h.last_error_at:
+            problems.append(escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})"))
         health.add_row(
             h.mailbox,
             f"{h.last_success_at:%Y-%m-%d %H:%M}" if h.last_success_at else "never",
             str(h.delivered_total),
             f"[red]{h.consecutive_failures} runs[/]" if h.consecutive_failures else "no",
-            escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})") if h.last_error and h.last_error_at
-            else "",
+            "\n".join(problems),
         )
     console.print(checkpoints)
     console.print(health)

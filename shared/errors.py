@@ -6,6 +6,7 @@
     ├── AuthenticationError     Entra ID refused a token, or the mail server refused it
     │     └── MailboxAccessError   the token is good but this mailbox is not granted
     ├── MailServerError         the mail server failed, timed out or was unreachable
+    │     └── FolderUnavailable    the server would not open one folder (the others go on)
     ├── StorageError            Blob or Table storage failed
     │     └── CheckpointConflict   another run advanced the checkpoint first
     └── DeadlineReached         the run's time box is spent; the next run resumes
@@ -53,6 +54,10 @@ class MailboxAccessError(AuthenticationError):
 
 class MailServerError(MailferryError):
     """The IMAP server failed, timed out or could not be reached."""
+
+
+class FolderUnavailable(MailServerError):
+    """The server refused to open one folder (missing, or a name it rejects)."""
 
 
 class StorageError(MailferryError):

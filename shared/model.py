@@ -104,6 +104,7 @@ class Health:
     last_error_at: datetime | None = None
     failing_since: datetime | None = None
     consecutive_failures: int = 0
+    folder_errors: str | None = None
 
 
 @dataclass
@@ -117,6 +118,10 @@ class FolderResult:
     bytes_delivered: int = 0
     resynced: bool = False
     complete: bool = True
+    # Another run advanced this folder's checkpoint first: it is delivering the folder.
+    yielded: bool = False
+    # The folder could not be opened (missing, refused name); the other folders went on.
+    error: str | None = None
 
 
 @dataclass
@@ -144,6 +149,11 @@ class MailboxResult:
     @property
     def complete(self) -> bool:
         return self.ok and all(f.complete for f in self.folders)
+
+    @property
+    def folder_errors(self) -> list[FolderResult]:
+        """Folders that could not be opened in a poll that otherwise went on."""
+        return [f for f in self.folders if f.error is not None]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.errors import MailferryError
+from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
 from shared.folder_poll import FolderPoll
 from shared.model import (
     FolderResult,
@@ -40,6 +40,9 @@ from shared.settings import MailboxConfig
 log = logging.getLogger("mailferry.poll")
 
 FAILURE_LOG_TEXT = "mailbox poll failed"
+# A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
+# in the mailbox were still delivered.
+FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class Poller:
         try:
             token = self.tokens.get_token()
         except MailferryError as e:
-            results = [self._failed(m.address, e, 0.0) for m in mailboxes]
+            results = [self._failed(m.address, e) for m in mailboxes]
             for result in results:
                 self._record(result)
                 watcher.mailbox_finished(result)
@@ -126,10 +129,10 @@ class Poller:
             else:
                 self._poll_imap(mailbox, token, deadline, watcher, result)
         except MailferryError as e:
-            result = self._failed(mailbox.address, e, 0.0, folders=result.folders)
+            result = self._failed(mailbox.address, e, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
             log.exception("unexpected error while polling %s", mailbox.address)
-            result = self._failed(mailbox.address, e, 0.0, folders=result.folders)
+            result = self._failed(mailbox.address, e, folders=result.folders)
         result.seconds = self.clock.monotonic() - started
         self._record(result)
         watcher.mailbox_finished(result)
@@ -141,8 +144,20 @@ class Poller:
             for folder in mailbox.folders:
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
-                FolderPoll(self, session, mailbox.address, folder, folder_result,
-                           deadline, watcher).run()
+                try:
+                    FolderPoll(self, session, mailbox.address, folder, folder_result,
+                               deadline, watcher).run()
+                except FolderUnavailable as e:
+                    # One bad folder must not hide the others, run after run.
+                    folder_result.error = str(e)
+                    log.error("%s: %s/%s: %s", FOLDER_FAILURE_LOG_TEXT, mailbox.address, folder, e)
+                    continue
+                except CheckpointConflict:
+                    # Another run is delivering this folder right now; nothing is wrong.
+                    folder_result.yielded = True
+                    log.info("%s/%s: another run advanced the checkpoint first; this run leaves "
+                             "the folder to it", mailbox.address, folder)
+                    continue
                 if not folder_result.complete:
                     break
 
@@ -152,15 +167,20 @@ class Poller:
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
         with self.pop3.open(address, token) as session:
-            Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
-                     clock=self.clock, deadline=deadline, watcher=watcher,
-                     batch_size=self.options.fetch_batch_size,
-                     upload_concurrency=self.options.upload_concurrency, result=result).run()
+            try:
+                Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
+                         clock=self.clock, deadline=deadline, watcher=watcher,
+                         batch_size=self.options.fetch_batch_size,
+                         upload_concurrency=self.options.upload_concurrency, result=result).run()
+            except CheckpointConflict:
+                result.yielded = True
+                log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "
+                         "the mailbox to it", address)
 
-    def _failed(self, address: str, error: Exception, seconds: float,
+    def _failed(self, address: str, error: Exception,
                 folders: list[FolderResult] | None = None) -> MailboxResult:
         log.error("%s: %s: %s: %s", FAILURE_LOG_TEXT, address, type(error).__name__, error)
-        return MailboxResult(address, folders or [], seconds, str(error), type(error).__name__)
+        return MailboxResult(address, folders or [], 0.0, str(error), type(error).__name__)
 
     def _record(self, result: MailboxResult) -> None:
         try:
@@ -169,4 +189,4 @@ class Poller:
             log.warning("could not record health of %s: %s", result.address, e)
 
 
-__all__ = ["FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]
+__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]

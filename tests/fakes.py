@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from shared.errors import AuthenticationError, CheckpointConflict, StorageError
+from shared.errors import AuthenticationError, CheckpointConflict, FolderUnavailable, StorageError
 from shared.model import (
     Checkpoint,
     FetchedMessage,
@@ -49,6 +49,8 @@ class FakeSession:
 
     def select_folder(self, folder: str) -> FolderState:
         self.commands.append("EXAMINE")
+        if folder not in self.folders:
+            raise FolderUnavailable(f"EXAMINE {folder} failed: Mailbox doesn't exist: {folder}")
         self.selected = self.folders[folder]
         return FolderState(self.selected.uidvalidity, self.selected.next_uid,
                            len(self.selected.messages))
@@ -171,7 +173,9 @@ class FakeStateStore:
         if result.ok:
             self.health[result.address] = replace(
                 previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
-                delivered_total=previous.delivered_total + result.delivered, failing_since=None)
+                delivered_total=previous.delivered_total + result.delivered, failing_since=None,
+                folder_errors="; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
+                or None)
         else:
             self.health[result.address] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,

@@ -204,3 +204,45 @@ def test_a_large_message_found_after_a_uidvalidity_reset_is_skipped(world):
     folder.renumber(uidvalidity=5)
     report = poller.run([MailboxConfig(A)])
     assert report.mailboxes[0].folders[0].duplicates_skipped == 1 and len(sink.blobs) == 1
+
+
+def test_a_folder_that_cannot_be_opened_does_not_stop_the_others(world):
+    poller, server, sink, state = world
+    server.folder(A, "INBOX").append(message(1))
+    server.folder(A, "Archive").append(message(2))
+    for _ in range(2):  # run after run, the folders after the bad one are still delivered
+        report = poller.run([MailboxConfig(A, ("INBOX", "Gone", "Archive"))])
+        [result] = report.mailboxes
+        assert result.ok
+        assert [f.folder for f in result.folder_errors] == ["Gone"]
+        assert "doesn't exist" in (result.folder_errors[0].error or "")
+    assert len(sink.blobs) == 2
+    assert state.get_checkpoint(A, "Archive").last_uid == 1
+    assert "Gone" in (state.health[A].folder_errors or "")
+
+
+class RacingStateStore(FakeStateStore):
+    """Another run advances the checkpoint between this run's read and its write."""
+
+    def put_checkpoint(self, checkpoint):
+        stored = super().put_checkpoint(checkpoint)
+        if stored.last_uid > 0 and not getattr(self, "raced", False):
+            self.raced = True
+            super().put_checkpoint(stored)  # the other run's write: a new ETag
+        return stored
+
+
+def test_a_run_that_loses_the_checkpoint_race_yields_without_failing():
+    server, sink, state = FakeServer(), FakeSink(), RacingStateStore()
+    poller = Poller(FakeTokens(), server, sink, state, state,
+                    PollOptions(fetch_batch_size=2, upload_concurrency=2), FakeClock())
+    for n in range(6):
+        server.folder(A).append(message(n))
+    server.folder(A, "Archive").append(message(9))
+    [result] = poller.run([MailboxConfig(A, ("INBOX", "Archive"))]).mailboxes
+    assert result.ok and result.error is None
+    assert [f.yielded for f in result.folders] == [True, False]
+    assert state.health[A].consecutive_failures == 0
+    # The next run finishes what the yielding one left: every message exactly once.
+    poller.run([MailboxConfig(A, ("INBOX", "Archive"))])
+    assert len(sink.blobs) == 7

@@ -14,7 +14,12 @@ from typing import Any, Literal
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.errors import AuthenticationError, MailboxAccessError, MailServerError
+from shared.errors import (
+    AuthenticationError,
+    FolderUnavailable,
+    MailboxAccessError,
+    MailServerError,
+)
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
@@ -184,7 +189,16 @@ class ImapSession:
         self.commands = 0
 
     def select_folder(self, folder: str) -> FolderState:
-        info = self._call(f"EXAMINE {folder}", self._client.select_folder, folder, readonly=True)
+        try:
+            info = self._call(f"EXAMINE {folder}", self._client.select_folder, folder, readonly=True)
+        except MailServerError as e:
+            # A tagged NO/BAD to EXAMINE is about this folder; the session itself is fine.
+            # A dropped connection, a timeout or throttling concerns the whole mailbox.
+            cause = e.__cause__
+            if (isinstance(cause, IMAPClientError) and not isinstance(cause, IMAPClientAbortError)
+                    and "throttled" not in str(cause).lower()):
+                raise FolderUnavailable(str(e)) from cause
+            raise
         if b"UIDVALIDITY" not in info:
             raise MailServerError(f"{self._address}/{folder}: the server sent no UIDVALIDITY.")
         uidnext = info.get(b"UIDNEXT")

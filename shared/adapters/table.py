@@ -6,6 +6,8 @@ PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpo
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,9 @@ from shared.pop3_poll import DIGEST_BYTES
 _ROLE = "Storage Table Data Contributor"
 
 _HEALTH = "health"
+# Overlapping runs of one mailbox retry their health update this often before giving up
+# (at most about 6 s of back-off in all).
+_HEALTH_ATTEMPTS = 12
 _FOLDER = "folder:"
 
 
@@ -81,29 +86,32 @@ class TableStateStore:
         return [_checkpoint(e) for e in rows]
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> None:
-        previous = self._get_health(result.address)
-        failed = not result.ok
-        row: dict[str, Any] = {
-            "PartitionKey": _key(result.address.lower()),
-            "RowKey": _HEALTH,
-            "Mailbox": result.address,
-            "LastAttemptAt": at,
-            "LastRunDelivered": result.delivered,
-            "DeliveredTotal": previous.delivered_total + result.delivered,
-            "LastSuccessAt": previous.last_success_at if failed else at,
-            # The last error stays visible after a recovery, with its time.
-            "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
-                         else previous.last_error,
-            "LastErrorAt": at if failed else previous.last_error_at,
-            "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
-            "FailingSince": (previous.failing_since or at) if failed else None,
-        }
-        try:
-            # REPLACE, not MERGE, so a recovery really clears FailingSince.
-            self._table.upsert_entity({k: v for k, v in row.items() if v is not None},
-                                      mode=UpdateMode.REPLACE)
-        except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"write the health of {result.address}", e, role=_ROLE) from e
+        """Add one run's outcome to the mailbox's health row.
+
+        Runs of one mailbox may overlap (a slow run and the next timer run, fan-out
+        retries), so the counters are read and written under the row's ETag and the update
+        is retried when another run wrote first: no run's count is lost.
+        """
+        for attempt in range(_HEALTH_ATTEMPTS):
+            previous, etag = self._get_health(result.address)
+            row = _health_row(result, previous, at)
+            try:
+                if etag is None:
+                    self._table.create_entity(row)
+                else:
+                    # REPLACE, not MERGE, so a recovery really clears FailingSince.
+                    self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
+                                              match_condition=MatchConditions.IfNotModified)
+                return
+            except (ResourceExistsError, ResourceModifiedError):
+                # Jittered, growing back-off: contenders spread out instead of colliding again.
+                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))  # noqa: S311
+            except (HttpResponseError, ServiceRequestError) as e:
+                raise storage_error(f"write the health of {result.address}", e, role=_ROLE) from e
+        raise StorageError(
+            f"Could not write the health of {result.address}: {_HEALTH_ATTEMPTS} other runs "
+            "changed it meanwhile. The delivery itself is unaffected."
+        )
 
     def list_health(self) -> list[Health]:
         return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
@@ -115,7 +123,7 @@ class TableStateStore:
         puts the note first in LastError, where status shows it.
         """
         note = f"Queue message given up after {attempts} attempts"
-        previous = self._get_health(mailbox).last_error
+        previous = self._get_health(mailbox)[0].last_error
         row: dict[str, Any] = {
             "PartitionKey": _key(mailbox.lower()),
             "RowKey": _HEALTH,
@@ -130,13 +138,15 @@ class TableStateStore:
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"write the health of {mailbox}", e, role=_ROLE) from e
 
-    def _get_health(self, mailbox: str) -> Health:
+    def _get_health(self, mailbox: str) -> tuple[Health, str | None]:
+        """The health row and its ETag; an empty one and None when there is no row yet."""
         try:
-            return _health(self._table.get_entity(_key(mailbox.lower()), _HEALTH))
+            entity = self._table.get_entity(_key(mailbox.lower()), _HEALTH)
         except ResourceNotFoundError:
-            return Health(mailbox)
+            return Health(mailbox), None
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"read the health of {mailbox}", e, role=_ROLE) from e
+        return _health(entity), str(entity.metadata["etag"])
 
     def _query(self, query: str) -> list[dict[str, Any]]:
         try:
@@ -215,6 +225,31 @@ def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
                       int(entity.get("DedupThroughUid", 0)), metadata.get("etag"))
 
 
+def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[str, Any]:
+    """The health row after ``result``, from the row before it."""
+    failed = not result.ok
+    folder_errors = "; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
+    row: dict[str, Any] = {
+        "PartitionKey": _key(result.address.lower()),
+        "RowKey": _HEALTH,
+        "Mailbox": result.address,
+        "LastAttemptAt": at,
+        "LastRunDelivered": result.delivered,
+        "DeliveredTotal": previous.delivered_total + result.delivered,
+        "LastSuccessAt": previous.last_success_at if failed else at,
+        # The last error stays visible after a recovery, with its time.
+        "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
+                     else previous.last_error,
+        "LastErrorAt": at if failed else previous.last_error_at,
+        "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
+        "FailingSince": (previous.failing_since or at) if failed else None,
+        # Folders that could not be opened in the last run (cleared when they open again);
+        # a failed run may not have reached them, so it keeps what the last one found.
+        "FolderErrors": (folder_errors[:2000] or None) if not failed else previous.folder_errors,
+    }
+    return {k: v for k, v in row.items() if v is not None}
+
+
 def _health(entity: dict[str, Any] | Any) -> Health:
     return Health(
         mailbox=entity.get("Mailbox") or unquote(entity["PartitionKey"]),
@@ -226,6 +261,7 @@ def _health(entity: dict[str, Any] | Any) -> Health:
         last_error_at=entity.get("LastErrorAt"),
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
+        folder_errors=entity.get("FolderErrors"),
     )
 
 

@@ -69,7 +69,8 @@ def test_unknown_mailbox_is_refused(stack):
 def test_missing_folder_names_the_setting(stack, new_mailbox):
     address = new_mailbox()
     report = poll(stack.settings_env(f"{address}:INBOX|Does Not Exist"))
-    assert "Check the folder names in MAILBOXES" in (report.mailboxes[0].error or "")
+    [missing] = report.mailboxes[0].folder_errors
+    assert "Check the folder names in MAILBOXES" in (missing.error or "")
 
 
 def test_unreachable_and_untrusted_imap_servers(stack, new_mailbox):
