@@ -9,12 +9,13 @@ app = func.FunctionApp()
 
 @app.timer_trigger(schedule="%POLL_SCHEDULE%", arg_name="timer", run_on_startup=False,
                    use_monitor=True)
-def poll_mailboxes(timer: func.TimerRequest) -> None:
+def poll_mailboxes(timer: func.TimerRequest, context: func.Context) -> None:
     """Deliver every new message of every configured mailbox to Blob Storage."""
-    run_timer_poll(past_due=timer.past_due)
+    run_timer_poll(past_due=timer.past_due, context=context)
 
 
 @app.queue_trigger(arg_name="message", queue_name="%POLL_QUEUE%", connection="MAIL_STORAGE")
-def poll_mailbox(message: func.QueueMessage) -> None:
+def poll_mailbox(message: func.QueueMessage, context: func.Context) -> None:
     """Fan-out mode: deliver the new messages of the one mailbox this message names."""
-    run_queue_poll(message.get_body().decode(), dequeue_count=message.dequeue_count or 1)
+    run_queue_poll(message.get_body().decode(), dequeue_count=message.dequeue_count or 1,
+                   context=context)

@@ -6,10 +6,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from shared.errors import MailferryError
 from shared.fanout import enqueue_polls
 from shared.model import MailboxResult, PollReport
+from shared.ports import ThreadStart, no_thread_setup
 from shared.settings import MailboxConfig
 
 # The SDK clients (wiring) load on the first invocation, not when the host indexes the
@@ -22,7 +24,35 @@ class EveryMailboxFailed(MailferryError):
     """No mailbox could be polled: the run is reported as failed to the Functions host."""
 
 
-def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> PollReport:
+class InvocationContext(Protocol):
+    """What the Functions worker passes as ``context``, as far as logging needs it."""
+
+    @property
+    def invocation_id(self) -> str: ...
+
+    @property
+    def thread_local_storage(self) -> Any: ...
+
+
+def carry_invocation(context: InvocationContext | None) -> ThreadStart:
+    """A ThreadStart that tags a thread with the invocation, as the worker reads it.
+
+    The Python worker attributes a log record to an invocation through a thread-local
+    invocation ID that it sets only in the thread it calls the function in; the host drops
+    the records of other threads, so each thread the poll starts sets it too.
+    """
+    if context is None:
+        return no_thread_setup
+    storage, invocation_id = context.thread_local_storage, context.invocation_id
+
+    def tag_thread() -> None:
+        storage.invocation_id = invocation_id
+
+    return tag_thread
+
+
+def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
+                   context: InvocationContext | None = None) -> PollReport:
     """One scheduled poll of every configured mailbox.
 
     With POLL_MODE=fanout it only queues one message per mailbox for run_queue_poll, and
@@ -40,7 +70,7 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> P
         sent = enqueue_polls(get_poll_queue(settings), settings.mailboxes)
         log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
         return PollReport([], time.monotonic() - started)
-    report = get_poller(settings).run(settings.mailboxes)
+    report = get_poller(settings).run(settings.mailboxes, on_thread_start=carry_invocation(context))
     for result in report.mailboxes:
         _log_polled(result)
     log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed",
@@ -54,8 +84,8 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None) -> P
     return report
 
 
-def run_queue_poll(body: str, *, dequeue_count: int = 1,
-                   env: Mapping[str, str] | None = None) -> MailboxResult | None:
+def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] | None = None,
+                   context: InvocationContext | None = None) -> MailboxResult | None:
     """Poll the one mailbox a fan-out message names, under that mailbox's lease.
 
     None when there was nothing to poll: a message naming no configured mailbox (dropped),
@@ -67,13 +97,15 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1,
 
     settings = load_settings(os.environ if env is None else env)
     poller = get_poller(settings)
+    on_thread_start = carry_invocation(context)
 
     def poll(mailbox: MailboxConfig) -> MailboxResult:
-        [result] = poller.run([mailbox]).mailboxes
+        [result] = poller.run([mailbox], on_thread_start=on_thread_start).mailboxes
         return result
 
     result = get_queue_worker(settings).handle(body, dequeue_count=dequeue_count,
-                                               mailboxes=settings.mailboxes, poll=poll)
+                                               mailboxes=settings.mailboxes, poll=poll,
+                                               on_thread_start=on_thread_start)
     if result is not None:
         _log_polled(result)
     return result

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from shared.errors import MailferryError
 from shared.model import MailboxResult
-from shared.ports import Clock
+from shared.ports import Clock, ThreadStart, no_thread_setup
 from shared.settings import MailboxConfig
 
 log = logging.getLogger("mailferry.fanout")
@@ -148,8 +148,10 @@ def outcome_of(result: MailboxResult, *, dequeue_count: int,
 class LeaseKeeper:
     """Holds a lease for a ``with`` block, renewing it from a background thread."""
 
-    def __init__(self, lease: Lease, *, every_seconds: float, mailbox: str) -> None:
+    def __init__(self, lease: Lease, *, every_seconds: float, mailbox: str,
+                 on_thread_start: ThreadStart = no_thread_setup) -> None:
         self._lease = lease
+        self._on_thread_start = on_thread_start
         self._every = every_seconds
         self._mailbox = mailbox
         self._stop = threading.Event()
@@ -171,6 +173,7 @@ class LeaseKeeper:
             log.warning("%s: could not release the poll lease: %s", self._mailbox, e)
 
     def _renew_until_stopped(self) -> None:
+        self._on_thread_start()
         while not self._stop.wait(self._every):
             try:
                 self._lease.renew()
@@ -190,7 +193,8 @@ class QueueWorker:
     max_dequeue_count: int = MAX_DEQUEUE_COUNT
 
     def handle(self, body: str, *, dequeue_count: int, mailboxes: Sequence[MailboxConfig],
-               poll: Callable[[MailboxConfig], MailboxResult]) -> MailboxResult | None:
+               poll: Callable[[MailboxConfig], MailboxResult],
+               on_thread_start: ThreadStart = no_thread_setup) -> MailboxResult | None:
         """Poll the mailbox a message names; None when there was nothing to poll.
 
         Raises MailboxPollFailed when the poll failed and the host should retry the message.
@@ -206,7 +210,7 @@ class QueueWorker:
                      mailbox.address)
             return None
         with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3,
-                         mailbox=mailbox.address):
+                         mailbox=mailbox.address, on_thread_start=on_thread_start):
             result = poll(mailbox)
         outcome = outcome_of(result, dequeue_count=dequeue_count,
                              max_dequeue_count=self.max_dequeue_count)

@@ -19,7 +19,7 @@ from shared.naming import (
     metadata_for_head,
     uidvalidity_of,
 )
-from shared.ports import MailSession, PollObserver
+from shared.ports import MailSession, PollObserver, ThreadStart, no_thread_setup
 
 if TYPE_CHECKING:
     from shared.poll import Poller
@@ -88,7 +88,8 @@ class FolderPoll:
     """Delivers one folder's new messages, then checkpoints what is safely stored."""
 
     def __init__(self, poller: Poller, session: MailSession, address: str, folder: str,
-                 result: FolderResult, deadline: float, watcher: PollObserver) -> None:
+                 result: FolderResult, deadline: float, watcher: PollObserver,
+                 on_thread_start: ThreadStart = no_thread_setup) -> None:
         self.poller = poller
         self.session = session
         self.address = address
@@ -96,6 +97,7 @@ class FolderPoll:
         self.result = result
         self.deadline = deadline
         self.watcher = watcher
+        self.on_thread_start = on_thread_start
         self.known_keys: set[str] = set()
 
     def run(self) -> None:
@@ -136,7 +138,8 @@ class FolderPoll:
         prefix = ContiguousPrefix(checkpoint.last_uid)
         pending: deque[_Batch] = deque()
         failure: BaseException | None = None
-        with ThreadPoolExecutor(options.upload_concurrency, thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(options.upload_concurrency, thread_name_prefix="upload",
+                                initializer=self.on_thread_start) as pool:
             try:
                 for group in plan_batches(sorted(infos, key=lambda i: i.uid),
                                           count=options.fetch_batch_size, size_limit=BATCH_BYTES,

@@ -33,7 +33,9 @@ from shared.ports import (
     PollObserver,
     Pop3CheckpointStore,
     Pop3Server,
+    ThreadStart,
     TokenSource,
+    no_thread_setup,
 )
 from shared.settings import MailboxConfig
 
@@ -94,9 +96,13 @@ class Poller:
     pop3_checkpoints: Pop3CheckpointStore | None = None
 
     def run(
-        self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None
+        self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
+        on_thread_start: ThreadStart = no_thread_setup,
     ) -> PollReport:
-        """Poll every mailbox with bounded concurrency; one failing never stops the others."""
+        """Poll every mailbox with bounded concurrency; one failing never stops the others.
+
+        ``on_thread_start`` runs first in every thread the poll starts.
+        """
         watcher = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
@@ -110,13 +116,16 @@ class Poller:
             return PollReport(results, self.clock.monotonic() - started)
 
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="mailbox") as pool:
-            results = list(pool.map(lambda m: self._poll_mailbox(m, token, deadline, watcher),
-                                    mailboxes))
+        with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
+                                initializer=on_thread_start) as pool:
+            results = list(pool.map(
+                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start),
+                mailboxes))
         return PollReport(results, self.clock.monotonic() - started)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver
+        self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver,
+        on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
         watcher.mailbox_started(mailbox.address)
@@ -125,9 +134,9 @@ class Poller:
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox)
+                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, token, deadline, watcher, result)
+                self._poll_imap(mailbox, token, deadline, watcher, result, on_thread_start)
         except MailferryError as e:
             result = self._failed(mailbox.address, e, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
@@ -139,14 +148,15 @@ class Poller:
         return result
 
     def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   watcher: PollObserver, result: MailboxResult) -> None:
+                   watcher: PollObserver, result: MailboxResult,
+                   on_thread_start: ThreadStart) -> None:
         with self.server.open(mailbox.address, token) as session:
             for folder in mailbox.folders:
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
                 try:
                     FolderPoll(self, session, mailbox.address, folder, folder_result,
-                               deadline, watcher).run()
+                               deadline, watcher, on_thread_start).run()
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -162,7 +172,8 @@ class Poller:
                     break
 
     def _poll_pop3(self, address: str, token: Secret, deadline: float,
-                   watcher: PollObserver, result: FolderResult) -> None:
+                   watcher: PollObserver, result: FolderResult,
+                   on_thread_start: ThreadStart) -> None:
         """POP3 sees the Inbox only; see pop3_poll."""
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
@@ -171,7 +182,8 @@ class Poller:
                 Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
                          clock=self.clock, deadline=deadline, watcher=watcher,
                          batch_size=self.options.fetch_batch_size,
-                         upload_concurrency=self.options.upload_concurrency, result=result).run()
+                         upload_concurrency=self.options.upload_concurrency, result=result,
+                         on_thread_start=on_thread_start).run()
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "

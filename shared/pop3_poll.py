@@ -17,7 +17,15 @@ from dataclasses import replace
 
 from shared.model import FolderResult, Pop3Checkpoint
 from shared.naming import pop3_blob_metadata, pop3_blob_name
-from shared.ports import Clock, MessageSink, PollObserver, Pop3CheckpointStore, Pop3Session
+from shared.ports import (
+    Clock,
+    MessageSink,
+    PollObserver,
+    Pop3CheckpointStore,
+    Pop3Session,
+    ThreadStart,
+    no_thread_setup,
+)
 
 log = logging.getLogger("mailferry.poll")
 
@@ -35,7 +43,8 @@ class Pop3Poll:
     def __init__(self, session: Pop3Session, address: str, *, sink: MessageSink,
                  checkpoints: Pop3CheckpointStore, clock: Clock, deadline: float,
                  watcher: PollObserver, batch_size: int, upload_concurrency: int,
-                 result: FolderResult | None = None) -> None:
+                 result: FolderResult | None = None,
+                 on_thread_start: ThreadStart = no_thread_setup) -> None:
         self.session = session
         self.address = address
         self.sink = sink
@@ -47,6 +56,7 @@ class Pop3Poll:
         self.upload_concurrency = max(1, upload_concurrency)
         # Given by the caller, the counts survive a failure partway (for the health row).
         self.result = result or FolderResult("INBOX")
+        self.on_thread_start = on_thread_start
 
     def run(self) -> FolderResult:
         """Deliver what is new; returns what was done (``complete`` False at the deadline)."""
@@ -81,7 +91,8 @@ class Pop3Poll:
         workers = min(self.upload_concurrency, len(batch))
         pending: set[Future[bool]] = set()
         outcomes: list[tuple[Future[bool], int]] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="upload",
+                                initializer=self.on_thread_start) as pool:
             for number, uidl in batch:
                 # At most two uploads per worker wait in memory: large messages stay bounded.
                 while len(pending) >= 2 * workers:

@@ -18,6 +18,15 @@ from shared.model import (
     Secret,
 )
 
+ThreadStart = Callable[[], None]
+"""Runs first in every thread a poll starts: on Functions it carries the invocation into
+the thread, so the host keeps the thread's log records (it drops records it cannot
+attribute to an invocation)."""
+
+
+def no_thread_setup() -> None:
+    """The ThreadStart of runs outside Functions: nothing to carry."""
+
 
 class TokenSource(Protocol):
     """Gives an app-only access token for the mail server (cached while valid)."""

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
 import sys
+import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import azure.functions as func
+from azure.functions._abc import RetryContext, TraceContext
 from azure.functions.decorators.function_app import Function
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
@@ -70,3 +76,63 @@ def run_cli(env: dict[str, str], *args: str, cwd: Path,
     """Run the ``mailferry`` command line as an operator would, in ``cwd``."""
     return subprocess.run(cli_command(*args), env=cli_environment(env), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class WorkerContext(func.Context):
+    """The ``context`` the Functions Python worker passes: an invocation ID and the
+    thread-local storage its log handler reads that ID from (one per worker process)."""
+
+    storage = threading.local()
+
+    def __init__(self) -> None:
+        self._invocation_id = str(uuid.uuid4())
+
+    def invoke(self, function: Callable[..., object], *args: object) -> None:
+        """Call ``function`` as the worker does: the ID is set in the calling thread only."""
+        self.storage.invocation_id = self._invocation_id
+        try:
+            function(*args, self)
+        finally:
+            self.storage.invocation_id = None
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> threading.local:  # type: ignore[override]
+        # azure-functions types it as the class; the worker passes an instance.
+        return self.storage
+
+    @property
+    def function_name(self) -> str:
+        return "test"
+
+    @property
+    def function_directory(self) -> str:
+        return str(REPO)
+
+    @property
+    def trace_context(self) -> TraceContext:
+        raise NotImplementedError
+
+    @property
+    def retry_context(self) -> RetryContext:
+        raise NotImplementedError
+
+
+class WorkerLogHandler(logging.Handler):
+    """Keeps records as the worker forwards them to the host: only those whose thread
+    carries an invocation ID; the host drops the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.kept: list[tuple[str | None, logging.LogRecord]] = []
+        self.dropped: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        invocation_id = getattr(WorkerContext.storage, "invocation_id", None)
+        if invocation_id is None:
+            self.dropped.append(record)
+        else:
+            self.kept.append((invocation_id, record))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 import pytest
 from azure.functions.decorators.function_app import Function
@@ -10,7 +12,13 @@ from azure.functions.timer import TimerRequest
 
 from devstack.stack import Stack
 from shared.entry import EveryMailboxFailed
-from tests.integration.helpers import indexed_functions, run_cli, stored_blobs
+from tests.integration.helpers import (
+    WorkerContext,
+    WorkerLogHandler,
+    indexed_functions,
+    run_cli,
+    stored_blobs,
+)
 
 
 @pytest.fixture
@@ -44,7 +52,7 @@ def test_calling_the_timer_function_runs_a_real_poll(stack, new_mailbox, setting
     env = stack.settings_env(address)
     settings_in_environment(env)
     handler = timer_function().get_user_function()
-    handler(TimerRequest(past_due=True))
+    handler(TimerRequest(past_due=True), WorkerContext())
     assert list(stored_blobs(env).values()) == list(stack.server_messages(address, "INBOX").values())
 
 
@@ -52,7 +60,7 @@ def test_the_timer_run_fails_when_every_mailbox_fails(stack, new_mailbox, settin
     env = stack.settings_env(new_mailbox(granted=False))
     settings_in_environment(env)
     with pytest.raises(EveryMailboxFailed, match="Add-MailboxPermission"):
-        timer_function().get_user_function()(TimerRequest(past_due=False))
+        timer_function().get_user_function()(TimerRequest(past_due=False), WorkerContext())
 
 
 def test_cli_poll_prints_a_summary_and_status_shows_checkpoints_and_health(stack, new_mailbox, tmp_path):
@@ -78,3 +86,32 @@ def test_cli_reads_local_settings_json(stack, new_mailbox, tmp_path):
     result = run_cli(only_identity, "poll", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(stored_blobs(env)) == 1
+
+
+def test_every_log_record_of_an_invocation_carries_it_on_any_thread(stack, new_mailbox,
+                                                                     settings_in_environment):
+    """The alert queries 'mailbox poll failed', logged from a mailbox thread: on Azure the
+    host keeps only records the worker can attribute to the invocation."""
+    good, refused = new_mailbox(), new_mailbox(granted=False)
+    stack.append_many(good, "INBOX", [f"Subject: {n}\r\n\r\nx\r\n".encode() for n in range(5)])
+    settings_in_environment(stack.settings_env(f"{good}, {refused}") | {"UPLOAD_CONCURRENCY": "3"})
+    handler = WorkerLogHandler()
+    mailferry_logger = logging.getLogger("mailferry")
+    mailferry_logger.addHandler(handler)
+    previous_level = mailferry_logger.level
+    mailferry_logger.setLevel(logging.DEBUG)
+    try:
+        context = WorkerContext()
+        # Called from a thread the test starts, like the worker's own invocation thread.
+        caller = threading.Thread(target=context.invoke,
+                                  args=(timer_function().get_user_function(), TimerRequest(past_due=False)))
+        caller.start()
+        caller.join(120)
+    finally:
+        mailferry_logger.removeHandler(handler)
+        mailferry_logger.setLevel(previous_level)
+    assert handler.dropped == []
+    failures = [r for i, r in handler.kept if "mailbox poll failed" in r.getMessage()]
+    assert len(failures) == 1 and refused in failures[0].getMessage()
+    assert (failures[0].threadName or "").startswith("mailbox")  # logged from a worker thread
+    assert {i for i, _ in handler.kept} == {context.invocation_id}

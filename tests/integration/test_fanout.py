@@ -22,7 +22,7 @@ from shared.model import MailboxResult
 from shared.naming import folder_prefix
 from shared.settings import Settings
 from shared.wiring import build_lease_store, build_state_store
-from tests.integration.helpers import indexed_functions, stored_blobs
+from tests.integration.helpers import WorkerContext, indexed_functions, stored_blobs
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
@@ -75,7 +75,8 @@ def test_the_timer_in_fanout_mode_queues_one_base64_message_per_mailbox_and_poll
         stack.append(address, "INBOX", b"Subject: waits for the queue\r\n\r\nx\r\n")
     env = fanout_env(stack, *addresses)
     app_settings(env)
-    indexed_functions()["poll_mailboxes"].get_user_function()(TimerRequest(past_due=False))
+    indexed_functions()["poll_mailboxes"].get_user_function()(TimerRequest(past_due=False),
+                                                              WorkerContext())
     raw = [m.content for m in queue_client(env, decode=False).peek_messages(max_messages=32)]
     assert sorted(json.loads(base64.b64decode(text))["mailbox"] for text in raw) == sorted(addresses)
     assert stored_blobs(env) == {}
@@ -98,10 +99,10 @@ def test_calling_the_queue_function_polls_the_mailbox_its_message_names(
     env = fanout_env(stack, named, other)
     app_settings(env)
     handler = indexed_functions()["poll_mailbox"].get_user_function()
-    handler(queue_message(named, 1))
+    handler(queue_message(named, 1), WorkerContext())
     assert sorted(stored_blobs(env).values()) == sorted(stack.server_messages(named, "INBOX").values())
     # A message naming a mailbox that is not configured is dropped, not retried.
-    handler(queue_message("gone@contoso.com", 1))
+    handler(queue_message("gone@contoso.com", 1), WorkerContext())
     assert len(stored_blobs(env)) == 3
 
 
@@ -162,7 +163,7 @@ def test_a_mailbox_failing_on_its_last_attempt_is_given_up_in_its_health_without
     with pytest.raises(MailboxPollFailed, match=f"attempt 1 of {MAX_DEQUEUE_COUNT}"):
         run_queue_poll(poll_message(address), dequeue_count=1, env=env)
     handler = indexed_functions()["poll_mailbox"].get_user_function()
-    handler(queue_message(address, MAX_DEQUEUE_COUNT))
+    handler(queue_message(address, MAX_DEQUEUE_COUNT), WorkerContext())
     [health] = build_state_store(Settings.from_mapping(env)).list_health()
     assert health.last_error is not None
     assert health.last_error.startswith(f"Queue message given up after {MAX_DEQUEUE_COUNT} attempts")
