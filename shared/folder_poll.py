@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo
@@ -99,6 +100,8 @@ class FolderPoll:
         self.watcher = watcher
         self.on_thread_start = on_thread_start
         self.known_keys: set[str] = set()
+        # Internal dates of the messages handed to uploaders, for the lag metric.
+        self.internal_dates: dict[int, datetime] = {}
 
     def run(self) -> None:
         state = self.session.select_folder(self.folder)
@@ -171,6 +174,8 @@ class FolderPoll:
         if len(group) == 1 and group[0].size >= self.poller.options.large_message_bytes:
             info = group[0]
             prefix.expect([info.uid])
+            if info.internal_date is not None:
+                self.internal_dates[info.uid] = info.internal_date
             # Streamed in this thread: the IMAP connection is not shared with uploaders.
             outcome: Future[tuple[bool, int]] = Future()
             try:
@@ -192,6 +197,8 @@ class FolderPoll:
                 self.result.duplicates_skipped += 1
                 prefix.done(message.uid)
                 continue
+            if message.internal_date is not None:
+                self.internal_dates[message.uid] = message.internal_date
             batch.futures.append((message.uid, pool.submit(self._write, checkpoint, message)))
         return batch
 
@@ -248,9 +255,13 @@ class FolderPoll:
                 failure = failure or e
                 continue
             prefix.done(uid)
+            internal_date = self.internal_dates.pop(uid, None)
             if created:
                 self.result.delivered += 1
                 self.result.bytes_delivered += size
+                newest = self.result.newest_internal_date
+                if internal_date is not None and (newest is None or internal_date > newest):
+                    self.result.newest_internal_date = internal_date
                 self.watcher.message_delivered(self.address, size)
             elif size >= 0:
                 self.result.already_present += 1

@@ -116,6 +116,8 @@ class FolderResult:
     already_present: int = 0
     duplicates_skipped: int = 0
     bytes_delivered: int = 0
+    # The server's internal date of the newest message this run delivered (for lag).
+    newest_internal_date: datetime | None = None
     resynced: bool = False
     complete: bool = True
     # Another run advanced this folder's checkpoint first: it is delivering the folder.
@@ -145,6 +147,11 @@ class MailboxResult:
     @property
     def bytes_delivered(self) -> int:
         return sum(f.bytes_delivered for f in self.folders)
+
+    @property
+    def newest_internal_date(self) -> datetime | None:
+        return max((f.newest_internal_date for f in self.folders if f.newest_internal_date),
+                   default=None)
 
     @property
     def complete(self) -> bool:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
 from shared.folder_poll import FolderPoll
+from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
     FolderResult,
     MailboxResult,
@@ -40,6 +41,7 @@ from shared.ports import (
 from shared.settings import MailboxConfig
 
 log = logging.getLogger("mailferry.poll")
+metrics_log = logging.getLogger("mailferry.metrics")
 
 FAILURE_LOG_TEXT = "mailbox poll failed"
 # A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
@@ -195,10 +197,14 @@ class Poller:
         return MailboxResult(address, folders or [], 0.0, str(error), type(error).__name__)
 
     def _record(self, result: MailboxResult) -> None:
+        now = self.clock.now()
         try:
-            self.health.record_result(result, at=self.clock.now())
+            health = self.health.record_result(result, at=now)
         except MailferryError as e:
             log.warning("could not record health of %s: %s", result.address, e)
+            return
+        metrics_log.info("%s", metrics_message(mailbox_metrics(
+            result, health, now=now, deadline_seconds=self.options.deadline_seconds)))
 
 
 __all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]

@@ -103,7 +103,9 @@ class CheckpointStore(Protocol):
 class HealthStore(Protocol):
     """Per-mailbox health rows."""
 
-    def record_result(self, result: MailboxResult, *, at: datetime) -> None: ...
+    def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
+        """Add one run's outcome to the mailbox's health; the health as it now stands."""
+        ...
 
     def list_health(self) -> list[Health]: ...
 

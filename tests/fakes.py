@@ -168,7 +168,7 @@ class FakeStateStore:
     def list_checkpoints(self) -> list[Checkpoint]:
         return list(self.rows.values())
 
-    def record_result(self, result: MailboxResult, *, at: datetime) -> None:
+    def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
         previous = self.health.get(result.address, Health(result.address))
         if result.ok:
             self.health[result.address] = replace(
@@ -181,6 +181,7 @@ class FakeStateStore:
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
                 consecutive_failures=previous.consecutive_failures + 1,
                 failing_since=previous.failing_since or at)
+        return self.health[result.address]
 
     def list_health(self) -> list[Health]:
         return list(self.health.values())

@@ -85,7 +85,7 @@ class TableStateStore:
         rows = self._query(f"RowKey ge '{_FOLDER}' and RowKey lt 'folder;'")
         return [_checkpoint(e) for e in rows]
 
-    def record_result(self, result: MailboxResult, *, at: datetime) -> None:
+    def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
         """Add one run's outcome to the mailbox's health row.
 
         Runs of one mailbox may overlap (a slow run and the next timer run, fan-out
@@ -102,7 +102,7 @@ class TableStateStore:
                     # REPLACE, not MERGE, so a recovery really clears FailingSince.
                     self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
                                               match_condition=MatchConditions.IfNotModified)
-                return
+                return _health(row)
             except (ResourceExistsError, ResourceModifiedError):
                 # Jittered, growing back-off: contenders spread out instead of colliding again.
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))  # noqa: S311
