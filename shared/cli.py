@@ -78,7 +78,9 @@ def summary_table(report: PollReport) -> Table:
                             ("Seconds", "right"), ("Status", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for m in report.mailboxes:
-        if m.ok:
+        if m.skipped:
+            status = f"[yellow]not polled[/]: {escape(m.skipped)}"
+        elif m.ok:
             status = "[green]ok[/]" if m.complete else "[yellow]time box reached, resumes[/]"
             dupes = sum(f.duplicates_skipped for f in m.folders)
             if dupes:

@@ -135,6 +135,8 @@ class MailboxResult:
     seconds: float = 0.0
     error: str | None = None
     error_type: str | None = None
+    # Why this run did not poll the mailbox at all (not a failure), e.g. the time box.
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,7 +157,7 @@ class MailboxResult:
 
     @property
     def complete(self) -> bool:
-        return self.ok and all(f.complete for f in self.folders)
+        return self.ok and self.skipped is None and all(f.complete for f in self.folders)
 
     @property
     def folder_errors(self) -> list[FolderResult]:

@@ -47,6 +47,7 @@ FAILURE_LOG_TEXT = "mailbox poll failed"
 # A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
 # in the mailbox were still delivered.
 FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
+TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,35 @@ class Poller:
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
                 lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start),
-                mailboxes))
+                self._least_recently_polled_first(mailboxes)))
+        unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
+        if unreached:
+            log.warning("time box reached before %d of %d mailboxes were polled; they go first "
+                        "next run. If this repeats, raise MAX_CONCURRENT_MAILBOXES or use "
+                        "POLL_MODE=fanout", len(unreached), len(results))
         return PollReport(results, self.clock.monotonic() - started)
+
+    def _least_recently_polled_first(
+            self, mailboxes: Sequence[MailboxConfig]) -> list[MailboxConfig]:
+        """Mailboxes a time-boxed run did not reach go first in the next one."""
+        if len(mailboxes) <= self.options.max_concurrent_mailboxes:
+            return list(mailboxes)  # all start at once: order does not matter
+        try:
+            attempted = {h.mailbox.lower(): h.last_attempt_at for h in self.health.list_health()}
+        except MailferryError as e:
+            log.warning("could not read mailbox health to order the run: %s", e)
+            return list(mailboxes)
+        never = datetime.min.replace(tzinfo=UTC)
+        return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
         self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
+        if started >= deadline:
+            # Not even a login once the time box is spent: the run must end on time.
+            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
         watcher.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:

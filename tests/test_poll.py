@@ -246,3 +246,21 @@ def test_a_run_that_loses_the_checkpoint_race_yields_without_failing():
     # The next run finishes what the yielding one left: every message exactly once.
     poller.run([MailboxConfig(A, ("INBOX", "Archive"))])
     assert len(sink.blobs) == 7
+
+
+def test_a_spent_time_box_starts_no_more_mailboxes_and_the_unreached_go_first_next_run(world):
+    poller, server, sink, state = world
+    addresses = [f"box{n}@contoso.com" for n in range(5)]
+    for address in addresses:
+        server.folder(address).append(message(1))
+    clock = FakeClock()
+    clock.tick = 100.0  # every look at the clock costs 100 s: the box is spent at once
+    timed = Poller(FakeTokens(), server, sink, state, state,
+                   PollOptions(max_concurrent_mailboxes=1, deadline_seconds=250), clock)
+    first = timed.run([MailboxConfig(a) for a in addresses])
+    reached = [m.address for m in first.mailboxes if m.skipped is None]
+    assert 0 < len(reached) < 5
+    assert all(not m.complete for m in first.mailboxes if m.skipped)
+    assert not server.sessions[len(reached):]  # no login for a mailbox not reached
+    second = timed.run([MailboxConfig(a) for a in addresses])
+    assert next(m.address for m in second.mailboxes if m.skipped is None) not in reached
