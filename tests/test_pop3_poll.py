@@ -179,7 +179,8 @@ def test_a_run_overtaken_by_another_yields_and_nothing_is_lost(world):
     world.poller.sink = world.sink
     world.seed(range(2, 4))
     report = world.poller.run([POP3_A])
-    assert report.mailboxes[0].error_type == "CheckpointConflict"
+    [result] = report.mailboxes
+    assert result.ok and result.folders[0].yielded  # yielding is not a failure
     # The blobs it wrote are counted (health), though the checkpoint stayed with the other run.
     assert report.delivered == 2 and world.checkpointed() == digests(range(2))
     assert world.poller.run([POP3_A]).delivered == 0  # the blobs exist: already present
