@@ -67,7 +67,8 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
         log.warning("poll timer is past due; catching up from the checkpoints")
     if settings.poll_mode == "fanout":
         started = time.monotonic()
-        sent = enqueue_polls(get_poll_queue(settings), settings.mailboxes)
+        sent = enqueue_polls(get_poll_queue(settings), settings.mailboxes,
+                             on_thread_start=carry_invocation(context))
         log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
         return PollReport([], time.monotonic() - started)
     report = get_poller(settings).run(settings.mailboxes, on_thread_start=carry_invocation(context))

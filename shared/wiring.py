@@ -34,7 +34,7 @@ from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError
-from shared.fanout import LEASE_SECONDS, QueueWorker, lease_container_name
+from shared.fanout import ENQUEUE_CONCURRENCY, LEASE_SECONDS, QueueWorker, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
 from shared.settings import SETTING_NAMES, Settings
 
@@ -133,16 +133,7 @@ def _storage_clients(settings: Settings, identity: TokenCredential,
     storage = settings.storage
     # Uploads run concurrently across mailboxes; requests' default pool of 10 connections
     # per host would make them queue and discard connections.
-    session = requests.Session()
-    # With trust_env, requests looks for ~/.netrc and proxy variables on every request: a
-    # tenth of an upload's CPU. Proxies from the environment are read here, once, instead.
-    session.trust_env = False
-    session.proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.max_concurrent_mailboxes
-                          * settings.upload_concurrency + 4)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    transport = RequestsTransport(session=session, session_owner=False)
+    transport = _http_transport(settings.max_concurrent_mailboxes * settings.upload_concurrency + 4)
     if storage.connection_string is not None:
         text = storage.connection_string.reveal()
         blob_service = BlobServiceClient.from_connection_string(
@@ -176,14 +167,16 @@ def build_poll_queue(settings: Settings) -> StoragePollQueue:
     storage = settings.storage
     verify = _verify(settings)
     encoding = TextBase64EncodePolicy()
+    transport = _http_transport(ENQUEUE_CONCURRENCY + 4)
     if storage.connection_string is not None:
         client = QueueClient.from_connection_string(
             storage.connection_string.reveal(), settings.poll_queue,
-            message_encode_policy=encoding, connection_verify=verify)
+            message_encode_policy=encoding, connection_verify=verify, transport=transport)
     elif storage.queue_service_uri:
         client = QueueClient(storage.queue_service_uri, settings.poll_queue,
                              credential=_storage_credential(settings, _identity(settings), verify),
-                             message_encode_policy=encoding, connection_verify=verify)
+                             message_encode_policy=encoding, connection_verify=verify,
+                             transport=transport)
     else:
         raise ConfigurationError([
             "MAIL_STORAGE__queueServiceUri is not set but the fan-out queue lives in the mail "
@@ -212,6 +205,19 @@ def build_queue_worker(settings: Settings, *, lease_seconds: int = LEASE_SECONDS
     leases = build_lease_store(settings, lease_seconds=lease_seconds)
     table = _storage_clients(settings, _identity(settings), _verify(settings))[1]
     return QueueWorker(leases, TableStateStore(table), SystemClock())
+
+
+def _http_transport(pool_size: int) -> RequestsTransport:
+    """An HTTP transport for storage clients with room for ``pool_size`` requests at once."""
+    session = requests.Session()
+    # With trust_env, requests looks for ~/.netrc and proxy variables on every request: a
+    # tenth of an upload's CPU. Proxies from the environment are read here, once, instead.
+    session.trust_env = False
+    session.proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=False)
 
 
 def _storage_credential(settings: Settings, identity: TokenCredential,

@@ -328,3 +328,11 @@ def test_the_lease_container_is_a_valid_name_beside_the_mail_container(mail_cont
     assert CONTAINER.match(name) and name != mail_container and name.endswith("-leases")
     if len(mail_container) <= 56:
         assert name == f"{mail_container}-leases"
+
+
+def test_enqueue_sends_one_message_per_mailbox_from_several_threads():
+    queue = FakeQueue()
+    mailboxes = [MailboxConfig(f"box{n}@contoso.com") for n in range(500)]
+    assert enqueue_polls(queue, mailboxes, concurrency=8) == 500
+    assert sorted(json.loads(m)["mailbox"] for m in queue.messages) == sorted(
+        m.address for m in mailboxes)

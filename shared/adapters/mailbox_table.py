@@ -1,0 +1,103 @@
+"""The mailbox registry: the mailboxes to poll, one Table row each, for deployments with more
+mailboxes than an app setting can hold (``MAILBOXES_SOURCE=table``).
+
+Rows live in the checkpoint table under PartitionKey ``mailboxes`` (no address can be that
+key: addresses hold an ``@``); RowKey is the lower-cased address, percent-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.data.tables import TableClient, TransactionOperation, UpdateMode
+
+from shared.adapters.storage_errors import storage_error
+from shared.settings import MailboxConfig, parse_mailboxes
+
+_ROLE = "Storage Table Data Contributor"
+PARTITION = "mailboxes"
+# Table storage takes at most 100 operations in one transaction (one partition).
+_BATCH = 100
+
+
+def _row_key(address: str) -> str:
+    return quote(address.strip().lower(), safe="@.+-_")
+
+
+class TableMailboxRegistry:
+    """Lists, reads and changes the registered mailboxes."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def list_mailboxes(self) -> list[MailboxConfig]:
+        """Every registered mailbox, in address order."""
+        try:
+            rows = list(self._table.query_entities(f"PartitionKey eq '{PARTITION}'"))
+        except ResourceNotFoundError:
+            return []
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise storage_error("list the registered mailboxes", e, role=_ROLE) from e
+        return sorted((_mailbox(row) for row in rows), key=lambda m: m.address.lower())
+
+    def get_mailbox(self, address: str) -> MailboxConfig | None:
+        """The registered mailbox of this address (any case), or None."""
+        try:
+            return _mailbox(self._table.get_entity(PARTITION, _row_key(address)))
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise storage_error(f"read the registered mailbox {address}", e, role=_ROLE) from e
+
+    def upsert_mailboxes(self, mailboxes: Iterable[MailboxConfig]) -> int:
+        """Register or update mailboxes, 100 to a transaction; the number written."""
+        self._ensure_table()
+        operations = [(TransactionOperation.UPSERT, _row(m), {"mode": UpdateMode.REPLACE})
+                      for m in mailboxes]
+        try:
+            for start in range(0, len(operations), _BATCH):
+                self._table.submit_transaction(operations[start:start + _BATCH])
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise storage_error("register mailboxes", e, role=_ROLE) from e
+        return len(operations)
+
+    def delete_mailbox(self, address: str) -> bool:
+        """Unregister a mailbox; False when it was not registered. Its checkpoints stay."""
+        if self.get_mailbox(address) is None:
+            return False
+        try:
+            self._table.delete_entity(PARTITION, _row_key(address))
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise storage_error(f"unregister {address}", e, role=_ROLE) from e
+        return True
+
+    def _ensure_table(self) -> None:
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        except (HttpResponseError, ServiceRequestError) as e:
+            raise storage_error(f"create table '{self._table.table_name}'", e, role=_ROLE) from e
+
+
+def _row(mailbox: MailboxConfig) -> dict[str, Any]:
+    return {"PartitionKey": PARTITION, "RowKey": _row_key(mailbox.address),
+            "Address": mailbox.address, "Folders": json.dumps(list(mailbox.folders)),
+            "Protocol": mailbox.protocol}
+
+
+def _mailbox(row: Any) -> MailboxConfig:
+    # Read back through the same validation as the MAILBOXES setting.
+    entry = {"address": row["Address"], "folders": json.loads(row.get("Folders") or '["INBOX"]'),
+             "protocol": row.get("Protocol") or "imap"}
+    [mailbox] = parse_mailboxes(json.dumps([entry]))
+    return mailbox
