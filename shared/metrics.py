@@ -43,6 +43,7 @@ def mailbox_metrics(result: MailboxResult, health: Health, *, now: datetime,
         "seconds_since_success": round((now - last_success).total_seconds(), 1)
         if last_success else None,
         "consecutive_failures": health.consecutive_failures,
+        "throttled_until": health.throttled_until.isoformat() if health.throttled_until else None,
     }
 
 

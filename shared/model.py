@@ -105,6 +105,8 @@ class Health:
     failing_since: datetime | None = None
     consecutive_failures: int = 0
     folder_errors: str | None = None
+    # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
+    throttled_until: datetime | None = None
 
 
 @dataclass
