@@ -76,7 +76,9 @@ def summarize(raw: bytes, *, head_only: bool = False) -> MessageSummary:
         message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=head_only)
     except Exception:  # the parser is lenient; this is the last line of defence
         return MessageSummary(attachments=None, partial=True)
-    summary = MessageSummary(**{attr: _header(message, name) for attr, name in _HEADERS.items()})
+    summary = MessageSummary()
+    for attr, name in _HEADERS.items():
+        setattr(summary, attr, _header(message, name))
     if head_only:
         summary.attachments, summary.partial = None, True
         return summary
