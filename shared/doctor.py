@@ -18,10 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.adapters.imap import ImapProbe, ImapServer
-from shared.diagnoses import DIAGNOSES, Diagnosis, diagnose_error
-from shared.errors import ConfigurationError, MailferryError
+from shared.adapters.mail_failures import connect_failure_kind
+from shared.diagnoses import DIAGNOSES, Ids
+from shared.errors import ConfigurationError, FailureKind, MailferryError
 from shared.model import Secret
 from shared.settings import MailboxConfig, Settings
+from shared.wiring import build_token_source, load_settings
 
 Status = Literal["ok", "fail", "warn", "skip"]
 EXPIRY_WARNING = timedelta(days=30)
@@ -36,6 +38,7 @@ class Step:
     status: Status
     detail: str = ""
     fixes: list[str] = field(default_factory=list)
+    kind: FailureKind | None = None
 
 
 @dataclass
@@ -52,21 +55,6 @@ class DoctorReport:
     def to_json(self) -> str:
         return json.dumps({"ok": self.ok, "claims": self.claims,
                            "steps": [asdict(s) for s in self.steps]}, indent=2, default=str)
-
-
-@dataclass(frozen=True)
-class Ids:
-    """The IDs the fixes are written with."""
-
-    client_id: str = "<client id>"
-    tenant_id: str = "<tenant id>"
-    service_principal_id: str = "<Enterprise Application object id>"
-    mailbox: str = "<mailbox>"
-    vault: str = "<vault>"
-    scope: str = "https://outlook.office365.com/.default"
-
-    def fill(self, diagnosis: Diagnosis) -> list[str]:
-        return [fix.format(**asdict(self)) for fix in diagnosis.fixes]
 
 
 def decode_claims(token: str) -> dict[str, Any]:
@@ -104,21 +92,19 @@ class Doctor:
 
     # -- steps ----------------------------------------------------------------------------
     def _add(self, section: str, name: str, status: Status, detail: str = "",
-             diagnosis: Diagnosis | None = None, ids: Ids | None = None) -> None:
-        fixes = (ids or self.ids).fill(diagnosis) if diagnosis else []
-        self.report.steps.append(Step(section, name, status, detail, fixes))
+             kind: FailureKind | None = None, ids: Ids | None = None) -> None:
+        fixes = (ids or self.ids).fill(DIAGNOSES[kind]) if kind is not None else []
+        self.report.steps.append(Step(section, name, status, detail, fixes, kind))
 
-    def _fail(self, section: str, name: str, error: Exception, ids: Ids | None = None) -> None:
-        self._add(section, name, "fail", str(error), diagnose_error(error), ids)
+    def _fail(self, section: str, name: str, error: MailferryError, ids: Ids | None = None) -> None:
+        self._add(section, name, "fail", str(error), error.kind, ids)
 
     def _settings(self) -> Settings | None:
-        from shared.wiring import load_settings  # noqa: PLC0415 - keeps `--help` light
-
         try:
             settings = load_settings(self.env)
         except ConfigurationError as e:
             for problem in e.problems:
-                self._add("settings", problem.split(" ", 1)[0], "fail", problem, DIAGNOSES["setting"])
+                self._add("settings", problem.split(" ", 1)[0], "fail", problem, FailureKind.SETTING)
             return None
         modes = {m.protocol for m in settings.mailboxes}
         self._add("settings", "settings", "ok",
@@ -127,8 +113,6 @@ class Doctor:
         return settings
 
     def _token(self, settings: Settings) -> Secret | None:
-        from shared.wiring import build_token_source  # noqa: PLC0415 - after settings are valid
-
         tokens = build_token_source(settings)
         credential = tokens.credential
         try:
@@ -143,11 +127,11 @@ class Doctor:
             if left <= timedelta(0):
                 self._add("credential", "credential expiry", "fail",
                           f"the {facts.kind} expired on {facts.expires_on:%Y-%m-%d}",
-                          DIAGNOSES["credential_expired"])
+                          FailureKind.CREDENTIAL_EXPIRED)
             elif left <= EXPIRY_WARNING:
                 self._add("credential", "credential expiry", "warn",
                           f"the {facts.kind} expires on {facts.expires_on:%Y-%m-%d} "
-                          f"(in {left.days} days)", DIAGNOSES["credential_expiring"])
+                          f"(in {left.days} days)", FailureKind.CREDENTIAL_EXPIRING)
             else:
                 self._add("credential", "credential expiry", "ok",
                           f"expires on {facts.expires_on:%Y-%m-%d}")
@@ -176,7 +160,7 @@ class Doctor:
             self._add("token", "token audience", "fail",
                       f"the token's audience is {audience or 'missing'}, not {expected}"
                       + (" (a Microsoft Graph token)" if "graph" in audience else ""),
-                      DIAGNOSES["token_audience"])
+                      FailureKind.TOKEN_AUDIENCE)
         else:
             self._add("token", "token audience", "ok", audience)
         roles = set(claims.get("roles") or [])
@@ -188,11 +172,11 @@ class Doctor:
             else:
                 self._add("token", f"role {role}", "fail",
                           f"the token has no {role} role (roles: {sorted(roles) or 'none'})",
-                          DIAGNOSES["token_role"])
+                          FailureKind.TOKEN_ROLE)
         if str(claims.get("tid", settings.tenant_id)) != settings.tenant_id:
             self._add("token", "token tenant", "fail",
                       f"the token is for tenant {claims.get('tid')}, not {settings.tenant_id}",
-                      DIAGNOSES["token_tenant"])
+                      FailureKind.TOKEN_TENANT)
 
     def _mailbox(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None) -> None:
         section = f"{mailbox.address} ({mailbox.protocol.upper()})"
@@ -204,16 +188,15 @@ class Doctor:
                 pass
         except OSError as e:
             self._add(section, f"TCP {where}", "fail", f"{type(e).__name__}: {e}",
-                      DIAGNOSES["tcp"], ids)
+                      connect_failure_kind(e), ids)
             return
         self._add(section, f"TCP {where}", "ok")
         if server.security == "tls":
             try:
                 version = _tls_handshake(server.host, server.port, settings, self.timeout)
-            except (ssl.SSLError, OSError) as e:
-                untrusted = isinstance(e, ssl.SSLCertVerificationError)
+            except OSError as e:  # ssl.SSLError included
                 self._add(section, "TLS", "fail", f"{type(e).__name__}: {e}",
-                          DIAGNOSES["tls_untrusted" if untrusted else "tls"], ids)
+                          connect_failure_kind(e, handshake=True), ids)
                 return
             self._add(section, "TLS", "ok", version)
         if mailbox.protocol == "pop3":
@@ -234,7 +217,7 @@ class Doctor:
                 return
             missing = {"AUTH=XOAUTH2"} - set(capabilities)
             self._add(section, "capabilities", "fail" if missing else "ok",
-                      " ".join(capabilities), DIAGNOSES["no_xoauth2"] if missing else None, ids)
+                      " ".join(capabilities), FailureKind.NO_XOAUTH2 if missing else None, ids)
             if token is None:
                 self._add(section, "AUTHENTICATE XOAUTH2", "skip", "no token")
                 return
@@ -253,7 +236,7 @@ class Doctor:
             self._add(section, "folders", "fail" if absent else "ok",
                       f"missing: {', '.join(absent)}; the mailbox has: {', '.join(folders)}" if absent
                       else f"{', '.join(mailbox.folders)} present ({len(folders)} folders)",
-                      DIAGNOSES["folder"] if absent else None, ids)
+                      FailureKind.FOLDER_MISSING if absent else None, ids)
         finally:
             probe.close()
 

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from shared.adapters.keyvault import KeyVault, VaultSecret
-from shared.errors import CredentialError
+from shared.diagnoses import hint
+from shared.errors import CredentialError, FailureKind
 
 PKCS12 = "application/x-pkcs12"
 
@@ -118,11 +119,10 @@ def load_client_certificate(value: str, content_type: str | None, *, name: str) 
     except ValueError as e:
         raise CredentialError(
             f"Key Vault secret '{name}' is not a certificate with its private key (PKCS#12 or PEM). "
-            "Import the certificate into Key Vault as a certificate, with its private key, and set "
-            "CLIENT_CERTIFICATE_NAME to its name."
-        ) from e
+            f"{hint(FailureKind.CERTIFICATE_FORMAT)}", kind=FailureKind.CERTIFICATE_FORMAT) from e
     if key is None or cert is None:
-        raise CredentialError(f"Key Vault secret '{name}' holds no private key and certificate pair.")
+        raise CredentialError(f"Key Vault secret '{name}' holds no private key and certificate pair. "
+                              f"{hint(FailureKind.CERTIFICATE_FORMAT)}", kind=FailureKind.CERTIFICATE_FORMAT)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     return ClientCertificate(
@@ -168,14 +168,12 @@ class FederatedCredential:
         except CredentialUnavailableError as e:
             raise CredentialError(
                 f"No managed identity is available to get the federated assertion ({e.message}). "
-                "Assign the user-assigned identity to the Function App and set "
-                "MANAGED_IDENTITY_CLIENT_ID to its client ID."
-            ) from e
+                f"{hint(FailureKind.NO_IDENTITY)}", kind=FailureKind.NO_IDENTITY) from e
         except AzureError as e:
             raise CredentialError(
                 f"The managed identity {self._client_id} could not get a token for {self._scope}: "
-                f"{str(e).splitlines()[0][:300]}"
-            ) from e
+                f"{str(e).splitlines()[0][:300]}. {hint(FailureKind.NO_IDENTITY)}",
+                kind=FailureKind.NO_IDENTITY) from e
 
     def get(self) -> dict[str, Callable[[], str]]:
         return {"client_assertion": self.assertion}

@@ -12,33 +12,29 @@ import msal
 import requests
 
 from shared.adapters.app_credentials import ClientCredential
-from shared.errors import AuthenticationError
+from shared.diagnoses import Ids, hint
+from shared.errors import AuthenticationError, FailureKind
 from shared.model import Secret
 
 log = logging.getLogger("mailferry.entra")
 
 _AADSTS = re.compile(r"AADSTS\d+")
 
-HINTS: dict[str, str] = {
-    "AADSTS7000215": "The client secret is wrong: store the secret's Value, not its Secret ID, "
-                     "in Key Vault (or the secret was rotated and the vault holds the old one).",
-    "AADSTS7000222": "The client secret has expired: create a new one on the app registration "
-                     "and store its Value in Key Vault.",
-    "AADSTS700016": "No app with this client ID exists in the tenant: check M365_CLIENT_ID "
-                    "and M365_TENANT_ID.",
-    "AADSTS90002": "The tenant was not found: check M365_TENANT_ID and the cloud (AUTHORITY_HOST).",
-    "AADSTS70011": "The scope is invalid: app-only tokens need '<resource>/.default', "
-                   "e.g. https://outlook.office365.com/.default (TOKEN_SCOPE).",
-    "AADSTS900023": "The tenant ID is malformed: check M365_TENANT_ID.",
-    "AADSTS7000112": "The application is disabled in this tenant: enable its service principal.",
-    "AADSTS700027": "The certificate is not registered on the app registration, or has expired: "
-                    "upload the certificate in Key Vault (CLIENT_CERTIFICATE_NAME) to the app's "
-                    "Certificates & secrets.",
-    "AADSTS700024": "The client assertion is outside its valid time: check the host's clock.",
-    "AADSTS70021": "No federated identity credential on the app matches the managed identity: add "
-                   "one with the identity's object ID as subject and audience api://AzureADTokenExchange.",
-    "AADSTS700213": "No federated identity credential on the app matches the managed identity: add "
-                    "one with the identity's object ID as subject.",
+# Entra ID's answers by AADSTS code; any other code is TOKEN_REFUSED.
+AADSTS_KINDS: dict[str, FailureKind] = {
+    "AADSTS7000215": FailureKind.SECRET_INVALID,
+    "AADSTS7000222": FailureKind.SECRET_EXPIRED,
+    "AADSTS700016": FailureKind.APP_NOT_FOUND,
+    "AADSTS7000112": FailureKind.APP_DISABLED,
+    "AADSTS90002": FailureKind.TENANT_NOT_FOUND,
+    "AADSTS900023": FailureKind.TENANT_MALFORMED,
+    "AADSTS70011": FailureKind.INVALID_SCOPE,
+    "AADSTS700027": FailureKind.CERTIFICATE_NOT_REGISTERED,
+    "AADSTS700024": FailureKind.CLOCK_SKEW,
+    "AADSTS70021": FailureKind.NO_FEDERATED_CREDENTIAL,
+    "AADSTS700211": FailureKind.NO_FEDERATED_CREDENTIAL,
+    "AADSTS700212": FailureKind.NO_FEDERATED_CREDENTIAL,
+    "AADSTS700213": FailureKind.NO_FEDERATED_CREDENTIAL,
 }
 
 
@@ -58,6 +54,7 @@ class MsalTokenSource:
                  authority_host: str, scope: str, ca_bundle: Path | None = None) -> None:
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self._client_id = client_id
+        self._tenant_id = tenant_id
         self.credential = credential
         self._scope = scope
         self._ca_bundle = ca_bundle
@@ -69,18 +66,20 @@ class MsalTokenSource:
         """An access token for the mail server; raises AuthenticationError with the AADSTS fix."""
         with self._lock:
             result = self._application().acquire_token_for_client(scopes=[self._scope])
-            error = None if "access_token" in result else _authentication_error(result, self._client_id)
+            error = None if "access_token" in result else _authentication_error(result, self._ids())
             if error is not None and error.code in ROTATION_CODES and self.credential.refresh():
                 log.warning("Entra ID refused the credential (%s); re-read it from Key Vault and "
                             "retrying once", error.code)
                 self._app = None  # MSAL fixes the credential when the application is built
                 result = self._application().acquire_token_for_client(scopes=[self._scope])
-                error = None if "access_token" in result else _authentication_error(
-                    result, self._client_id)
+                error = None if "access_token" in result else _authentication_error(result, self._ids())
             if error is not None:
                 raise error
             self.last_token_source = result.get("token_source")
             return Secret(result["access_token"])
+
+    def _ids(self) -> Ids:
+        return Ids(client_id=self._client_id, tenant_id=self._tenant_id)
 
     def _application(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
@@ -101,23 +100,25 @@ class MsalTokenSource:
                     instance_discovery=False,
                 )
             except ValueError as e:
+                kind = FailureKind.TENANT_MALFORMED
                 raise AuthenticationError(
-                    f"Entra ID authority {self._authority} is not usable ({e}): check "
-                    "AUTHORITY_HOST and M365_TENANT_ID."
-                ) from e
+                    f"Entra ID authority {self._authority} is not usable ({e}). {hint(kind, self._ids())}",
+                    kind=kind) from e
             except requests.RequestException as e:
+                kind = FailureKind.ENTRA_UNREACHABLE
                 raise AuthenticationError(
                     f"Could not reach Entra ID at {self._authority}: {type(e).__name__}. "
-                    "Check AUTHORITY_HOST and outbound network access."
-                ) from e
+                    f"{hint(kind)}", kind=kind) from e
         return self._app
 
 
-def _authentication_error(result: dict[str, Any], client_id: str) -> AuthenticationError:
+def _authentication_error(result: dict[str, Any], ids: Ids) -> AuthenticationError:
+    """The error for MSAL's error dict: its AADSTS code, first line and the table's fix."""
     description = str(result.get("error_description") or "")
     match = _AADSTS.search(description)
     code = match.group(0) if match else None
     first_line = description.splitlines()[0] if description else str(result.get("error"))
-    hint = HINTS.get(code or "", "")
-    text = f"Entra ID refused a token for app {client_id}: {first_line}"
-    return AuthenticationError(f"{text} {hint}".strip(), code=code)
+    kind = AADSTS_KINDS.get(code or "", FailureKind.TOKEN_REFUSED)
+    return AuthenticationError(
+        f"Entra ID refused a token for app {ids.client_id}: {first_line} {hint(kind, ids)}",
+        kind=kind, code=code)

@@ -14,32 +14,14 @@ from typing import Any, Literal
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.errors import (
-    AuthenticationError,
-    FolderUnavailable,
-    MailboxAccessError,
-    MailServerError,
-)
+from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye
+from shared.diagnoses import hint
+from shared.errors import AuthenticationError, FailureKind, FolderUnavailable, MailServerError
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
 
 INFO_CHUNK = 1000
-
-AUTH_FAILED_HINT = (
-    "Exchange gives this one answer for several causes; most likely: the service principal "
-    "was registered in Exchange with the App Registration's object ID instead of the "
-    "Enterprise Application's (New-ServicePrincipal), the app has no FullAccess on this "
-    "mailbox (Add-MailboxPermission), the permission is delegated instead of application "
-    "IMAP.AccessAsApp with admin consent, or IMAP is disabled on the mailbox (Set-CASMailbox "
-    "-ImapEnabled $true). A valid token has aud https://outlook.office365.com and the role "
-    "IMAP.AccessAsApp."
-)
-NOT_CONNECTED_HINT = (
-    "The token was accepted but this mailbox is not open to the app: grant it with "
-    "Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights "
-    "FullAccess, and for a shared mailbox use the shared mailbox's own address."
-)
 
 
 def xoauth2_string(address: str, token: Secret) -> bytes:
@@ -97,51 +79,26 @@ class ImapServer:
             client._imap.debug = 0
             if self.security == "starttls":
                 client.starttls(self._context)
-        except ssl.SSLCertVerificationError as e:
-            raise MailServerError(
-                f"TLS to {where} failed: the server's certificate is not trusted "
-                f"({e.verify_message}). Check IMAP_HOST, or CA_BUNDLE for a private CA."
-            ) from e
-        except ssl.SSLError as e:
-            raise MailServerError(
-                f"TLS to {where} failed ({e.reason}). Check IMAP_PORT and IMAP_SECURITY "
-                "(implicit TLS on 993, starttls on 143)."
-            ) from e
-        except TimeoutError as e:
-            raise MailServerError(f"Timed out connecting to IMAP server {where}.") from e
-        except OSError as e:
-            raise MailServerError(
-                f"Could not connect to IMAP server {where}: {e.strerror or e}. "
-                "Check IMAP_HOST and IMAP_PORT and outbound access to that port."
-            ) from e
-        except IMAPClientError as e:
-            raise MailServerError(f"IMAP server {where} failed during connect: {e}") from e
+        except (IMAPClientError, OSError) as e:
+            raise imap_failure(e, doing="connect", server=where) from e
         return client
 
     def _login(self, client: IMAPClient, address: str, token: Secret) -> None:
         try:
             capabilities = client.capabilities()
         except (IMAPClientError, OSError) as e:
-            raise MailServerError(f"IMAP server {self.host} failed on CAPABILITY: {e}") from e
+            raise imap_failure(e, doing="CAPABILITY", server=self.host, mailbox=address,
+                               bye=last_bye(client)) from e
         if b"AUTH=XOAUTH2" not in capabilities:
             offered = b" ".join(c for c in capabilities if c.startswith(b"AUTH=")).decode()
             raise AuthenticationError(
                 f"IMAP server {self.host} does not offer XOAUTH2 (offers: {offered or 'none'}). "
-                "Check IMAP_HOST."
-            )
+                f"{hint(FailureKind.NO_XOAUTH2)}", kind=FailureKind.NO_XOAUTH2)
         try:
             client.sasl_login("XOAUTH2", _XOAuth2(address, token))
-        except IMAPClientAbortError as e:
-            raise MailServerError(f"IMAP server {self.host} closed the connection: {e}") from e
-        except IMAPClientError as e:
-            text = _server_text(e)
-            if "not connected" in text.lower():
-                raise MailboxAccessError(f"{address}: {text} {NOT_CONNECTED_HINT}") from e
-            raise AuthenticationError(
-                f"{address}: the IMAP server refused the app's token ({text}). {AUTH_FAILED_HINT}"
-            ) from e
-        except OSError as e:
-            raise MailServerError(f"IMAP server {self.host} failed during login: {e}") from e
+        except (IMAPClientError, OSError) as e:
+            raise imap_failure(e, doing=AUTHENTICATE, server=self.host, mailbox=address,
+                               bye=last_bye(client)) from e
 
 
 class ImapProbe:
@@ -157,7 +114,8 @@ class ImapProbe:
         try:
             return sorted(c.decode() for c in self._client.capabilities())
         except (IMAPClientError, OSError) as e:
-            raise MailServerError(f"IMAP server {self._server.host} failed on CAPABILITY: {e}") from e
+            raise imap_failure(e, doing="CAPABILITY", server=self._server.host,
+                               bye=last_bye(self._client)) from e
 
     def login(self, address: str, token: Secret) -> None:
         assert self._client is not None, "connect first"
@@ -169,7 +127,8 @@ class ImapProbe:
         try:
             return sorted(str(name) for _, _, name in self._client.list_folders())
         except (IMAPClientError, OSError) as e:
-            raise MailServerError(f"LIST failed: {_server_text(e)}") from e
+            raise imap_failure(e, doing="LIST", server=self._server.host,
+                               bye=last_bye(self._client)) from e
 
     def close(self) -> None:
         if self._client is not None:
@@ -251,24 +210,6 @@ class ImapSession:
         self.commands += 1
         try:
             return method(*args, **kwargs)
-        except IMAPClientAbortError as e:
-            raise MailServerError(f"{self._address}: connection lost during {what}: {e}") from e
-        except IMAPClientError as e:
-            text = _server_text(e)
-            if what.startswith("EXAMINE") and "exist" in text.lower():
-                raise MailServerError(
-                    f"{self._address}: {what} failed: the folder does not exist ({text}). "
-                    "Check the folder names in MAILBOXES."
-                ) from e
-            raise MailServerError(f"{self._address}: {what} failed: {text}") from e
-        except TimeoutError as e:
-            raise MailServerError(f"{self._address}: timed out during {what}.") from e
-        except OSError as e:
-            raise MailServerError(f"{self._address}: network error during {what}: {e}") from e
-
-
-def _server_text(error: Exception) -> str:
-    text = str(error)
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    return text.strip()[:300]
+        except (IMAPClientError, OSError) as e:
+            raise imap_failure(e, doing=what, server=str(self._client.host), mailbox=self._address,
+                               bye=last_bye(self._client)) from e

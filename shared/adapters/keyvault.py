@@ -15,7 +15,8 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
-from shared.errors import CredentialError
+from shared.diagnoses import Ids, hint
+from shared.errors import CredentialError, FailureKind
 from shared.model import Secret
 
 
@@ -49,34 +50,28 @@ class KeyVault:
         try:
             secret = self._client.get_secret(name)
         except ResourceNotFoundError as e:
-            raise CredentialError(
-                f"No {where}: store the app's credential under that name, or fix {setting}."
-            ) from e
+            raise self._error(f"No {where} (setting {setting}).", FailureKind.SECRET_MISSING) from e
         except ClientAuthenticationError as e:
-            raise CredentialError(
-                f"Could not read {where}: the Function App's identity was refused "
-                f"({_reason(e)}). Check MANAGED_IDENTITY_CLIENT_ID and that the identity "
-                "has the 'Key Vault Secrets User' role on the vault."
-            ) from e
+            raise self._error(f"Could not read {where}: the Function App's identity was refused "
+                              f"({_reason(e)}).", FailureKind.VAULT_DENIED) from e
         except HttpResponseError as e:
             if e.status_code == 403:
-                raise CredentialError(
-                    f"Could not read {where}: access denied. Grant the Function App's identity "
-                    "the 'Key Vault Secrets User' role on the vault (RBAC mode)."
-                ) from e
-            raise CredentialError(f"Could not read {where}: {_reason(e)}.") from e
+                raise self._error(f"Could not read {where}: access denied.",
+                                  FailureKind.VAULT_DENIED) from e
+            raise self._error(f"Could not read {where}: {_reason(e)}.", FailureKind.VAULT_DENIED) from e
         except ServiceRequestError as e:
-            raise CredentialError(
-                f"Could not reach Key Vault at {self.vault_url}: {_reason(e)}. "
-                "Check KEY_VAULT_URL and the network path to the vault."
-            ) from e
+            raise self._error(f"Could not reach Key Vault at {self.vault_url}: {_reason(e)}.",
+                              FailureKind.VAULT_UNREACHABLE) from e
         if not secret.value:
-            raise CredentialError(f"The {where} is empty: store the app's credential in it.")
+            raise self._error(f"The {where} is empty.", FailureKind.SECRET_MISSING)
         return VaultSecret(name, Secret(secret.value), secret.properties.content_type,
                            secret.properties.expires_on, secret.properties.version)
 
     def close(self) -> None:
         self._client.close()
+
+    def _error(self, text: str, kind: FailureKind) -> CredentialError:
+        return CredentialError(f"{text} {hint(kind, Ids(vault=self.vault_url))}", kind=kind)
 
 
 def _reason(error: Exception) -> str:

@@ -17,25 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from shared.adapters.imap import xoauth2_string
-from shared.errors import AuthenticationError, MailboxAccessError, MailServerError
+from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
+from shared.errors import MailferryError, MailServerError
 from shared.model import Secret
 
 _MAX_ANSWER = 8192  # one status line; a JSON challenge is far shorter
-
-AUTH_FAILED_HINT = (
-    "Exchange gives this one answer for several causes; most likely: the service principal "
-    "was registered in Exchange with the App Registration's object ID instead of the "
-    "Enterprise Application's (New-ServicePrincipal), the app has no FullAccess on this "
-    "mailbox (Add-MailboxPermission), the permission is delegated instead of application "
-    "POP.AccessAsApp with admin consent, or POP is disabled on the mailbox (Set-CASMailbox "
-    "-PopEnabled $true). A valid token has aud https://outlook.office365.com and the role "
-    "POP.AccessAsApp."
-)
-NOT_CONNECTED_HINT = (
-    "The token was accepted but this mailbox is not open to the app: grant it with "
-    "Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights "
-    "FullAccess, and for a shared mailbox use the shared mailbox's own address."
-)
 
 
 class Pop3MailServer:
@@ -72,62 +58,25 @@ class Pop3MailServer:
             else:
                 client = poplib.POP3(self.host, self.port, timeout=self.timeout)
                 client.stls(self._context)
-        except ssl.SSLCertVerificationError as e:
-            raise MailServerError(
-                f"TLS to {where} failed: the server's certificate is not trusted "
-                f"({e.verify_message}). Check POP3_HOST, or CA_BUNDLE for a private CA."
-            ) from e
-        except ssl.SSLError as e:
-            raise MailServerError(
-                f"TLS to {where} failed ({e.reason}). Check POP3_PORT and POP3_SECURITY "
-                "(implicit TLS on 995, starttls on 110)."
-            ) from e
-        except TimeoutError as e:
-            raise MailServerError(f"Timed out connecting to POP3 server {where}.") from e
-        except OSError as e:
-            raise MailServerError(
-                f"Could not connect to POP3 server {where}: {e.strerror or e}. "
-                "Check POP3_HOST and POP3_PORT and outbound access to that port."
-            ) from e
-        except poplib.error_proto as e:
-            raise MailServerError(
-                f"POP3 server {where} failed during connect: {_server_text(e)}") from e
+        except (poplib.error_proto, OSError) as e:
+            raise pop3_failure(e, doing="connect", server=where) from e
         return client
 
     def _login(self, client: poplib.POP3, address: str, token: Secret) -> None:
+        doing = AUTH
         try:
             answer = _command(client, "AUTH XOAUTH2")
-        except poplib.error_proto as e:
-            raise AuthenticationError(
-                f"POP3 server {self.host} does not accept AUTH XOAUTH2 ({_server_text(e)}). "
-                "Check POP3_HOST."
-            ) from e
-        except OSError as e:
-            raise MailServerError(f"POP3 server {self.host} failed during login: {e}") from e
-        if not answer.startswith(b"+ ") and answer != b"+":
-            raise AuthenticationError(
-                f"POP3 server {self.host} answered AUTH XOAUTH2 with "
-                f"'{_server_text(answer)}' instead of '+'. Check POP3_HOST."
-            )
-        try:
+            if answer != b"+" and not answer.startswith(b"+ "):
+                raise poplib.error_proto(answer)  # "+OK" is no continuation: not taken
+            doing = LOGIN
             answer = _command(client, base64.b64encode(xoauth2_string(address, token)).decode())
             if not answer.startswith(b"+OK"):
                 # A JSON challenge saying why; the server wants an empty line, then says -ERR.
                 answer = _command(client, "")
-        except poplib.error_proto as e:
-            text = _server_text(e)
-            if "not connected" in text.lower():
-                raise MailboxAccessError(f"{address}: {text} {NOT_CONNECTED_HINT}") from e
-            raise AuthenticationError(
-                f"{address}: the POP3 server refused the app's token ({text}). {AUTH_FAILED_HINT}"
-            ) from e
-        except OSError as e:
-            raise MailServerError(f"POP3 server {self.host} failed during login: {e}") from e
-        if not answer.startswith(b"+OK"):
-            raise AuthenticationError(
-                f"{address}: the POP3 server did not complete the login "
-                f"('{_server_text(answer)}'). {AUTH_FAILED_HINT}"
-            )
+            if not answer.startswith(b"+OK"):
+                raise poplib.error_proto(answer)
+        except (poplib.error_proto, OSError) as e:
+            raise pop3_failure(e, doing=doing, server=self.host, mailbox=address) from e
 
 
 class Pop3Session:
@@ -142,12 +91,8 @@ class Pop3Session:
         self.commands += 1
         try:
             _, lines, _ = self._client.uidl()
-        except poplib.error_proto as e:
-            raise MailServerError(f"{self._address}: UIDL failed: {_server_text(e)}") from e
-        except TimeoutError as e:
-            raise MailServerError(f"{self._address}: timed out during UIDL.") from e
-        except OSError as e:
-            raise MailServerError(f"{self._address}: network error during UIDL: {e}") from e
+        except (poplib.error_proto, OSError) as e:
+            raise self._failure(e, "UIDL") from e
         listed = []
         for line in lines:
             number, _, uidl = line.decode("utf-8", "surrogateescape").strip().partition(" ")
@@ -163,12 +108,11 @@ class Pop3Session:
         try:
             _command(self._client, what)  # raises on -ERR
             return _read_multiline(self._client.file.readline)
-        except poplib.error_proto as e:
-            raise MailServerError(f"{self._address}: {what} failed: {_server_text(e)}") from e
-        except TimeoutError as e:
-            raise MailServerError(f"{self._address}: timed out during {what}.") from e
-        except OSError as e:
-            raise MailServerError(f"{self._address}: network error during {what}: {e}") from e
+        except (poplib.error_proto, OSError) as e:
+            raise self._failure(e, what) from e
+
+    def _failure(self, error: Exception, doing: str) -> MailferryError:
+        return pop3_failure(error, doing=doing, server=str(self._client.host), mailbox=self._address)
 
 
 def _read_multiline(readline: Callable[[], bytes]) -> bytes:
@@ -177,7 +121,7 @@ def _read_multiline(readline: Callable[[], bytes]) -> bytes:
     while True:
         line = readline()
         if not line:
-            raise poplib.error_proto("-ERR connection closed in the middle of a message")
+            raise ServerClosedConnection("the server closed the connection in the middle of a message")
         if line in (b".\r\n", b".\n"):
             return b"".join(parts)
         # RFC 1939: a line starting with the termination octet has had one prepended.
@@ -192,14 +136,9 @@ def _command(client: poplib.POP3, line: str) -> bytes:
     client.sock.sendall(line.encode("ascii") + b"\r\n")
     answer = client.file.readline(_MAX_ANSWER)
     if not answer:
-        raise poplib.error_proto("-ERR the server closed the connection")
+        raise ServerClosedConnection("the server closed the connection")
     answer = answer.rstrip(b"\r\n")
     if not answer.startswith(b"+"):
         raise poplib.error_proto(answer)
     return answer
 
-
-def _server_text(error: Exception | bytes) -> str:
-    value = error.args[0] if isinstance(error, Exception) and error.args else error
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text.strip()[:300]

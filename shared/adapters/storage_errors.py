@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
-from shared.errors import StorageError
+from shared.diagnoses import hint
+from shared.errors import FailureKind, StorageError
 
 _DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed",
            "Forbidden")
@@ -15,10 +16,12 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
     code = code or getattr(error, "error_code", None)
     if isinstance(error, ClientAuthenticationError) or code in _DENIED:
         return StorageError(
-            f"Could not {action}: access denied ({code or 'authentication failed'}). Give the "
-            f"Function App's identity '{role}' on the mail storage account."
-        )
+            f"Could not {action}: access denied ({code or 'authentication failed'}); the Function "
+            f"App's identity needs '{role}' on the mail storage account. "
+            f"{hint(FailureKind.STORAGE_DENIED)}", kind=FailureKind.STORAGE_DENIED)
     if isinstance(error, ServiceRequestError):
-        return StorageError(f"Could not {action}: storage unreachable. Check MAIL_STORAGE settings.")
+        return StorageError(f"Could not {action}: storage unreachable. "
+                            f"{hint(FailureKind.STORAGE_UNREACHABLE)}",
+                            kind=FailureKind.STORAGE_UNREACHABLE)
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
