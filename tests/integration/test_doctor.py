@@ -11,6 +11,7 @@ import pytest
 from devstack.stack import Stack
 from shared.diagnoses import DIAGNOSES, troubleshooting_markdown
 from tests.integration.helpers import REPO, run_cli
+from tests.integration.scripted_server import THROTTLED, Connection, ScriptedServer, imap_script
 
 
 @pytest.fixture
@@ -119,12 +120,14 @@ def test_unknown_mailbox_and_mailbox_without_access_name_the_exchange_commands(s
     oid = report["claims"]["oid"]
     assert f"New-ServicePrincipal -AppId {stack.client_id} -ObjectId {oid}" in text
     assert f"Add-MailboxPermission -Identity {refused} -User {oid} -AccessRights FullAccess" in text
-    assert [s["status"] for s in report["steps"] if s["name"] == "AUTHENTICATE XOAUTH2"] == ["fail", "fail"]
+    logins = [s for s in report["steps"] if s["name"] == "AUTHENTICATE XOAUTH2"]
+    assert [(s["status"], s["kind"]) for s in logins] == [("fail", "auth_refused")] * 2
 
 
 def test_imap_unreachable(stack, new_mailbox, doctor):
     code, report = doctor(stack.settings_env(new_mailbox()) | {"IMAP_PORT": "1"})
     assert code == 1 and step(report, "TCP")["status"] == "fail"
+    assert step(report, "TCP")["kind"] == "connect_failed"
     assert "IMAP_HOST/IMAP_PORT" in fixes(report)
 
 
@@ -132,8 +135,33 @@ def test_tls_failures(stack, new_mailbox, doctor):
     address = new_mailbox()
     code, report = doctor(stack.settings_env(address) | {"CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
     assert code == 1 and step(report, "TLS")["status"] == "fail" and "CA_BUNDLE" in fixes(report)
+    assert step(report, "TLS")["kind"] == "tls_untrusted"
     code, report = doctor(stack.settings_env(address) | {"IMAP_PORT": str(stack.imap_port)})
     assert code == 1 and step(report, "TLS")["status"] == "fail" and "IMAP_SECURITY" in fixes(report)
+    assert step(report, "TLS")["kind"] == "tls_protocol"
+
+
+def bye_throttled(client: Connection, tag: bytes) -> None:
+    client.send(b"* BYE " + THROTTLED + b"\r\n")
+
+
+def close_at_once(client: Connection, tag: bytes) -> None:
+    """The connection ends as soon as AUTHENTICATE arrives."""
+
+
+@pytest.mark.parametrize(("script", "kind", "words", "fix"), [
+    (bye_throttled, "throttled", THROTTLED.decode(), "poll less often (POLL_SCHEDULE)"),
+    (close_at_once, "connection_dropped", "socket error: EOF", "goes on from the checkpoint"),
+])
+def test_a_throttle_or_a_drop_during_login_is_not_diagnosed_as_a_refusal(stack, new_mailbox, doctor,
+                                                                           script, kind, words, fix):
+    with ScriptedServer(stack.certs, imap_script(script)) as server:
+        code, report = doctor(stack.settings_env(new_mailbox()) | {"IMAP_PORT": str(server.port)})
+    login = step(report, "AUTHENTICATE")
+    assert code == 1 and login["status"] == "fail" and login["kind"] == kind
+    assert words in login["detail"] and fix in fixes(report)
+    assert "New-ServicePrincipal" not in fixes(report) and "Add-MailboxPermission" not in fixes(report)
+    assert {s["status"] for s in report["steps"] if s["name"] in ("TLS", "capabilities")} == {"ok"}
 
 
 def test_key_vault_access_denied(stack, new_mailbox, doctor):
@@ -152,7 +180,11 @@ def test_bad_settings_are_each_reported(doctor, stack):
     assert {s["name"] for s in report["steps"]} == {"IMAP_PORT", "M365_CLOUD"}
 
 
-def test_readme_troubleshooting_matches_the_doctors_table():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert troubleshooting_markdown() in readme
+# The document that holds the Troubleshooting section (generated table included).
+TROUBLESHOOTING_DOC = REPO / "docs" / "troubleshooting.md"
+
+
+def test_troubleshooting_doc_matches_the_doctors_table():
+    doc = TROUBLESHOOTING_DOC.read_text(encoding="utf-8")
+    assert troubleshooting_markdown() in doc
     assert len(DIAGNOSES) > 20
