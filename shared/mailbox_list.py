@@ -43,7 +43,7 @@ class MailboxListError(ValueError):
 
 @dataclass(frozen=True)
 class _JsonObject:
-    """A JSON object with its keys in order, duplicates kept (json's dict would drop them)."""
+    """A JSON object with its keys in order, a repeated key kept (a dict would keep only the last)."""
 
     pairs: tuple[tuple[str, Any], ...]
 
