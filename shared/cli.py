@@ -147,9 +147,12 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     from shared.doctor import run_doctor  # noqa: PLC0415 - only this command needs it
 
     report = run_doctor(env)
+    # Settings the doctor could not read get the same exit code as on `poll` and `status`.
+    settings_failed = any(s.section == "settings" and s.status == "fail" for s in report.steps)
+    code = EXIT_OK if report.ok else EXIT_CONFIG if settings_failed else EXIT_FAILED
     if as_json:
         console.print_json(report.to_json())
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return code
     section = None
     for step in report.steps:
         if step.section != section:
@@ -163,7 +166,7 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     warned = sum(s.status == "warn" for s in report.steps)
     console.print(f"\n{'[red]' + str(failed) + ' failed[/]' if failed else '[green]all good[/]'}"
                   + (f", {warned} warning(s)" if warned else ""))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
