@@ -88,6 +88,8 @@ class Settings:
     authority_host: str = GLOBAL.authority_host
     token_scope: str = GLOBAL.token_scope
     poll_mode: Literal["inline", "fanout"] = "inline"
+    # "table": the mailboxes come from the registry; ``mailboxes`` is then empty.
+    mailboxes_source: Literal["setting", "table"] = "setting"
     poll_queue: str = "mailferry-polls"
     blob_container: str = "mail"
     checkpoint_table: str = "mailferrycheckpoints"
@@ -193,7 +195,14 @@ class _Reader:
                 f"TOKEN_SCOPE is {quoted(token_scope)}, expected a resource followed by '/.default' "
                 f"(app-only tokens need it), e.g. {cloud.token_scope}."
             )
+        source = self.choice("MAILBOXES_SOURCE", ("setting", "table"))
         mailboxes = self.mailboxes()
+        if source == "setting" and not mailboxes and not self.env.get("MAILBOXES", "").strip():
+            spec = SPECS["MAILBOXES"]
+            self.problems.append(f"MAILBOXES is not set: {spec.description} Example: {spec.example}")
+        if source == "table" and mailboxes:
+            self.problems.append("MAILBOXES is set but MAILBOXES_SOURCE is table: the registry "
+                                 "lists the mailboxes; remove MAILBOXES, or set MAILBOXES_SOURCE=setting.")
         schedule = self.schedule()
         poll_mode = self.choice("POLL_MODE", ("inline", "fanout"))
         queue = self.text("POLL_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits and single dashes")
@@ -219,6 +228,7 @@ class _Reader:
             tenant_id=tenant_id,
             client_id=client_id,
             mailboxes=mailboxes,
+            mailboxes_source="table" if source == "table" else "setting",
             poll_schedule=schedule,
             storage=storage,
             credentials=credentials,
