@@ -10,6 +10,7 @@ import uuid
 import pytest
 from azure.functions.timer import TimerRequest
 
+from devstack.stack import Stack
 from shared.settings import Settings
 from shared.wiring import build_mailbox_registry
 from tests.integration.helpers import WorkerContext, indexed_functions, run_cli, stored_blobs
@@ -18,7 +19,7 @@ from tests.integration.test_fanout import queue_client
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
 
-def registry_env(stack, **extra: str) -> dict[str, str]:
+def registry_env(stack: Stack, **extra: str) -> dict[str, str]:
     env = stack.settings_env("unused@contoso.com") | {"MAILBOXES_SOURCE": "table",
                                                       "CHECKPOINT_TABLE": f"reg{uuid.uuid4().hex[:12]}"}
     del env["MAILBOXES"]
