@@ -77,6 +77,8 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
                              on_thread_start=carry_invocation(context))
         log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
         return PollReport([], time.monotonic() - started)
+    warn_if_inline_cannot_fit(len(mailboxes), settings.max_concurrent_mailboxes,
+                              settings.poll_deadline_seconds)
     report = get_poller(settings).run(mailboxes, on_thread_start=carry_invocation(context))
     for result in report.mailboxes:
         _log_polled(result)
@@ -89,6 +91,22 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
             f"{first.error}"
         )
     return report
+
+
+# Even an empty mailbox costs a TLS handshake, AUTHENTICATE, EXAMINE and SEARCH: about a
+# second on a WAN link to Exchange. Inline polls share one run's time box.
+EMPTY_MAILBOX_SECONDS = 1.0
+
+
+def warn_if_inline_cannot_fit(mailboxes: int, concurrency: int, deadline_seconds: float) -> bool:
+    """Warn when even empty mailboxes would not all fit one inline run; True if it warned."""
+    needed = mailboxes / max(1, concurrency) * EMPTY_MAILBOX_SECONDS
+    if needed <= deadline_seconds:
+        return False
+    log.warning("inline mode: %d mailboxes at %d at a time need about %.0f s even when empty, "
+                "more than POLL_DEADLINE_SECONDS (%.0f s): use POLL_MODE=fanout, or raise "
+                "MAX_CONCURRENT_MAILBOXES", mailboxes, concurrency, needed, deadline_seconds)
+    return True
 
 
 def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] | None = None,
