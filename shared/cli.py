@@ -15,9 +15,10 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shared import mailbox_commands
 from shared.errors import ConfigurationError, MailferryError
 from shared.model import MailboxResult, PollReport
-from shared.wiring import build_state_store, get_poller, load_settings
+from shared.wiring import build_state_store, get_mailbox_directory, get_poller, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -100,13 +101,18 @@ def summary_table(report: PollReport) -> Table:
 def command_poll(env: Mapping[str, str], console: Console) -> int:
     settings = load_settings(env)
     poller = get_poller(settings)
+    mailboxes = get_mailbox_directory(settings).list_mailboxes()
+    if not mailboxes:
+        console.print("No mailbox is registered: add some with `mailferry mailboxes add` or "
+                      "`mailferry mailboxes import`.")
+        return EXIT_OK
     if console.is_terminal:
         columns = (SpinnerColumn(), TextColumn("{task.description}"),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
-            report = poller.run(settings.mailboxes, LiveProgress(progress))
+            report = poller.run(mailboxes, LiveProgress(progress))
     else:
-        report = poller.run(settings.mailboxes)
+        report = poller.run(mailboxes)
     console.print(summary_table(report))
     return EXIT_FAILED if report.failed else EXIT_OK
 
@@ -147,9 +153,12 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     from shared.doctor import run_doctor  # noqa: PLC0415 - only this command needs it
 
     report = run_doctor(env)
+    # Settings the doctor could not read get the same exit code as on `poll` and `status`.
+    settings_failed = any(s.section == "settings" and s.status == "fail" for s in report.steps)
+    code = EXIT_OK if report.ok else EXIT_CONFIG if settings_failed else EXIT_FAILED
     if as_json:
         console.print_json(report.to_json())
-        return EXIT_OK if report.ok else EXIT_FAILED
+        return code
     section = None
     for step in report.steps:
         if step.section != section:
@@ -163,7 +172,7 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     warned = sum(s.status == "warn" for s in report.steps)
     console.print(f"\n{'[red]' + str(failed) + ' failed[/]' if failed else '[green]all good[/]'}"
                   + (f", {warned} warning(s)" if warned else ""))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doctor = commands.add_parser("doctor", help="check every step of a poll and say how to fix "
                                  "what fails")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    mailbox_commands.add_parser(commands)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -190,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_poll(env, console)
         if args.command == "doctor":
             return command_doctor(env, console, as_json=args.json)
+        if args.command == "mailboxes":
+            return mailbox_commands.run(args, env, console)
         return command_status(env, console)
     except ConfigurationError as e:
         errors.print(f"[red]Configuration error[/]\n{escape(str(e))}", highlight=False)

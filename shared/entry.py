@@ -58,20 +58,28 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
     With POLL_MODE=fanout it only queues one message per mailbox for run_queue_poll, and
     returns an empty report.
     """
-    from shared.wiring import get_poll_queue, get_poller, load_settings  # noqa: PLC0415 (see above)
+    from shared.wiring import (  # noqa: PLC0415 (see above)
+        get_mailbox_directory,
+        get_poll_queue,
+        get_poller,
+        load_settings,
+    )
 
     settings = load_settings(os.environ if env is None else env)
+    mailboxes = get_mailbox_directory(settings).list_mailboxes()
     if past_due:
         # The timer missed its slot (host down, or the previous run overran); this run
         # catches up from the checkpoints, so nothing is lost.
         log.warning("poll timer is past due; catching up from the checkpoints")
     if settings.poll_mode == "fanout":
         started = time.monotonic()
-        sent = enqueue_polls(get_poll_queue(settings), settings.mailboxes,
+        sent = enqueue_polls(get_poll_queue(settings), mailboxes,
                              on_thread_start=carry_invocation(context))
         log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
         return PollReport([], time.monotonic() - started)
-    report = get_poller(settings).run(settings.mailboxes, on_thread_start=carry_invocation(context))
+    warn_if_inline_cannot_fit(len(mailboxes), settings.max_concurrent_mailboxes,
+                              settings.poll_deadline_seconds)
+    report = get_poller(settings).run(mailboxes, on_thread_start=carry_invocation(context))
     for result in report.mailboxes:
         _log_polled(result)
     log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed",
@@ -85,6 +93,22 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
     return report
 
 
+# Even an empty mailbox costs a TLS handshake, AUTHENTICATE, EXAMINE and SEARCH: about a
+# second on a WAN link to Exchange. Inline polls share one run's time box.
+EMPTY_MAILBOX_SECONDS = 1.0
+
+
+def warn_if_inline_cannot_fit(mailboxes: int, concurrency: int, deadline_seconds: float) -> bool:
+    """Warn when even empty mailboxes would not all fit one inline run; True if it warned."""
+    needed = mailboxes / max(1, concurrency) * EMPTY_MAILBOX_SECONDS
+    if needed <= deadline_seconds:
+        return False
+    log.warning("inline mode: %d mailboxes at %d at a time need about %.0f s even when empty, "
+                "more than POLL_DEADLINE_SECONDS (%.0f s): use POLL_MODE=fanout, or raise "
+                "MAX_CONCURRENT_MAILBOXES", mailboxes, concurrency, needed, deadline_seconds)
+    return True
+
+
 def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] | None = None,
                    context: InvocationContext | None = None) -> MailboxResult | None:
     """Poll the one mailbox a fan-out message names, under that mailbox's lease.
@@ -94,7 +118,12 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] 
     attempts remain, so the host retries the message; on the last attempt the failure is
     recorded in the mailbox's health instead.
     """
-    from shared.wiring import get_poller, get_queue_worker, load_settings  # noqa: PLC0415 (see above)
+    from shared.wiring import (  # noqa: PLC0415 (see above)
+        get_mailbox_directory,
+        get_poller,
+        get_queue_worker,
+        load_settings,
+    )
 
     settings = load_settings(os.environ if env is None else env)
     poller = get_poller(settings)
@@ -105,7 +134,7 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] 
         return result
 
     result = get_queue_worker(settings).handle(body, dequeue_count=dequeue_count,
-                                               mailboxes=settings.mailboxes, poll=poll,
+                                               mailboxes=get_mailbox_directory(settings), poll=poll,
                                                on_thread_start=on_thread_start)
     if result is not None:
         _log_polled(result)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from shared.errors import MailferryError
 from shared.model import MailboxResult
-from shared.ports import Clock, ThreadStart, no_thread_setup
+from shared.ports import Clock, ListedMailboxes, MailboxDirectory, ThreadStart, no_thread_setup
 from shared.settings import MailboxConfig
 
 log = logging.getLogger("mailferry.fanout")
@@ -94,8 +94,10 @@ def poll_message(address: str) -> str:
     return json.dumps({"mailbox": address})
 
 
-def parse_poll_message(body: str, mailboxes: Sequence[MailboxConfig]) -> MailboxConfig:
+def parse_poll_message(body: str,
+                       mailboxes: Sequence[MailboxConfig] | MailboxDirectory) -> MailboxConfig:
     """The configured mailbox a message names; InvalidPollMessage for anything else."""
+    directory = ListedMailboxes(mailboxes) if isinstance(mailboxes, Sequence) else mailboxes
     try:
         payload = json.loads(body)
     except json.JSONDecodeError as e:
@@ -103,10 +105,10 @@ def parse_poll_message(body: str, mailboxes: Sequence[MailboxConfig]) -> Mailbox
     address = payload.get("mailbox") if isinstance(payload, dict) else None
     if not isinstance(address, str):
         raise InvalidPollMessage('expected {"mailbox": "<address>"}')
-    for mailbox in mailboxes:
-        if mailbox.address.lower() == address.strip().lower():
-            return mailbox
-    raise InvalidPollMessage(f"{address[:320]!r} is not in MAILBOXES (removed since it was queued?)")
+    mailbox = directory.get_mailbox(address)
+    if mailbox is not None:
+        return mailbox
+    raise InvalidPollMessage(f"{address[:320]!r} is not a configured mailbox (removed since it was queued?)")
 
 
 def enqueue_polls(queue: PollQueue, mailboxes: Sequence[MailboxConfig], *,
@@ -207,7 +209,8 @@ class QueueWorker:
     clock: Clock
     max_dequeue_count: int = MAX_DEQUEUE_COUNT
 
-    def handle(self, body: str, *, dequeue_count: int, mailboxes: Sequence[MailboxConfig],
+    def handle(self, body: str, *, dequeue_count: int,
+               mailboxes: Sequence[MailboxConfig] | MailboxDirectory,
                poll: Callable[[MailboxConfig], MailboxResult],
                on_thread_start: ThreadStart = no_thread_setup) -> MailboxResult | None:
         """Poll the mailbox a message names; None when there was nothing to poll.

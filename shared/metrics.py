@@ -23,6 +23,8 @@ def mailbox_metrics(result: MailboxResult, health: Health, *, now: datetime,
                     deadline_seconds: float) -> dict[str, Any]:
     """What one run did for one mailbox, and how the mailbox stands after it."""
     newest = result.newest_internal_date
+    if newest is not None and newest.tzinfo is None:
+        newest = newest.astimezone()  # IMAP libraries give internal dates as local time
     last_success = health.last_success_at
     return {
         "schema": METRICS_SCHEMA,

@@ -225,8 +225,13 @@ class Poller:
         except MailferryError as e:
             log.warning("could not record health of %s: %s", result.address, e)
             return
-        metrics_log.info("%s", metrics_message(mailbox_metrics(
-            result, health, now=now, deadline_seconds=self.options.deadline_seconds)))
+        try:
+            message = metrics_message(mailbox_metrics(
+                result, health, now=now, deadline_seconds=self.options.deadline_seconds))
+        except Exception:  # the numbers are for dashboards: never fail a poll over them
+            log.exception("could not build the metrics record of %s", result.address)
+            return
+        metrics_log.info("%s", message)
 
 
 __all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
     FetchedMessage,
@@ -26,6 +27,30 @@ attribute to an invocation)."""
 
 def no_thread_setup() -> None:
     """The ThreadStart of runs outside Functions: nothing to carry."""
+
+
+class MailboxDirectory(Protocol):
+    """The mailboxes to poll: the MAILBOXES setting, or the registry in Table storage."""
+
+    def list_mailboxes(self) -> list[MailboxConfig]: ...
+
+    def get_mailbox(self, address: str) -> MailboxConfig | None:
+        """The mailbox of this address (in any case), or None when it is not listed."""
+        ...
+
+
+class ListedMailboxes:
+    """A MailboxDirectory over a fixed list (the MAILBOXES setting)."""
+
+    def __init__(self, mailboxes: Sequence[MailboxConfig]) -> None:
+        self._mailboxes = list(mailboxes)
+        self._by_address = {m.address.lower(): m for m in self._mailboxes}
+
+    def list_mailboxes(self) -> list[MailboxConfig]:
+        return list(self._mailboxes)
+
+    def get_mailbox(self, address: str) -> MailboxConfig | None:
+        return self._by_address.get(address.strip().lower())
 
 
 class TokenSource(Protocol):

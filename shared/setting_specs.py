@@ -66,8 +66,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
           GLOBAL.token_scope),
     _spec("MAILBOXES",
           "Mailboxes to read, comma- or semicolon-separated; each may name folders after ':' "
-          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works.",
-          "ops@contoso.com, billing@contoso.com:INBOX|Invoices", required=True),
+          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works. "
+          "Required unless MAILBOXES_SOURCE is table.",
+          "ops@contoso.com, billing@contoso.com:INBOX|Invoices"),
+    _spec("MAILBOXES_SOURCE", "setting (the MAILBOXES setting) or table (the mailbox registry in the "
+          "checkpoint table, managed with `mailferry mailboxes`: for thousands of mailboxes).",
+          "setting", default="setting"),
     _spec("MAIL_PROTOCOL", "imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise. "
           "POP3 sees the Inbox only.", "imap", default="imap"),
     _spec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",

@@ -5,7 +5,6 @@ The list of settings itself is ``shared.setting_specs.SETTINGS`` (re-exported he
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +13,12 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from shared.clouds import CLOUDS, Cloud
+from shared.connection_string import connection_string_problems, endpoint_problem
+from shared.error_text import quoted
 from shared.errors import ConfigurationError
+from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
 from shared.model import Secret
+from shared.ncrontab import ncrontab_problems
 from shared.setting_specs import (
     AUTH_MODES,
     GLOBAL,
@@ -27,25 +30,14 @@ from shared.setting_specs import (
 )
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 _QUEUE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                   r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
-
-Protocol = Literal["imap", "pop3"]
 Security = Literal["tls", "starttls"]
-
-
-@dataclass(frozen=True)
-class MailboxConfig:
-    """One mailbox to read, how, and the folders to read in it."""
-
-    address: str
-    folders: tuple[str, ...] = ("INBOX",)
-    protocol: Protocol = "imap"
 
 
 @dataclass(frozen=True)
@@ -96,6 +88,8 @@ class Settings:
     authority_host: str = GLOBAL.authority_host
     token_scope: str = GLOBAL.token_scope
     poll_mode: Literal["inline", "fanout"] = "inline"
+    # "table": the mailboxes come from the registry; ``mailboxes`` is then empty.
+    mailboxes_source: Literal["setting", "table"] = "setting"
     poll_queue: str = "mailferry-polls"
     blob_container: str = "mail"
     checkpoint_table: str = "mailferrycheckpoints"
@@ -141,21 +135,25 @@ class _Reader:
     def text(self, name: str, pattern: re.Pattern[str] | None = None, expected: str = "") -> str:
         value = self.raw(name) or ""
         if value and pattern is not None and not pattern.match(value):
-            self.problems.append(f"{name} is '{value}', expected {expected}.")
+            self.problems.append(f"{name} is {quoted(value)}, expected {expected}.")
         return value
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str:
         value = (self.raw(name) or "").lower()
         if value not in choices:
-            self.problems.append(f"{name} is '{value}', expected one of: {', '.join(choices)}.")
+            self.problems.append(f"{name} is {quoted(value)}, expected one of: {', '.join(choices)}.")
             return choices[0]
         return value
 
     def https_url(self, name: str, value: str | None) -> str:
         if value:
-            parsed = urlparse(value)
-            if parsed.scheme != "https" or not parsed.hostname:
-                self.problems.append(f"{name} is '{value}', expected an https:// URL.")
+            try:
+                parsed = urlparse(value)
+                valid = parsed.scheme == "https" and bool(parsed.hostname)
+            except ValueError:  # e.g. an unclosed '[' of an IPv6 address
+                valid = False
+            if not valid:
+                self.problems.append(f"{name} is {quoted(value)}, expected an https:// URL.")
         return value or ""
 
     def integer(self, name: str, low: int, high: int) -> int:
@@ -163,7 +161,7 @@ class _Reader:
         try:
             number = int(value)
         except ValueError:
-            self.problems.append(f"{name} is '{value}', expected a whole number from {low} to {high}.")
+            self.problems.append(f"{name} is {quoted(value)}, expected a whole number from {low} to {high}.")
             return low
         if not low <= number <= high:
             self.problems.append(f"{name} is {number}, expected a whole number from {low} to {high}.")
@@ -175,7 +173,7 @@ class _Reader:
             return True
         if value in {"false", "0", "no"}:
             return False
-        self.problems.append(f"{name} is '{value}', expected true or false.")
+        self.problems.append(f"{name} is {quoted(value)}, expected true or false.")
         return True
 
     def guid(self, name: str) -> str:
@@ -194,10 +192,17 @@ class _Reader:
         token_scope = self.raw("TOKEN_SCOPE") or cloud.token_scope
         if not token_scope.endswith("/.default"):
             self.problems.append(
-                f"TOKEN_SCOPE is '{token_scope}', expected a resource followed by '/.default' "
+                f"TOKEN_SCOPE is {quoted(token_scope)}, expected a resource followed by '/.default' "
                 f"(app-only tokens need it), e.g. {cloud.token_scope}."
             )
+        source = self.choice("MAILBOXES_SOURCE", ("setting", "table"))
         mailboxes = self.mailboxes()
+        if source == "setting" and not mailboxes and not self.env.get("MAILBOXES", "").strip():
+            spec = SPECS["MAILBOXES"]
+            self.problems.append(f"MAILBOXES is not set: {spec.description} Example: {spec.example}")
+        if source == "table" and mailboxes:
+            self.problems.append("MAILBOXES is set but MAILBOXES_SOURCE is table: the registry "
+                                 "lists the mailboxes; remove MAILBOXES, or set MAILBOXES_SOURCE=setting.")
         schedule = self.schedule()
         poll_mode = self.choice("POLL_MODE", ("inline", "fanout"))
         queue = self.text("POLL_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits and single dashes")
@@ -205,7 +210,7 @@ class _Reader:
                               "3 to 63 lowercase letters, digits and single dashes")
         table = self.text("CHECKPOINT_TABLE", _TABLE,
                           "3 to 63 letters and digits, starting with a letter")
-        storage = self.storage()
+        storage = self.storage(needs_queue=poll_mode == "fanout")
         if poll_mode == "fanout" and not (storage.connection_string or storage.queue_service_uri):
             self.problems.append(f"POLL_MODE is fanout but {STORAGE}__queueServiceUri is not set: the "
                                  "fan-out queue lives in the mail storage account.")
@@ -223,6 +228,7 @@ class _Reader:
             tenant_id=tenant_id,
             client_id=client_id,
             mailboxes=mailboxes,
+            mailboxes_source="table" if source == "table" else "setting",
             poll_schedule=schedule,
             storage=storage,
             credentials=credentials,
@@ -278,9 +284,9 @@ class _Reader:
 
     def server(self, protocol: str, cloud: Cloud) -> MailServerAddress:
         host = self.raw(f"{protocol}_HOST") or cloud.mail_host
-        if "/" in host or ":" in host or " " in host:
-            self.problems.append(f"{protocol}_HOST is '{host}', expected a host name alone "
-                                 f"(put the port in {protocol}_PORT).")
+        if not _HOST.match(host):
+            self.problems.append(f"{protocol}_HOST is {quoted(host)}, expected a host name alone, in "
+                                 f"ASCII (xn-- for an international name); the port goes in {protocol}_PORT.")
         port = self.integer(f"{protocol}_PORT", 1, 65535)
         security = self.choice(f"{protocol}_SECURITY", ("tls", "starttls"))
         return MailServerAddress(host, port, "starttls" if security == "starttls" else "tls")
@@ -292,23 +298,21 @@ class _Reader:
         protocol = self.choice("MAIL_PROTOCOL", ("imap", "pop3"))
         try:
             parsed = parse_mailboxes(value, default_protocol="pop3" if protocol == "pop3" else "imap")
-        except ValueError as e:
-            self.problems.append(f"MAILBOXES is not valid: {e}")
+        except MailboxListError as e:
+            self.problems.append(f"MAILBOXES is not valid: {' '.join(e.problems)}")
             return ()
         return parsed
 
     def schedule(self) -> str:
         value = self.raw("POLL_SCHEDULE") or ""
         if value:
-            fields = value.split()
-            if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
-                self.problems.append(
-                    f"POLL_SCHEDULE is '{value}', expected an NCRONTAB expression with six fields "
-                    "(second minute hour day month day-of-week), e.g. '0 */5 * * * *'."
-                )
+            # The timer trigger reads the setting as it is, so check it untrimmed.
+            problems = ncrontab_problems(self.env.get("POLL_SCHEDULE", value))
+            if problems:
+                self.problems.append(f"POLL_SCHEDULE is {quoted(value)}: {'; '.join(problems)}.")
         return value
 
-    def storage(self) -> StorageConnection:
+    def storage(self, *, needs_queue: bool) -> StorageConnection:
         connection_string = self.raw(STORAGE)
         blob_uri = self.raw(f"{STORAGE}__blobServiceUri")
         table_uri = self.raw(f"{STORAGE}__tableServiceUri")
@@ -316,6 +320,11 @@ class _Reader:
         credential = self.raw(f"{STORAGE}__credential")
         client_id = self.raw(f"{STORAGE}__clientId")
         if connection_string:
+            services = ("blob", "table", "queue") if needs_queue else ("blob", "table")
+            problems = connection_string_problems(connection_string, services=services)
+            if problems:
+                self.problems.append(f"{STORAGE} is not a usable connection string: it "
+                                     f"{'; it '.join(problems)}.")
             return StorageConnection(connection_string=Secret(connection_string))
         if not (blob_uri and table_uri):
             self.problems.append(
@@ -326,12 +335,14 @@ class _Reader:
         for name, uri in ((f"{STORAGE}__blobServiceUri", blob_uri),
                           (f"{STORAGE}__tableServiceUri", table_uri),
                           (f"{STORAGE}__queueServiceUri", queue_uri)):
-            if uri and urlparse(uri).scheme not in ("https", "http"):
-                self.problems.append(f"{name} is '{uri}', expected a URL.")
+            wrong = endpoint_problem(uri) if uri else None
+            if wrong:
+                self.problems.append(f"{name} {wrong}; expected the service's endpoint, e.g. "
+                                     f"{SPECS[name].example}.")
         if credential and credential.lower() != "managedidentity":
-            self.problems.append(f"{STORAGE}__credential is '{credential}', expected managedidentity.")
+            self.problems.append(f"{STORAGE}__credential is {quoted(credential)}, expected managedidentity.")
         if client_id and not _GUID.match(client_id):
-            self.problems.append(f"{STORAGE}__clientId is '{client_id}', expected a GUID.")
+            self.problems.append(f"{STORAGE}__clientId is {quoted(client_id)}, expected a GUID.")
         return StorageConnection(
             blob_service_uri=blob_uri,
             table_service_uri=table_uri,
@@ -344,66 +355,14 @@ class _Reader:
         if not value:
             return None
         path = Path(value)
-        if not path.is_file():
-            self.problems.append(f"CA_BUNDLE is '{value}', but no such file exists.")
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, or a NUL in it
+            found = False
+        if not found:
+            self.problems.append(f"CA_BUNDLE is {quoted(value)}, but no such file exists.")
         return path
 
 
-def parse_mailboxes(value: str, *, default_protocol: Protocol = "imap") -> tuple[MailboxConfig, ...]:
-    """Parse MAILBOXES: ``a@x.com, b@x.com:INBOX|Archive`` or a JSON list."""
-    entries: list[MailboxConfig] = []
-    if value.lstrip().startswith("["):
-        entries = _parse_json_mailboxes(value, default_protocol)
-    else:
-        for part in re.split(r"[;,\n]", value):
-            if not part.strip():
-                continue
-            address, _, folder_text = part.strip().partition(":")
-            folders = tuple(f.strip() for f in folder_text.split("|") if f.strip())
-            entries.append(MailboxConfig(address.strip(), folders or ("INBOX",), default_protocol))
-    if not entries:
-        raise ValueError("no mailbox is listed.")
-    seen: set[str] = set()
-    for entry in entries:
-        if not _ADDRESS.match(entry.address):
-            raise ValueError(f"'{entry.address}' is not an email address.")
-        key = entry.address.lower()
-        if key in seen:
-            raise ValueError(f"{entry.address} is listed twice.")
-        seen.add(key)
-        for folder in entry.folders:
-            if any(ord(c) < 32 for c in folder):
-                raise ValueError(f"folder {folder!r} of {entry.address} has a control character.")
-        if entry.protocol == "pop3" and entry.folders != ("INBOX",):
-            raise ValueError(f"{entry.address} is read over POP3, which sees the Inbox only: "
-                             "list no folders for it, or read it over IMAP.")
-    return tuple(entries)
-
-
-def _parse_json_mailboxes(value: str, default_protocol: Protocol) -> list[MailboxConfig]:
-    try:
-        items = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"it looks like JSON but does not parse ({e.msg} at {e.pos}).") from e
-    if not isinstance(items, list):
-        raise ValueError("a JSON value must be a list.")
-    entries = []
-    for item in items:
-        if isinstance(item, str):
-            entries.append(MailboxConfig(item.strip(), ("INBOX",), default_protocol))
-            continue
-        if not (isinstance(item, dict) and isinstance(item.get("address"), str)):
-            raise ValueError('each JSON entry must be an address or {"address", "folders", "protocol"}.')
-        folders = item.get("folders", ["INBOX"])
-        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
-            raise ValueError(f"folders of {item['address']} must be a list of names.")
-        protocol = str(item.get("protocol", default_protocol)).lower()
-        if protocol not in ("imap", "pop3"):
-            raise ValueError(f"protocol of {item['address']} is '{protocol}', expected imap or pop3.")
-        entries.append(MailboxConfig(item["address"].strip(), tuple(folders) or ("INBOX",),
-                                     "pop3" if protocol == "pop3" else "imap"))
-    return entries
-
-
-__all__ = ["SETTINGS", "SETTING_NAMES", "STORAGE", "MailboxConfig", "SettingSpec", "Settings",
-           "parse_mailboxes"]
+__all__ = ["SETTINGS", "SETTING_NAMES", "STORAGE", "MailProtocol", "MailboxConfig", "SettingSpec",
+           "Settings", "parse_mailboxes"]

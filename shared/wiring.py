@@ -30,12 +30,14 @@ from shared.adapters.entra import MsalTokenSource
 from shared.adapters.imap import ImapServer
 from shared.adapters.keyvault import KeyVault
 from shared.adapters.lease import BlobLeaseStore
+from shared.adapters.mailbox_table import TableMailboxRegistry
 from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError
 from shared.fanout import ENQUEUE_CONCURRENCY, LEASE_SECONDS, QueueWorker, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
+from shared.ports import ListedMailboxes, MailboxDirectory
 from shared.settings import SETTING_NAMES, Settings
 
 log = logging.getLogger("mailferry")
@@ -121,6 +123,20 @@ def _identity(settings: Settings) -> TokenCredential:
     """The Function App's identity (a user-assigned managed identity on Azure)."""
     return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id,
                                   connection_verify=_verify(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def get_mailbox_directory(settings: Settings) -> MailboxDirectory:
+    """Where this process finds its mailboxes: the MAILBOXES setting or the registry."""
+    if settings.mailboxes_source == "table":
+        return build_mailbox_registry(settings)
+    return ListedMailboxes(settings.mailboxes)
+
+
+def build_mailbox_registry(settings: Settings) -> TableMailboxRegistry:
+    """The mailbox registry, in the checkpoint table."""
+    return TableMailboxRegistry(
+        _storage_clients(settings, _identity(settings), _verify(settings))[1])
 
 
 def build_state_store(settings: Settings) -> TableStateStore:

@@ -336,3 +336,12 @@ def test_enqueue_sends_one_message_per_mailbox_from_several_threads():
     assert enqueue_polls(queue, mailboxes, concurrency=8) == 500
     assert sorted(json.loads(m)["mailbox"] for m in queue.messages) == sorted(
         m.address for m in mailboxes)
+
+
+def test_inline_mode_warns_when_its_mailboxes_cannot_fit_the_time_box(caplog):
+    from shared.entry import warn_if_inline_cannot_fit
+
+    with caplog.at_level(logging.WARNING, logger="mailferry"):
+        assert not warn_if_inline_cannot_fit(100, 4, 480)
+        assert warn_if_inline_cannot_fit(5000, 4, 480)
+    assert "POLL_MODE=fanout" in caplog.text

@@ -46,3 +46,16 @@ def test_each_mailbox_gets_one_metrics_record_per_run(caplog):
     assert good["newest_message_age_seconds"] is not None
     assert bad["ok"] is False and bad["error_type"] == "AuthenticationError"
     assert bad["seconds_since_success"] is None and bad["consecutive_failures"] == 1
+
+
+def test_a_naive_internal_date_is_read_as_local_time():
+    from datetime import UTC, datetime, timedelta
+
+    from shared.metrics import mailbox_metrics
+    from shared.model import FolderResult, Health, MailboxResult
+
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    local = (now - timedelta(minutes=5)).astimezone().replace(tzinfo=None)
+    result = MailboxResult(A, [FolderResult("INBOX", delivered=1, newest_internal_date=local)])
+    record = mailbox_metrics(result, Health(A), now=now, deadline_seconds=1)
+    assert record["newest_message_age_seconds"] == 300

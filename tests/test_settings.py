@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.errors import ConfigurationError
@@ -150,6 +152,92 @@ def test_identity_based_storage():
 def test_mailboxes_json_form():
     assert parse_mailboxes('[{"address": "a@b.com", "folders": ["Sent Items"]}, "c@d.com"]') == (
         MailboxConfig("a@b.com", ("Sent Items",)), MailboxConfig("c@d.com"))
+
+
+def mailboxes_problem(value: str) -> str:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping(GOOD | {"MAILBOXES": value})
+    [line] = caught.value.problems
+    assert line.startswith("MAILBOXES is not valid: "), line
+    return line
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('[{"address": "a@b.com", "folder": ["Archive"]}]',
+     "JSON entry 1 has an unknown key 'folder'; the keys are address, folders, protocol."),
+    ('[{"address": "a@b.com", "Protocol": "imap"}]', "unknown key 'Protocol'"),
+    ('[{"address": "a@b.com", "address": "c@d.com"}]', "has the key 'address' twice"),
+    ('[{"address": "a@b.com", "folders": []}]', "is an empty list: leave 'folders' out to read INBOX"),
+    ('[{"address": "a@b.com", "folders": [""]}]', "a@b.com has an empty folder name"),
+    ('[{"address": "a@b.com", "folders": ["INBOX", "  "]}]', "a@b.com has an empty folder name"),
+    ("a@b.com:INBOX||Archive", "a@b.com has an empty folder name"),
+    ("a@b.com:INBOX|", "a@b.com has an empty folder name"),
+    ("a@b.com:", "'a@b.com' has ':' but no folder after it"),
+    ("a@b.com: | ", "a@b.com has an empty folder name"),
+    ("a@b.com:Archive|Archive", "folder 'Archive' of a@b.com is listed twice."),
+    ("a@b.com:INBOX|Inbox", "folder 'Inbox' of a@b.com is listed twice (INBOX is case-insensitive)."),
+    ('[{"address": "a@b.com", "folders": ["inbox", "INBOX"]}]', "INBOX is case-insensitive"),
+    ("[" * 100_000, "its JSON is nested too deeply"),
+    ('{"address": "a@b.com"}', "its JSON is an object; it must be a list"),
+    ('[{"address": "a@b.com", "protocol": null}]', "protocol of JSON entry 1 ('a@b.com') is null"),
+    ('[{"address": "a@b.com", "protocol": ["imap"]}]', "is a list, expected imap or pop3"),
+    ('[{"address": "a@b.com", "folders": "INBOX"}]', "folders of JSON entry 1 ('a@b.com') must be a list"),
+    ('[{"address": "a@b.com", "folders": [1, null]}]', "must be a list of folder names"),
+    ('[{"folders": ["INBOX"]}]', "JSON entry 1 has no address"),
+    ("[true, 3, null, [\"a@b.com\"]]", "JSON entry 4 is a list"),
+    ('[{"address": "a@b.com", "folders": ["\\ud800"]}]', "is not valid Unicode (a lone surrogate)"),
+    ('[{"address": "a@b.com", "folders": ["a\\u007fb"]}]', "has a control character"),
+    ("[" + "9" * 5000 + "]", "its JSON cannot be read"),
+    ("a@b.com:Archive, a@b.com", "a@b.com is listed twice"),
+    ("x" * 5000, "is not an email address"),
+])
+def test_each_mailboxes_mistake_is_named(value, expected):
+    problem = mailboxes_problem(value)
+    assert expected in problem, problem
+    assert len(problem) < 600 and problem.isprintable()
+
+
+def test_every_mailboxes_problem_is_reported_at_once():
+    problem = mailboxes_problem('[{"address": "a@b.com", "folder": ["X"]}, {"address": "c@d.com", '
+                                '"folders": ["X", "X"]}, "bad"]')
+    assert "unknown key 'folder'" in problem and "'X' of c@d.com is listed twice" in problem
+    assert "'bad' is not an email address" in problem
+
+
+def test_folder_names_are_exact_in_json_and_only_inbox_ignores_case():
+    twins = ["INBOX", "\u0131nbox", "Archive", "archive", "Caf\u00e9", "Cafe\u0301", " Leading", "Trailing ",
+             "a/b", "&%\"'"]
+    [mailbox] = parse_mailboxes(json.dumps([{"address": "a@b.com", "folders": twins}]))
+    assert mailbox.folders == tuple(twins)
+    [mailbox] = parse_mailboxes("a@b.com: INBOX | Sent Items ")
+    assert mailbox.folders == ("INBOX", "Sent Items")
+
+
+ODD_VALUES = ["", " ", "\x00", "\t", "\n", "a" * 5000, "9" * 5000, "-1", "0", "1e999", "\ud800", "é",
+              "\u202e", "[", "{", "[]", "{}", "[" * 5000, "https://[", "http://", "https://h:99999", "*", "?",
+              ";", "=", "a=b", "null", "true", "hello world", "UseDevelopmentStorage=true;",
+              "https://acct.blob.core.windows.net/?sv=1&sig=c2lnbmF0dXJl", "\\\\server\\share",
+              '[{"address": "a@b.com", "folders": [null]}]', '["a@b.com", ["x"]]', '[1e999]',
+              "0 0 0 0 0 0", "* * * * * *", "a@b.com:\x00", "00000000-0000-0000-0000-00000000000g"]
+
+
+def test_no_value_of_any_setting_raises_anything_but_a_configuration_error():
+    """Settings.from_mapping raises ConfigurationError or nothing, whatever a setting holds."""
+    identity = {k: v for k, v in GOOD.items() if k != "MAIL_STORAGE"} | {
+        "MAIL_STORAGE__blobServiceUri": "https://a.blob.core.windows.net",
+        "MAIL_STORAGE__tableServiceUri": "https://a.table.core.windows.net"}
+    bases = [GOOD, GOOD | {"POLL_MODE": "fanout"}, GOOD | {"AUTH_MODE": "certificate"}, identity,
+             identity | {"AUTH_MODE": "federated"}]
+    for base in bases:
+        for spec in SETTINGS:
+            for value in ODD_VALUES:
+                try:
+                    Settings.from_mapping(base | {spec.name: value})
+                except ConfigurationError as e:
+                    for problem in e.problems:
+                        assert problem.isprintable() and len(problem) < 1200, (spec.name, value, problem)
+                        if spec.name == "MAIL_STORAGE" and len(value.strip()) > 4:
+                            assert value.strip() not in problem, problem
 
 
 def test_every_setting_in_the_list_is_read():

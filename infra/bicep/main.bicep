@@ -44,6 +44,10 @@ param clientCertificateName string = 'mailferry-client-cert'
 @description('imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise.')
 param mailProtocol string = 'imap'
 
+@description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
+@allowed(['setting', 'table'])
+param mailboxesSource string = 'setting'
+
 // --- Behaviour -------------------------------------------------------------------------------
 
 @description('NCRONTAB schedule of the poll (six fields, seconds first).')
@@ -201,6 +205,7 @@ var appSettings = {
   POP3_HOST: ''
   MAILBOXES: mailboxes
   MAIL_PROTOCOL: mailProtocol
+  MAILBOXES_SOURCE: mailboxesSource
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode
   POLL_QUEUE: fanoutQueueName

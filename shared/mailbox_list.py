@@ -1,0 +1,175 @@
+"""The MAILBOXES setting: which mailboxes to read, over which protocol, and which folders.
+
+Two forms: ``a@x.com, b@x.com:INBOX|Archive`` (entries split on ``,`` ``;`` or new lines,
+folder names trimmed), or a JSON list of addresses and ``{"address", "folders", "protocol"}``
+objects (folder names exact, so a name that starts or ends with a space can be given).
+A folder may be listed once per mailbox; ``INBOX`` is case-insensitive in IMAP, so ``Inbox``
+and ``INBOX`` are the same folder, while other names are case-sensitive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.error_text import quoted
+
+MailProtocol = Literal["imap", "pop3"]
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_KEYS = ("address", "folders", "protocol")
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """One mailbox to read, how, and the folders to read in it."""
+
+    address: str
+    folders: tuple[str, ...] = ("INBOX",)
+    protocol: MailProtocol = "imap"
+
+
+class MailboxListError(ValueError):
+    """MAILBOXES cannot be used; ``problems`` says each thing wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class _JsonObject:
+    """A JSON object with its keys in order, a repeated key kept (a dict would keep only the last)."""
+
+    pairs: tuple[tuple[str, Any], ...]
+
+
+def parse_mailboxes(value: str, *, default_protocol: MailProtocol = "imap") -> tuple[MailboxConfig, ...]:
+    """Parse MAILBOXES in either form; raise MailboxListError naming every problem."""
+    problems: list[str] = []
+    if value.lstrip()[:1] in ("[", "{"):
+        entries = _json_entries(value, default_protocol, problems)
+    else:
+        entries = _plain_entries(value, default_protocol, problems)
+    if not entries and not problems:
+        problems.append("no mailbox is listed.")
+    seen: set[str] = set()
+    for entry in entries:
+        if not _ADDRESS.fullmatch(entry.address):
+            problems.append(f"{quoted(entry.address)} is not an email address.")
+            continue
+        if entry.address.lower() in seen:
+            problems.append(f"{entry.address} is listed twice.")
+        seen.add(entry.address.lower())
+        problems += _folder_problems(entry)
+    if problems:
+        raise MailboxListError(problems)
+    return tuple(entries)
+
+
+def _plain_entries(value: str, protocol: MailProtocol, problems: list[str]) -> list[MailboxConfig]:
+    entries = []
+    for part in re.split(r"[;,\n]", value):
+        address, colon, folder_text = part.strip().partition(":")
+        if not address and not colon:
+            continue
+        folders: tuple[str, ...] = ("INBOX",)
+        if colon:
+            names = [name.strip() for name in folder_text.split("|")]
+            folders = tuple(names)
+            if names == [""]:
+                problems.append(f"{quoted(address.strip())} has ':' but no folder after it: list folders "
+                                "separated by '|', or leave out ':' to read INBOX.")
+                continue
+        entries.append(MailboxConfig(address.strip(), folders, protocol))
+    return entries
+
+
+def _json_entries(value: str, protocol: MailProtocol, problems: list[str]) -> list[MailboxConfig]:
+    try:
+        items = json.loads(value, object_pairs_hook=lambda pairs: _JsonObject(tuple(pairs)))
+    except json.JSONDecodeError as e:
+        raise MailboxListError([f"it looks like JSON but does not parse ({e.msg} at {e.pos})."]) from e
+    except RecursionError as e:
+        raise MailboxListError(["its JSON is nested too deeply: give a flat list of addresses and "
+                                '{"address", "folders", "protocol"} objects.']) from e
+    except ValueError as e:  # e.g. a number with more digits than Python will convert
+        raise MailboxListError([f"its JSON cannot be read ({quoted(str(e))})."]) from e
+    if not isinstance(items, list):
+        raise MailboxListError([f"its JSON is {_kind(items)}; it must be a list of addresses and "
+                                '{"address", "folders", "protocol"} objects.'])
+    entries = []
+    for number, item in enumerate(items, 1):
+        if isinstance(item, str):
+            entries.append(MailboxConfig(item.strip(), ("INBOX",), protocol))
+        elif isinstance(item, _JsonObject):
+            entry = _json_object_entry(number, item, protocol, problems)
+            if entry is not None:
+                entries.append(entry)
+        else:
+            problems.append(f"JSON entry {number} is {_kind(item)}; each JSON entry must be an address "
+                            'or an object {"address", "folders", "protocol"}.')
+    return entries
+
+
+def _json_object_entry(number: int, item: _JsonObject, default_protocol: MailProtocol,
+                       problems: list[str]) -> MailboxConfig | None:
+    fields: dict[str, Any] = {}
+    before = len(problems)
+    for key, field in item.pairs:
+        if key in fields:
+            problems.append(f"JSON entry {number} has the key {quoted(key)} twice.")
+        elif key not in _KEYS:
+            problems.append(f"JSON entry {number} has an unknown key {quoted(key)}; the keys are "
+                            f"{', '.join(_KEYS)}.")
+        fields[key] = field
+    address = fields.get("address")
+    if not isinstance(address, str):
+        problems.append(f"JSON entry {number} has no address: each JSON entry must be an address or "
+                        'an object {"address", "folders", "protocol"}.')
+        return None
+    who = f"JSON entry {number} ({quoted(address.strip())})"
+    folders = fields.get("folders", ["INBOX"])
+    if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+        problems.append(f"folders of {who} must be a list of folder names, e.g. [\"INBOX\", \"Archive\"].")
+    elif not folders:
+        problems.append(f"folders of {who} is an empty list: leave 'folders' out to read INBOX.")
+    protocol = fields.get("protocol", default_protocol)
+    if not isinstance(protocol, str) or protocol.lower() not in ("imap", "pop3"):
+        shown = quoted(protocol) if isinstance(protocol, str) else _kind(protocol)
+        problems.append(f"protocol of {who} is {shown}, expected imap or pop3.")
+    if len(problems) > before:
+        return None
+    return MailboxConfig(address.strip(), tuple(folders), "pop3" if protocol.lower() == "pop3" else "imap")
+
+
+def _folder_problems(entry: MailboxConfig) -> list[str]:
+    problems = []
+    if any(not folder.strip() for folder in entry.folders):
+        problems.append(f"{entry.address} has an empty folder name (a '|' too many, or \"\" in JSON).")
+    seen: set[str] = set()
+    for folder in (f for f in entry.folders if f.strip()):
+        if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+            problems.append(f"folder {quoted(folder)} of {entry.address} has a control character.")
+        elif any(0xD800 <= ord(c) <= 0xDFFF for c in folder):
+            problems.append(f"folder {quoted(folder)} of {entry.address} is not valid Unicode (a lone "
+                            "surrogate).")
+        key = "INBOX" if folder.isascii() and folder.upper() == "INBOX" else folder
+        if key in seen:
+            problems.append(f"folder {quoted(folder)} of {entry.address} is listed twice"
+                            + (" (INBOX is case-insensitive)." if key == "INBOX" else "."))
+        seen.add(key)
+    if entry.protocol == "pop3" and entry.folders != ("INBOX",):
+        problems.append(f"{entry.address} is read over POP3, which sees the Inbox only: list no folders "
+                        "for it, or read it over IMAP.")
+    return problems
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, _JsonObject):
+        return "an object"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
