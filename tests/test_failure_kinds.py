@@ -14,7 +14,7 @@ import ssl
 import pytest
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from shared.adapters.imap_failures import AUTHENTICATE, imap_failure
+from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, no_xoauth2
 from shared.adapters.mail_failures import connect_failure_kind
 from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
 from shared.errors import FailureKind, MailboxThrottled, MailferryError
@@ -188,6 +188,15 @@ def test_pop3_refusal_keeps_the_server_words_and_names_the_pop_setup():
     dropped = pop3_failure(ServerClosedConnection("the server closed the connection"), doing=LOGIN,
                            server="outlook.example", mailbox="ops@contoso.com")
     assert "the server closed the connection" in str(dropped) and "refused" not in str(dropped)
+
+
+@pytest.mark.parametrize(("capabilities", "offered"), [
+    (["IMAP4REV1", "AUTH=PLAIN", "AUTH=LOGIN"], "AUTH=PLAIN AUTH=LOGIN"),
+    (["IMAP4rev1", "STARTTLS", "LOGINDISABLED"], "none"),
+])
+def test_a_server_without_xoauth2_says_what_it_offers(capabilities: list[str], offered: str):
+    error = no_xoauth2("imap.example", capabilities)
+    assert error.kind is K.NO_XOAUTH2 and f"(offers: {offered})" in str(error)
 
 
 def test_every_mapped_error_is_a_mailferry_error_with_a_kind():

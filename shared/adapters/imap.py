@@ -14,9 +14,8 @@ from typing import Any, Literal
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye
-from shared.diagnoses import hint
-from shared.errors import AuthenticationError, FailureKind, FolderUnavailable, MailServerError
+from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
+from shared.errors import FolderUnavailable, MailServerError
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
@@ -90,10 +89,7 @@ class ImapServer:
             raise imap_failure(e, doing="CAPABILITY", server=self.host, mailbox=address,
                                bye=last_bye(client)) from e
         if b"AUTH=XOAUTH2" not in capabilities:
-            offered = b" ".join(c for c in capabilities if c.startswith(b"AUTH=")).decode()
-            raise AuthenticationError(
-                f"IMAP server {self.host} does not offer XOAUTH2 (offers: {offered or 'none'}). "
-                f"{hint(FailureKind.NO_XOAUTH2)}", kind=FailureKind.NO_XOAUTH2)
+            raise no_xoauth2(self.host, [c.decode() for c in capabilities])
         try:
             client.sasl_login("XOAUTH2", _XOAuth2(address, token))
         except (IMAPClientError, OSError) as e:

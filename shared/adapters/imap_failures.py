@@ -53,6 +53,13 @@ def imap_failure(error: BaseException, *, doing: str, server: str, mailbox: str 
     return MailServerError(f"{mailbox or subject}: {doing} failed: {words}")
 
 
+def no_xoauth2(server: str, capabilities: list[str]) -> AuthenticationError:
+    """The error for a server whose capabilities do not include AUTH=XOAUTH2."""
+    offered = " ".join(c for c in capabilities if c.upper().startswith("AUTH=")) or "none"
+    return AuthenticationError(f"IMAP server {server} does not offer XOAUTH2 (offers: {offered}). "
+                               f"{hint(FailureKind.NO_XOAUTH2)}", kind=FailureKind.NO_XOAUTH2)
+
+
 def _dropped(error: BaseException) -> bool:
     """An abort or socket error, itself or under IMAPClient's LoginError."""
     seen: BaseException | None = error

@@ -88,8 +88,9 @@ class ScriptedServer:
             raw.close()
 
 
-def imap_script(on_authenticate: Callable[[Connection, bytes], None]) -> Script:
-    """An IMAP server offering XOAUTH2 that hands AUTHENTICATE (and its tag) to ``on_authenticate``."""
+def imap_script(on_authenticate: Callable[[Connection, bytes], None], *,
+                capabilities: bytes = b"IMAP4rev1 AUTH=XOAUTH2 SASL-IR") -> Script:
+    """An IMAP server that hands AUTHENTICATE (and its tag) to ``on_authenticate``."""
 
     def play(client: Connection) -> None:
         client.send(b"* OK IMAP4rev1 scripted server ready\r\n")
@@ -97,7 +98,7 @@ def imap_script(on_authenticate: Callable[[Connection, bytes], None]) -> Script:
             tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
             command = rest.split(b" ", 1)[0].upper()
             if command == b"CAPABILITY":
-                client.send(b"* CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR\r\n"
+                client.send(b"* CAPABILITY " + capabilities + b"\r\n"
                             + tag + b" OK CAPABILITY completed\r\n")
             elif command == b"AUTHENTICATE":
                 on_authenticate(client, tag)

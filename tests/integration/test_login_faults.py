@@ -89,6 +89,14 @@ def test_imap_throttling_during_authenticate_keeps_the_servers_words_and_wait(st
     assert not isinstance(error, AuthenticationError)
 
 
+def test_a_server_without_xoauth2_is_named_before_any_token_is_sent(stack):
+    with ScriptedServer(stack.certs, imap_script(close_at_once, capabilities=b"IMAP4rev1 AUTH=PLAIN")) \
+            as server:
+        error = imap_login(stack, server.port)
+    assert isinstance(error, AuthenticationError) and error.kind is FailureKind.NO_XOAUTH2
+    assert "offers: AUTH=PLAIN" in str(error) and "IMAP_HOST" in str(error)
+
+
 def pop3_close(client: Connection) -> None:
     """The connection ends as soon as AUTH XOAUTH2 arrives."""
 
