@@ -1,8 +1,8 @@
 """What each kind of failure most likely means and the exact fix: the one advice table.
 
 Adapters append ``hint(kind)`` to their messages, the doctor prints the fixes of the
-failure's kind, and the README's Troubleshooting table is ``troubleshooting_markdown()``
-(``python -m shared.diagnoses`` prints it; a test keeps them equal).
+failure's kind, and the Troubleshooting table (docs/troubleshooting.md) is
+``troubleshooting_markdown()`` (``python -m shared.diagnoses`` prints it; a test keeps them equal).
 
 Fixes are templates filled with the real IDs where they are known: ``{client_id}``,
 ``{tenant_id}``, ``{service_principal_id}`` (the Enterprise Application's object ID, the
