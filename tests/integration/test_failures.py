@@ -10,7 +10,7 @@ import pytest
 
 from devstack.stack import Stack
 from shared.adapters.imap import ImapServer
-from shared.errors import AuthenticationError, MailServerError
+from shared.errors import AuthenticationError, FailureKind, MailServerError
 from shared.model import Secret
 from tests.integration.helpers import container, new_poller, poll, run_cli, stored_blobs
 
@@ -54,16 +54,18 @@ def test_an_invalid_token_is_refused_with_a_clear_error(stack, new_mailbox, bad_
         "graph audience": lambda: stack.issue_token(aud="https://graph.microsoft.com"),
         "no role": lambda: stack.issue_token(roles=[]),
     }[bad_token]()
-    with pytest.raises(AuthenticationError, match="refused the app's token"):
+    with pytest.raises(AuthenticationError, match="refused the app's token") as refused:
         log_in(imap_server(stack), address, token)
+    assert refused.value.kind is FailureKind.AUTH_REFUSED
     # The same mailbox opens with a good token: the failure was the token's.
     with imap_server(stack).open(address, Secret(stack.issue_token())) as session:
         assert session.select_folder("INBOX").uidvalidity > 0
 
 
 def test_unknown_mailbox_is_refused(stack):
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(AuthenticationError) as refused:
         log_in(imap_server(stack), "nobody@contoso.com", stack.issue_token())
+    assert refused.value.kind is FailureKind.AUTH_REFUSED
 
 
 def test_missing_folder_names_the_setting(stack, new_mailbox):
@@ -75,10 +77,15 @@ def test_missing_folder_names_the_setting(stack, new_mailbox):
 
 def test_unreachable_and_untrusted_imap_servers(stack, new_mailbox):
     address = new_mailbox()
-    with pytest.raises(MailServerError, match="Could not connect"):
+    with pytest.raises(MailServerError, match="Could not connect") as unreachable:
         log_in(ImapServer("127.0.0.1", 1, ca_bundle=stack.ca_bundle), address, "x")
-    with pytest.raises(MailServerError, match="not trusted"):
+    assert unreachable.value.kind is FailureKind.CONNECT_FAILED
+    with pytest.raises(MailServerError, match="not trusted") as untrusted:
         log_in(ImapServer("127.0.0.1", stack.imaps_port), address, "x")
+    assert untrusted.value.kind is FailureKind.TLS_UNTRUSTED
+    with pytest.raises(MailServerError, match="TLS to") as plain:
+        log_in(ImapServer("127.0.0.1", stack.imap_port, ca_bundle=stack.ca_bundle), address, "x")
+    assert plain.value.kind is FailureKind.TLS_PROTOCOL
 
 
 def test_wrong_client_secret_names_aadsts7000215_and_the_fix(stack, new_mailbox, tmp_path):
