@@ -1,5 +1,6 @@
-"""What each failure most likely means and the exact fix: the doctor's table, and the README's
-Troubleshooting section (``python -m shared.diagnoses`` prints it; a test keeps them equal).
+"""What each failure most likely means and the exact fix: the doctor's table, and the
+table of docs/troubleshooting.md (``python -m shared.diagnoses`` prints it; a test keeps
+them equal).
 
 Fixes are templates filled with the real IDs: ``{client_id}``, ``{tenant_id}``,
 ``{service_principal_id}`` (the Enterprise Application's object ID, the token's ``oid``),
@@ -207,7 +208,7 @@ def diagnose_error(error: Exception) -> Diagnosis:
 
 
 def troubleshooting_markdown() -> str:
-    """The README's Troubleshooting table, from DIAGNOSES."""
+    """The table of docs/troubleshooting.md, from DIAGNOSES."""
     lines = ["| you see | what it means | fix |", "| --- | --- | --- |"]
     for diagnosis in DIAGNOSES.values():
         fixes = "; ".join(diagnosis.fixes).replace("|", "\\|")

@@ -547,9 +547,11 @@ def test_azure_yaml_deploys_the_function_to_the_tagged_app() -> None:
 
 
 def test_readme_sections_document_deploy_tenant_settings_and_outputs() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for heading in ("## Deploy", "## Set up the tenant"):
-        assert re.search(rf"^{heading}\s*$", text, re.M), heading
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Deploy in one step", "## Set up the tenant"):
+        assert re.search(rf"^{heading}\s*$", readme, re.M), heading
+    text = readme + "".join((ROOT / "docs" / page).read_text(encoding="utf-8")
+                            for page in ("azure.md", "tenant.md"))
     for command in (
         "azd up",
         "func azure functionapp publish",
