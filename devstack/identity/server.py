@@ -147,6 +147,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             self.wfile.write(raw)
 
     def _body(self) -> bytes:
+        return self._request_body
+
+    def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -181,6 +184,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
         try:
+            # Read every body, refused or not: an unread one would be parsed as the next
+            # request on this kept-alive connection.
+            self._request_body = self._read_body()
             if path.startswith("/_emulator/"):
                 self._admin(path)
             elif path == "/msi/token":

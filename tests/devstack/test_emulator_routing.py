@@ -1,5 +1,5 @@
 """The identity emulator's plumbing over HTTPS: routes it does not know, its admin routes,
-internal errors and reply headers."""
+internal errors, reply headers, and connections kept alive across refused requests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from devstack.stack import Stack
+from devstack.stack import CLIENT_SECRET_NAME, TOKEN_SCOPE, Stack
 
 
 def _admin(
@@ -66,3 +66,25 @@ def test_bad_admin_request_is_500_and_the_server_carries_on(
     assert broken.json() == {"error": {"code": "InternalError", "message": "emulator error"}}
     assert "internal error for POST /_emulator/vault-readers" in stack.log_tail("emulator")
     assert _admin(stack, http, "GET", "stats").status_code == 200
+
+
+def test_refused_request_with_a_body_leaves_the_connection_usable(
+    stack: Stack, http: requests.Session
+) -> None:
+    """Each refusal reads the request's body, so the next request on the same kept-alive
+    connection is parsed from its own first line (and no body reaches the log as one)."""
+    form = {"grant_type": "client_credentials", "client_id": stack.client_id,
+            "client_secret": stack.client_secret, "scope": TOKEN_SCOPE}
+    refusals = [
+        ("PUT", f"{stack.vault_url}secrets/{CLIENT_SECRET_NAME}?api-version=7.5", 405, {}),
+        ("POST", f"{stack.vault_url}secrets/bad_name?api-version=7.5", 405, {}),
+        ("POST", f"{stack.base_url}/_emulator/stats", 401, {"X-Emulator-Key": "wrong"}),
+        ("POST", f"{stack.base_url}/nowhere", 404, {}),
+        ("POST", f"{stack.authority}/v2.0/.well-known/openid-configuration", 405, {}),
+        ("POST", f"{stack.base_url}/{'0' * 8}/oauth2/v2.0/token", 400, {}),
+    ]
+    for method, url, status, headers in refusals:
+        assert http.request(method, url, data=form, headers=headers).status_code == status, url
+        following = http.post(f"{stack.authority}/oauth2/v2.0/token", data=form)
+        assert following.status_code == 200, (url, following.status_code)
+    assert stack.client_secret not in stack.log_tail("emulator", 200)
