@@ -4,7 +4,6 @@ endpoint's checks of grant, client, scope and credential, each refused the way E
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import time
 import uuid
@@ -15,16 +14,13 @@ from urllib.parse import quote
 import jwt
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from devstack.identity.certs import AppCertificate
+from devstack.identity.certs import AppCertificate, generate_app_certificate
 from devstack.stack import TOKEN_SCOPE, Stack
+from tests.devstack.client_assertions import JWT_BEARER, certificate_assertion
 
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 VAULT = "https://vault.azure.net"
+OUTLOOK = "https://outlook.office365.com"
 
 
 def _token_url(stack: Stack, tenant: str | None = None) -> str:
@@ -63,27 +59,6 @@ def _claims(reply: requests.Response, stack: Stack, audience: str) -> dict[str, 
         body["access_token"], stack.public_key_pem(), algorithms=["RS256"], audience=audience
     )
     return claims
-
-
-def _certificate_assertion(
-    stack: Stack, key: rsa.RSAPrivateKey, certificate: x509.Certificate, *,
-    algorithm: str = "RS256", signing_key: Any = None, **overrides: Any,
-) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "aud": _token_url(stack), "iss": stack.client_id, "sub": stack.client_id,
-        "iat": now, "nbf": now, "exp": now + 600, "jti": str(uuid.uuid4()),
-    }
-    claims.update(overrides)
-    claims = {name: value for name, value in claims.items() if value is not None}
-    x5t = base64.urlsafe_b64encode(certificate.fingerprint(hashes.SHA1())).decode()  # noqa: S303
-    return jwt.encode(claims, signing_key or key, algorithm=algorithm, headers={"x5t": x5t})
-
-
-def _key_of(cert: AppCertificate) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(cert.private_key_pem.encode(), None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
 
 
 def _with_assertion(assertion: str, **form: str) -> dict[str, str]:
@@ -154,7 +129,7 @@ def test_scopes_choose_audience_and_only_outlook_gets_roles(
     stack: Stack, http: requests.Session
 ) -> None:
     outlook = _claims(_post(stack, http, client_id=stack.client_id.upper()), stack,
-                      "https://outlook.office365.com")
+                      OUTLOOK)
     assert outlook["roles"] == ["IMAP.AccessAsApp", "POP.AccessAsApp"]
     vault = _claims(_post(stack, http, scope=f"{VAULT}/.default"), stack, VAULT)
     assert "roles" not in vault and vault["oid"] == stack.client_object_id
@@ -183,7 +158,7 @@ def test_secret_in_basic_authorization(stack: Stack, http: requests.Session) -> 
     form = {"grant_type": "client_credentials", "scope": TOKEN_SCOPE}
     ok = http.post(_token_url(stack), data=form,
                    headers=basic(stack.client_id, stack.client_secret))
-    assert _claims(ok, stack, "https://outlook.office365.com")["appid"] == stack.client_id
+    assert _claims(ok, stack, OUTLOOK)["appid"] == stack.client_id
     wrong = http.post(_token_url(stack), data=form, headers=basic(stack.client_id, "nope"))
     _refused(wrong, 401, "invalid_client", 7000215)
 
@@ -200,7 +175,7 @@ def test_rotation_keeping_the_old_secret_accepts_both(
         new = stack.rotate_client_secret(keep_old=True)
         for secret in (old, new):
             _claims(_post(stack, http, client_secret=secret), stack,
-                    "https://outlook.office365.com")
+                    OUTLOOK)
     finally:
         stack.rotate_client_secret()
 
@@ -213,9 +188,8 @@ def test_unreadable_assertions_are_aadsts50027(
     description = _refused(_post(stack, http, **wrong_type), 400, "invalid_request", 50027)
     assert "client_assertion_type is not supported" in description
     _refused(_post(stack, http, **_with_assertion("not-a-jwt")), 400, "invalid_request", 50027)
-    key, cert = _key_of(registered), registered.certificate
     for overrides in ({"exp": None}, {"exp": "soon"}, {"nbf": "now"}):
-        assertion = _certificate_assertion(stack, key, cert, **overrides)
+        assertion = certificate_assertion(stack, registered, **overrides)
         _refused(_post(stack, http, **_with_assertion(assertion)), 400, "invalid_request",
                  50027)
 
@@ -223,23 +197,19 @@ def test_unreadable_assertions_are_aadsts50027(
 def test_assertion_names_the_client_without_client_id(
     stack: Stack, http: requests.Session, registered: AppCertificate
 ) -> None:
-    assertion = _certificate_assertion(stack, _key_of(registered), registered.certificate)
-    reply = _post(stack, http, **_with_assertion(assertion, client_id=""))
-    assert _claims(reply, stack, "https://outlook.office365.com")["appid"] == stack.client_id
+    reply = _post(stack, http, **_with_assertion(certificate_assertion(stack, registered),
+                                                 client_id=""))
+    assert _claims(reply, stack, OUTLOOK)["appid"] == stack.client_id
 
 
 def test_assertion_audience_may_name_v1_endpoint_or_tenant_alias(
     stack: Stack, http: requests.Session, registered: AppCertificate
 ) -> None:
-    key, cert = _key_of(registered), registered.certificate
-    v1 = _certificate_assertion(stack, key, cert, aud=f"{stack.authority}/oauth2/token")
-    _claims(_post(stack, http, **_with_assertion(v1)), stack, "https://outlook.office365.com")
-    listed = _certificate_assertion(stack, key, cert, aud=["urn:other", _token_url(stack)])
-    _claims(_post(stack, http, **_with_assertion(listed)), stack,
-            "https://outlook.office365.com")
-    alias = _certificate_assertion(stack, key, cert, aud=_token_url(stack, "organizations"))
-    _claims(_post(stack, http, tenant="organizations", **_with_assertion(alias)), stack,
-            "https://outlook.office365.com")
+    for audience in (f"{stack.authority}/oauth2/token", ["urn:other", _token_url(stack)]):
+        assertion = certificate_assertion(stack, registered, aud=audience)
+        _claims(_post(stack, http, **_with_assertion(assertion)), stack, OUTLOOK)
+    alias = certificate_assertion(stack, registered, aud=_token_url(stack, "organizations"))
+    _claims(_post(stack, http, tenant="organizations", **_with_assertion(alias)), stack, OUTLOOK)
     _refused(_post(stack, http, **_with_assertion(alias)), 401, "invalid_client", 700023)
 
 
@@ -247,46 +217,33 @@ def test_assertion_within_clock_skew_is_accepted(
     stack: Stack, http: requests.Session, registered: AppCertificate
 ) -> None:
     now = int(time.time())
-    key, cert = _key_of(registered), registered.certificate
-    lately = _certificate_assertion(stack, key, cert, iat=now - 900, nbf=now - 900,
-                                    exp=now - 200)
-    _claims(_post(stack, http, **_with_assertion(lately)), stack,
-            "https://outlook.office365.com")
-    early = _certificate_assertion(stack, key, cert, nbf=now + 200, exp=now + 900)
-    _claims(_post(stack, http, **_with_assertion(early)), stack,
-            "https://outlook.office365.com")
+    lately = certificate_assertion(stack, registered, iat=now - 900, nbf=now - 900,
+                                   exp=now - 200)
+    early = certificate_assertion(stack, registered, nbf=now + 200, exp=now + 900)
+    for assertion in (lately, early):
+        _claims(_post(stack, http, **_with_assertion(assertion)), stack, OUTLOOK)
 
 
 def test_unsupported_algorithm_is_aadsts5002738(
     stack: Stack, http: requests.Session, registered: AppCertificate
 ) -> None:
-    assertion = _certificate_assertion(
-        stack, _key_of(registered), registered.certificate, algorithm="HS256",
-        signing_key=b"k" * 64,
-    )
+    assertion = certificate_assertion(stack, registered, algorithm="HS256", key=b"k" * 64)
     description = _refused(_post(stack, http, **_with_assertion(assertion)), 401,
                            "invalid_client", 5002738)
     assert "'HS256' is not a supported signature algorithm" in description
 
 
 def test_certificate_not_yet_valid_is_aadsts700027(stack: Stack, http: requests.Session) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "future")])
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
+    future = generate_app_certificate(
+        "future", valid_from=dt.datetime.now(dt.UTC) + dt.timedelta(days=1), days_valid=30
     )
-    stack.register_app_certificate(cert.public_bytes(serialization.Encoding.PEM).decode())
+    stack.register_app_certificate(future.certificate_pem)
     try:
-        assertion = _certificate_assertion(stack, key, cert)
+        assertion = certificate_assertion(stack, future)
         description = _refused(_post(stack, http, **_with_assertion(assertion)), 401,
                                "invalid_client", 700027)
         assert "[Reason - The key used is not yet valid., " in description
-        shown = binascii.hexlify(cert.fingerprint(hashes.SHA1())).decode().upper()  # noqa: S303
-        assert f"Thumbprint of key used by client: '{shown}'" in description
+        assert f"Thumbprint of key used by client: '{future.thumbprint_sha1}'" in description
     finally:
         stack.unregister_app_certificates()
 
