@@ -24,17 +24,20 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.storage_errors import storage_error
 from shared.errors import CheckpointConflict, StorageError
 from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
+from shared.naming import within_length
 from shared.pop3_poll import DIGEST_BYTES
 
 _ROLE = "Storage Table Data Contributor"
 
 _HEALTH = "health"
 _FOLDER = "folder:"
+_KEY_LIMIT = 500  # a key holds at most 512 characters, and RowKeys start with 'folder:'
 
 
 def _key(text: str) -> str:
     # Table keys may not hold / \ # ? or control characters; percent-encoding removes them all.
-    return quote(text, safe="@.+-_ ")
+    # A longer one is cut and made unique again by a digest of the name.
+    return within_length(quote(text, safe="@.+-_ "), _KEY_LIMIT, text)
 
 
 class TableStateStore:
