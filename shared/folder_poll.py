@@ -116,7 +116,12 @@ class FolderPoll:
         if checkpoint.last_uid < checkpoint.dedup_through_uid:
             self.old = load_old_deliveries(self.poller.sink, self.session,
                                            folder_prefix(self.address, self.folder), checkpoint)
-        self._deliver_all(checkpoint, self.session.fetch_info(uids))
+        infos = self.session.fetch_info(uids)
+        # A UID the size FETCH said nothing about is fetched whole: the body FETCH decides
+        # whether it is gone, never this silence.
+        sized = {info.uid for info in infos}
+        infos += [MessageInfo(uid, 0) for uid in uids if uid not in sized]
+        self._deliver_all(checkpoint, infos)
 
     def _new_uids(self, last_uid: int) -> list[int]:
         # `UID SEARCH UID n:*` always includes the highest UID, even when it is below n.

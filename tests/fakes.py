@@ -31,6 +31,8 @@ class FakeFolder:
     arrived: dict[int, datetime] = field(default_factory=dict)
     # Listed by SEARCH but never sent by FETCH: a server that drops data.
     withheld: set[int] = field(default_factory=set)
+    # Listed by SEARCH, sent by FETCH, but left out of the size FETCH.
+    unsized: set[int] = field(default_factory=set)
 
     def append(self, raw: bytes, arrived: datetime = ARRIVED) -> int:
         uid = self.next_uid
@@ -90,7 +92,7 @@ class FakeSession:
         folder = self.selected
         assert folder is not None
         infos = [MessageInfo(u, len(folder.messages[u]), folder.arrived[u])
-                 for u in uids if u in folder.messages]
+                 for u in uids if u in folder.messages and u not in folder.unsized]
         self._then("fetch_info")
         return infos
 

@@ -339,3 +339,13 @@ def test_an_empty_message_is_delivered_as_an_empty_blob(world):
     server.folder(A).append(b"")
     assert poller.run([MailboxConfig(A)]).delivered == 1
     assert [raw for raw, _ in sink.blobs.values()] == [b""]
+
+
+def test_a_message_left_out_of_the_size_fetch_is_still_delivered(world):
+    poller, server, sink, state = world
+    folder = server.folder(A)
+    for n in range(3):
+        folder.append(message(n))
+    folder.unsized = {2}
+    assert poller.run([MailboxConfig(A)]).delivered == 3
+    assert stored_contents(sink) == Counter(folder.messages.values())
