@@ -349,3 +349,18 @@ def test_a_message_left_out_of_the_size_fetch_is_still_delivered(world):
     folder.unsized = {2}
     assert poller.run([MailboxConfig(A)]).delivered == 3
     assert stored_contents(sink) == Counter(folder.messages.values())
+
+
+def test_streamed_messages_are_matched_one_to_one_too(world):
+    poller, server, sink, _ = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    big = message(1) + b"z" * 5000
+    folder.append(big)
+    poller.run([MailboxConfig(A)])
+    folder.append(big)  # a copy
+    folder.append(big.replace(b"body 1", b"body 2"))  # same Message-ID, other body
+    folder.renumber(uidvalidity=5)
+    report = poller.run([MailboxConfig(A)])
+    assert report.mailboxes[0].folders[0].duplicates_skipped == 1 and report.delivered == 2
+    assert stored_contents(sink) == Counter(folder.messages.values())
