@@ -78,9 +78,10 @@ class MailSession(Protocol):
         """Size and internal date of these messages, without their bodies."""
         ...
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
-        fewer at the end, empty past it."""
+        fewer at the end, empty past it; None when the server has no such message (it sent
+        no FETCH data for it, or NIL)."""
         ...
 
 
