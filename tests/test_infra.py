@@ -3,7 +3,8 @@
 No Bicep compiler or PowerShell runs here, so Bicep is read as text: comments are dropped,
 then ``var appSettings``, the ``roleAssignments`` resources and the ``existing`` resources they
 are scoped to are parsed by brace matching. Each check is a function returning what is wrong,
-so the tests can also show that a removed setting or role assignment is caught.
+so the tests can also show that a removed setting or role assignment is caught. The retention
+checks at the end evaluate the deployment instead (tests/bicep_evaluator.py).
 """
 
 from __future__ import annotations
