@@ -399,6 +399,8 @@ class Evaluator:
             return self.cloud
         if name == "readEnvironmentVariable":
             return self.environment.get(args[0], *args[1:])
+        if name == "loadTextContent":
+            return (self.file.path.parent / args[0]).read_text(encoding="utf-8")
         raise UnsupportedBicep(f"function {name}")
 
 
@@ -449,6 +451,9 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "concat": lambda *v: "".join(v) if all(isinstance(i, str) for i in v) else [x for i in v for x in i],
     "format": lambda text, *args: re.sub(r"\{(\d+)\}", lambda m: str(args[int(m.group(1))]), text),
     "uniqueString": _unique_string,
+    # ARM computes these at deployment; their values matter to no check here.
+    "guid": lambda *parts: Opaque(f"<guid({', '.join(map(str, parts))})>"),
+    "resourceId": lambda *parts: Opaque(f"<resourceId({', '.join(map(str, parts))})>"),
     "guid": lambda *parts: str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, parts)))),
     "subscription": lambda: {"id": "/subscriptions/sub", "subscriptionId": "sub", "tenantId": "tenant"},
     "resourceGroup": lambda: {"id": "/subscriptions/sub/resourceGroups/rg", "name": "rg", "location": "region"},

@@ -762,7 +762,7 @@ def test_azd_environment_sets_each_retention_option() -> None:
         "MAILFERRY_MAIL_RETENTION_LOCKED": "false",
     }
     params = deploy_with_bicepparam(BICEP / "main.bicepparam", environment).params
-    assert {k: params[k] for k in params if k.startswith("mail") and k != "mailboxes"} == {
+    assert {k: params[k] for k in params if k.startswith("mail") and not k.startswith("mailboxes")} == {
         "mailContainerName": "mail", "mailCoolAfterDays": 30, "mailColdTier": "Archive", "mailColdAfterDays": 365,
         "mailDeleteAfterDays": 3650, "mailImmutableStorage": True, "mailRetentionDays": 2555,
         "mailRetentionLocked": False, "mailProtocol": "imap",

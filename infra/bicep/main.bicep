@@ -138,6 +138,11 @@ param alertWindow string = 'PT15M'
 @maxValue(6)
 param alertConsecutiveWindows int = 3
 
+@description('The lag alert fires when a mailbox has had no successful poll for this many minutes.')
+@minValue(15)
+@maxValue(10080)
+param lagAlertMinutes int = 120
+
 // -----------------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -222,6 +227,19 @@ module monitoring 'modules/monitoring.bicep' = {
     alertEmail: alertEmail
     alertWindow: alertWindow
     alertConsecutiveWindows: alertConsecutiveWindows
+  }
+}
+
+// The operators' workbook and the lag alert, over the per-mailbox metrics records.
+module dashboard 'modules/dashboard.bicep' = {
+  name: 'dashboard'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    appInsightsName: monitoring.outputs.appInsightsName
+    actionGroupId: monitoring.outputs.actionGroupId
+    lagAlertMinutes: lagAlertMinutes
   }
 }
 

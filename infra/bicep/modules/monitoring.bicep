@@ -129,3 +129,4 @@ output appInsightsId string = appInsights.id
 output connectionString string = appInsights.properties.ConnectionString
 output workspaceId string = workspace.id
 output alertRuleName string = mailboxFailingAlert.name
+output actionGroupId string = empty(alertEmail) ? '' : resourceId('Microsoft.Insights/actionGroups', 'ag-${appInsightsName}')
