@@ -451,8 +451,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "concat": lambda *v: "".join(v) if all(isinstance(i, str) for i in v) else [x for i in v for x in i],
     "format": lambda text, *args: re.sub(r"\{(\d+)\}", lambda m: str(args[int(m.group(1))]), text),
     "uniqueString": _unique_string,
-    # ARM computes these at deployment; their values matter to no check here.
-    "guid": lambda *parts: Opaque(f"<guid({', '.join(map(str, parts))})>"),
+    # ARM computes it at deployment; its value matters to no check here.
     "resourceId": lambda *parts: Opaque(f"<resourceId({', '.join(map(str, parts))})>"),
     "guid": lambda *parts: str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, parts)))),
     "subscription": lambda: {"id": "/subscriptions/sub", "subscriptionId": "sub", "tenantId": "tenant"},
