@@ -1,7 +1,7 @@
 // mailferry on Azure: a Flex Consumption Function App that runs as a user-assigned identity
 // and reaches Key Vault, storage and Application Insights with Entra ID only.
 // Deploy into an existing resource group: `azd up`, or `az deployment group create`
-// with main.bicepparam (README "Deploy").
+// with main.bicepparam (docs/azure.md).
 targetScope = 'resourceGroup'
 
 @description('Name of the environment (azd sets it); it seeds the unique suffix of every resource name.')
@@ -332,7 +332,7 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
-// Outputs: azd stores them in its environment (`azd env get-values`); the README's next steps use them.
+// Outputs: azd stores them in its environment (`azd env get-values`); docs/azure.md's next steps use them.
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name

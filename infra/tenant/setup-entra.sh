@@ -71,7 +71,7 @@ done
 case "$auth_mode" in
   secret) [[ -n "$key_vault" ]] || { echo "--auth-mode secret needs --key-vault" >&2; exit 2; } ;;
   federated) [[ -n "$identity_principal_id" ]] || { echo "--auth-mode federated needs --identity-principal-id" >&2; exit 2; } ;;
-  *) echo "--auth-mode is secret or federated (certificate: see the README)" >&2; exit 2 ;;
+  *) echo "--auth-mode is secret or federated (certificate: see docs/tenant.md)" >&2; exit 2 ;;
 esac
 # Token issuer of the managed identity and audience of its federated token, per M365_CLOUD
 # (the same audiences as shared/clouds.py).
