@@ -123,7 +123,7 @@ param mailImmutableStorage bool = false
 @maxValue(146000)
 param mailRetentionDays int = 0
 
-@description('true once the retention policy has been locked (irreversible, see the README); Bicep then leaves the policy alone, since a locked policy only takes a longer period.')
+@description('true once the retention policy has been locked (irreversible, see docs/azure.md); Bicep then leaves the policy alone, since a locked policy only takes a longer period.')
 param mailRetentionLocked bool = false
 
 // --- Alerting ---------------------------------------------------------------------------------
