@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import poplib
+import re
 import socket
 import ssl
 import time
@@ -87,6 +88,20 @@ def imap_login(stack: Stack, port: int, address: str, *, timeout: float = 15.0) 
         conn.shutdown()
         raise
     return conn
+
+
+def fetch_all(conn: imaplib.IMAP4_SSL) -> dict[int, bytes]:
+    """UID → bytes of every message in INBOX, fetched through ``conn``."""
+    conn.select("INBOX", readonly=True)
+    typ, data = conn.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
+    assert typ == "OK", data
+    found = {}
+    for item in data:
+        if isinstance(item, tuple):
+            match = re.search(rb"UID (\d+)", item[0])
+            assert match is not None
+            found[int(match.group(1))] = item[1]
+    return found
 
 
 def pop3_login(stack: Stack, port: int, address: str, *, timeout: float = 15.0) -> poplib.POP3_SSL:
