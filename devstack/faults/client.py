@@ -5,7 +5,9 @@ Every fault method returns the fault's id and ends by itself after ``times`` use
 are keyed by the login name in AUTHENTICATE (``"*"``: every mailbox) and act once that name is
 known; offsets (``at_byte``) count bytes to the client (``direction="client"``: from it) from
 the connection's first byte, or from the start of the response to the command ``on`` names,
-or with ``in_literal`` message bytes only (FETCH literals, RETR bodies).
+or with ``in_literal`` message bytes only (FETCH literals, RETR bodies). A fault armed
+while a connection is open reaches it at its next command; an offset already passed acts at
+once.
 """
 
 from __future__ import annotations

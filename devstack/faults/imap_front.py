@@ -37,6 +37,7 @@ class ImapSession(MailSession):
 
     # -- client to server ---------------------------------------------------------------
     async def from_client(self) -> None:
+        await self.greeted.wait()  # our own answers must not overtake the greeting
         while True:
             line = await self.inp.line()
             if self.sasl_tag is not None or self.idle_tag is not None:
@@ -166,12 +167,13 @@ class ImapSession(MailSession):
     # -- server to client ---------------------------------------------------------------
     async def from_server(self) -> None:
         line = await self.server_line()
-        if line.startswith(b"* OK"):
-            line = wire.GREETING
+        async with self.out.lock:
+            await self.relay_response(wire.GREETING if line.startswith(b"* OK") else line)
+        self.greeted.set()
         while True:
+            line = await self.server_line()
             async with self.out.lock:
                 await self.relay_response(line)
-            line = await self.server_line()
 
     async def relay_response(self, line: bytes) -> None:
         """One whole response: its lines and the literals between them."""

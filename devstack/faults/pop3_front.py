@@ -41,6 +41,7 @@ class Pop3Session(MailSession):
         self.commands_after_login = 0
 
     async def from_client(self) -> None:
+        await self.greeted.wait()  # our own answers must not overtake the greeting
         while True:
             line = await self.inp.line()
             if self.sasl:
@@ -114,6 +115,7 @@ class Pop3Session(MailSession):
         line = await self.server_line()
         async with self.out.lock:
             await self.out.send(GREETING if line.startswith(b"+OK") else line, complete=True)
+        self.greeted.set()
         while True:
             line = await self.server_line()
             async with self.out.lock:

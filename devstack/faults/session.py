@@ -33,6 +33,8 @@ class MailSession:
         self.inp = Inbound(reader, writer, self.ctx)
         self.upstream_r: asyncio.StreamReader | None = None
         self.upstream_w: asyncio.StreamWriter | None = None
+        self.greeted = asyncio.Event()
+        self.armed: set[int] = set()  # connection-wide byte faults already armed here
 
     async def run(self, upstream_port: int, upstream_tls: ssl.SSLContext) -> None:
         """Relay until either side closes or a fault ends the connection."""
@@ -113,11 +115,13 @@ class MailSession:
             self.ctx.traffic.commands[verb] += 1
 
     def arm_connection_faults(self) -> None:
-        """Byte faults bound to no command count from the connection's first byte."""
+        """Byte faults bound to no command count from the connection's first byte; each acts
+        at most once per connection, also when it was armed after the connection opened."""
         for kind in BYTE_KINDS:
             for fault in self.book.matching(self.protocol, kind, mailbox=self.ctx.mailbox):
-                if fault.on or fault.at_byte is None:
+                if fault.on or fault.at_byte is None or fault.id in self.armed:
                     continue
+                self.armed.add(fault.id)
                 if fault.direction == "client":
                     self.inp.arm_absolute(fault, fault.at_byte)
                 else:
@@ -125,6 +129,7 @@ class MailSession:
 
     def arm_command_faults(self, verb: str, line_size: int) -> None:
         """Byte faults bound to ``verb`` count from the start of its response (or its line)."""
+        self.arm_connection_faults()
         for kind in BYTE_KINDS:
             for fault in self.book.matching(self.protocol, kind, mailbox=self.ctx.mailbox, verb=verb):
                 if not fault.on or fault.at_byte is None:

@@ -118,3 +118,15 @@ def test_a_trickle_sends_one_byte_per_interval_and_never_goes_quiet_long(stack, 
             received += chunk
         assert received.startswith(b"a2 OK")
         assert time.monotonic() - started >= 0.2 * (len(received) - 1) * 0.9
+
+
+def test_a_fault_armed_during_a_session_hits_it_once(stack, faults, mailbox):
+    with raw_imap_login(stack, faults.imap_port, mailbox) as raw:
+        fault_id = faults.stall(mailbox, duration=1.5, times=2)  # at byte 0: already passed
+        for expect_delay in (True, False):
+            started = time.monotonic()
+            raw.send(b"a2 NOOP\r\n")
+            assert raw.line().startswith(b"a2 OK")
+            assert (time.monotonic() - started >= 1.4) == expect_delay
+    assert len(faults.events(fault_id=fault_id)) == 1
+    assert [f["used"] for f in faults.live_faults()] == [1]  # the next connection gets the second
