@@ -9,17 +9,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from shared.dedup import MessageDigest, dedup_key
 from shared.errors import MailServerError
-from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo
+from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo, PollOptions
 from shared.naming import blob_metadata, blob_name, folder_prefix, streamed_metadata
-from shared.ports import MailSession, PollObserver, ThreadStart, no_thread_setup
+from shared.ports import (
+    CheckpointStore,
+    Clock,
+    MailSession,
+    MessageSink,
+    PollObserver,
+    ThreadStart,
+    no_thread_setup,
+)
 from shared.resync import OldDeliveries, load_old_deliveries
-
-if TYPE_CHECKING:
-    from shared.poll import Poller
 
 log = logging.getLogger("mailferry.poll")
 
@@ -84,10 +88,14 @@ def plan_batches(infos: Sequence[MessageInfo], *, count: int, size_limit: int,
 class FolderPoll:
     """Delivers one folder's new messages, then checkpoints what is safely stored."""
 
-    def __init__(self, poller: Poller, session: MailSession, address: str, folder: str,
-                 result: FolderResult, deadline: float, watcher: PollObserver,
+    def __init__(self, session: MailSession, address: str, folder: str, *,
+                 sink: MessageSink, checkpoints: CheckpointStore, options: PollOptions,
+                 clock: Clock, result: FolderResult, deadline: float, watcher: PollObserver,
                  on_thread_start: ThreadStart = no_thread_setup) -> None:
-        self.poller = poller
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.options = options
+        self.clock = clock
         self.session = session
         self.address = address
         self.folder = folder
@@ -101,7 +109,7 @@ class FolderPoll:
 
     def run(self) -> None:
         state = self.session.select_folder(self.folder)
-        store = self.poller.checkpoints
+        store = self.checkpoints
         checkpoint = store.get_checkpoint(self.address, self.folder)
         if checkpoint is None or checkpoint.uidvalidity != state.uidvalidity:
             # A new folder, or a reset one: start over. After a reset, every message that
@@ -119,7 +127,7 @@ class FolderPoll:
         if not uids:
             return
         if checkpoint.last_uid < checkpoint.dedup_through_uid:
-            self.old = load_old_deliveries(self.poller.sink, self.session,
+            self.old = load_old_deliveries(self.sink, self.session,
                                            folder_prefix(self.address, self.folder), checkpoint)
         infos = self.session.fetch_info(uids)
         # A UID the size FETCH said nothing about is fetched whole: the body FETCH decides
@@ -134,7 +142,7 @@ class FolderPoll:
 
     def _deliver_all(self, checkpoint: Checkpoint, infos: list[MessageInfo]) -> None:
         """Fetch batch after batch while earlier ones upload; checkpoint as the prefix grows."""
-        options = self.poller.options
+        options = self.options
         prefix = ContiguousPrefix(checkpoint.last_uid)
         pending: deque[_Batch] = deque()
         failure: BaseException | None = None
@@ -144,7 +152,7 @@ class FolderPoll:
                 for group in plan_batches(sorted(infos, key=lambda i: i.uid),
                                           count=options.fetch_batch_size, size_limit=BATCH_BYTES,
                                           large=options.large_message_bytes):
-                    if self.poller.clock.monotonic() >= self.deadline:
+                    if self.clock.monotonic() >= self.deadline:
                         self.result.complete = False
                         log.warning("%s/%s: time box reached; the next run resumes after UID %d",
                                     self.address, self.folder, prefix.through)
@@ -168,7 +176,7 @@ class FolderPoll:
     def _start(self, pool: ThreadPoolExecutor, checkpoint: Checkpoint, group: list[MessageInfo],
                prefix: ContiguousPrefix) -> _Batch:
         batch = _Batch()
-        if len(group) == 1 and group[0].size >= self.poller.options.large_message_bytes:
+        if len(group) == 1 and group[0].size >= self.options.large_message_bytes:
             info = group[0]
             prefix.expect([info.uid])
             if info.internal_date is not None:
@@ -210,13 +218,13 @@ class FolderPoll:
     def _write(self, checkpoint: Checkpoint, message: FetchedMessage) -> tuple[bool, int]:
         name = blob_name(self.address, self.folder, checkpoint.uidvalidity, message.uid)
         metadata = blob_metadata(self.address, self.folder, checkpoint.uidvalidity, message)
-        return self.poller.sink.create(name, message.raw, metadata), len(message.raw)
+        return self.sink.create(name, message.raw, metadata), len(message.raw)
 
     def _stream(self, checkpoint: Checkpoint, info: MessageInfo) -> tuple[bool, int]:
         """A large message in ranges, each staged as a block: memory stays bounded. Committed
         only when every range arrived; a message gone meanwhile is never committed."""
         name = blob_name(self.address, self.folder, checkpoint.uidvalidity, info.uid)
-        sink = self.poller.sink
+        sink = self.sink
         if sink.exists(name):
             return False, 0
         try:
@@ -303,7 +311,7 @@ class FolderPoll:
     def _save(self, checkpoint: Checkpoint, prefix: ContiguousPrefix) -> Checkpoint:
         if prefix.through <= checkpoint.last_uid:
             return checkpoint
-        return self.poller.checkpoints.put_checkpoint(replace(checkpoint, last_uid=prefix.through))
+        return self.checkpoints.put_checkpoint(replace(checkpoint, last_uid=prefix.through))
 
 
 class _Gone(Exception):

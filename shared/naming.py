@@ -163,3 +163,36 @@ def pop3_blob_metadata(mailbox: str, uidl: str, raw: bytes) -> dict[str, str]:
         "size": str(digest.size),
         "dedup_key": digest.dedup_key(None),
     })
+
+
+# A blob lease lasts 15 to 60 seconds (or forever, which a crashed worker would never give
+# back). The longest, renewed while the poll runs: a crashed worker blocks its mailbox for
+# at most this long.
+LEASE_SECONDS = 60
+LEASE_CONTAINER_SUFFIX = "-leases"
+_MAX_CONTAINER_NAME = 63
+
+
+def lease_container_name(blob_container: str) -> str:
+    """The container of the lease blobs: beside the mail container, never inside it."""
+    name = blob_container + LEASE_CONTAINER_SUFFIX
+    if len(name) <= _MAX_CONTAINER_NAME:
+        return name
+    # Too long for a container name: keep it unique to this mail container with a digest.
+    digest = hashlib.sha256(blob_container.encode()).hexdigest()[:8]
+    keep = _MAX_CONTAINER_NAME - len(LEASE_CONTAINER_SUFFIX) - len(digest) - 1
+    return f"{blob_container[:keep].rstrip('-')}-{digest}{LEASE_CONTAINER_SUFFIX}"
+
+
+def lease_blob_name(address: str) -> str:
+    """The lease blob of a mailbox; addresses are case-insensitive."""
+    return address.strip().lower()
+
+
+# POP3 checkpoints keep each delivered UIDL as the first 8 bytes of its SHA-256.
+DIGEST_BYTES = 8
+
+
+def uidl_digest(uidl: str) -> bytes:
+    """The checkpoint's compact form of a UIDL: the first 8 bytes of its SHA-256."""
+    return hashlib.sha256(uidl.encode("utf-8", "surrogateescape")).digest()[:DIGEST_BYTES]

@@ -154,6 +154,43 @@ class PollObserver(Protocol):
     def mailbox_finished(self, result: MailboxResult) -> None: ...
 
 
+class PollQueue(Protocol):
+    """The fan-out queue, as the timer uses it."""
+
+    def send(self, text: str) -> None:
+        """Add one message (creating the queue if it is missing)."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lease on one mailbox."""
+
+    def renew(self) -> None:
+        """Extend the lease by its duration; raises StorageError when it was lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease back at once."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """One lease per mailbox, expiring unless renewed."""
+
+    @property
+    def duration_seconds(self) -> float: ...
+
+    def acquire(self, mailbox: str) -> Lease | None:
+        """The mailbox's lease, or None while someone else holds it."""
+        ...
+
+
+class QueueHealth(Protocol):
+    """The part of the health row the fan-out writes."""
+
+    def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
+
+
 class Pop3Session(Protocol):
     """An authenticated POP3 connection to one mailbox's Inbox."""
 

@@ -36,7 +36,8 @@ from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError
-from shared.fanout import ENQUEUE_CONCURRENCY, LEASE_SECONDS, QueueWorker, lease_container_name
+from shared.fanout import ENQUEUE_CONCURRENCY, QueueWorker
+from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
 from shared.ports import ListedMailboxes, MailboxDirectory
 from shared.settings import SETTING_NAMES, Settings

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from shared.clouds import CLOUDS
-from shared.fanout import lease_blob_name, lease_container_name
-from shared.naming import blob_name
+from shared.naming import blob_name, lease_blob_name, lease_container_name
 from shared.poll import FAILURE_LOG_TEXT
 from shared.settings import SETTING_NAMES, SETTINGS, Settings
 from tests.bicep_evaluator import Deployment, InvalidParameter, deploy, deploy_with_bicepparam

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from shared.naming import pop3_blob_name
+from shared.naming import DIGEST_BYTES, pop3_blob_name, uidl_digest
 from shared.poll import Poller, PollOptions
-from shared.pop3_poll import DIGEST_BYTES, uidl_digest
 from shared.settings import MailboxConfig
 from tests.fakes import (
     FakeClock,

@@ -26,8 +26,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.storage_errors import storage_error
 from shared.errors import CheckpointConflict, StorageError
 from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
-from shared.naming import within_length
-from shared.pop3_poll import DIGEST_BYTES
+from shared.naming import DIGEST_BYTES, within_length
 
 _ROLE = "Storage Table Data Contributor"
 
