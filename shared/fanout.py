@@ -22,6 +22,7 @@ from enum import Enum
 from types import TracebackType
 
 from shared.errors import MailferryError
+from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult
 from shared.ports import (
     Clock,
@@ -34,7 +35,6 @@ from shared.ports import (
     ThreadStart,
     no_thread_setup,
 )
-from shared.mailbox_list import MailboxConfig
 
 log = logging.getLogger("mailferry.fanout")
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
 from shared.folder_poll import FolderPoll
+from shared.mailbox_list import MailboxConfig
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
     FolderResult,
@@ -39,7 +40,6 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
-from shared.mailbox_list import MailboxConfig
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
