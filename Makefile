@@ -10,14 +10,15 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
 help:
 	@echo "make demo    local stack + seeded mailboxes + a real poll, then shows what landed"
-	@echo "make test    lint, type-check and the whole test suite against the real local stack"
+	@echo "make test    lint, type-check, the whole test suite against the real local stack, and"
+	@echo "             the unit tests under every other Python 3.11+ pyenv has (venvs in .venvs/)"
 	@echo "make up      start the local stack (and seed demo mail); make down stops it"
 	@echo "make bench   throughput benchmarks on the local stack"
 
 install: $(VENV)/.installed
 	@bash devstack/install.sh
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements-dev.txt
 	$(PIP) --no-deps -e .
@@ -29,6 +30,7 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+	$(BIN)/python -m tests.interpreters
 
 demo: install
 	$(BIN)/python -m devstack demo --state-dir $(DEMO_STATE)
@@ -47,4 +49,4 @@ bench: install
 	$(BIN)/python -m bench --out bench/results.md
 
 clean: down
-	rm -rf $(VENV) .devstack .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venvs .devstack .mypy_cache .ruff_cache .pytest_cache

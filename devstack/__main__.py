@@ -25,19 +25,24 @@ def _write_env(stack: Stack, env: dict[str, str]) -> Path:
 
 
 def _summary(stack: Stack) -> str:
-    return "\n".join([
+    lines = [
         f"state:      {stack.state_dir}",
         f"identity:   {stack.base_url} (Entra tenant {stack.tenant_id}, Key Vault, MSI)",
         f"imap:       127.0.0.1:{stack.imaps_port} (TLS), 127.0.0.1:{stack.imap_port} (STARTTLS)",
         f"pop3:       127.0.0.1:{stack.pop3s_port} (TLS)",
         f"azurite:    blob {stack.azurite_ports.blob}, queue {stack.azurite_ports.queue}, "
         f"table {stack.azurite_ports.table}",
-        f"ca bundle:  {stack.ca_bundle}",
-        f"pids:       {stack.pids()}",
-    ])
+    ]
+    if "faults" in stack.procs:
+        fronts = stack.faults()
+        lines.append(f"faults:     imap {fronts.imap_port}, pop3 {fronts.pop3_port} (TLS), blob "
+                     f"{fronts.ports.blob}, queue {fronts.ports.queue}, table {fronts.ports.table}; "
+                     f"control {fronts.base_url} (key in {fronts.directory / 'faults.json'})")
+    lines += [f"ca bundle:  {stack.ca_bundle}", f"pids:       {stack.pids()}"]
+    return "\n".join(lines)
 
 
-def cmd_up(state_dir: Path, seed: bool) -> int:
+def cmd_up(state_dir: Path, seed: bool, faults: bool = False) -> int:
     started = time.monotonic()
     stack = Stack.start(state_dir)
     try:
@@ -47,7 +52,10 @@ def cmd_up(state_dir: Path, seed: bool) -> int:
             mailboxes = demo_mailboxes_setting()
             for address, folders in counts.items():
                 print(f"seeded {address}: {folders}")
-        _write_env(stack, stack.settings_env(mailboxes))
+        if faults:
+            _write_env(stack, stack.start_faults().settings_env(mailboxes))
+        else:
+            _write_env(stack, stack.settings_env(mailboxes))
     except BaseException:
         stack.stop(remove_state=True)
         raise
@@ -147,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--state-dir", type=Path, default=Path(".devstack"))
         if name == "up":
             sub.add_argument("--seed-demo", action="store_true", help="seed demo mailboxes")
+            sub.add_argument("--faults", action="store_true",
+                             help="also start the Exchange behaviour layer and point the settings at it")
         if name == "demo":
             sub.add_argument("--keep", action="store_true", help="leave the stack running")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     try:
         if args.command == "up":
-            return cmd_up(state_dir, args.seed_demo)
+            return cmd_up(state_dir, args.seed_demo, args.faults)
         if args.command == "down":
             return cmd_down(state_dir)
         if args.command == "env":

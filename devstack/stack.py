@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devstack import azurite
 from devstack._proc import (
@@ -38,6 +38,9 @@ from devstack.identity.certs import (
 )
 from devstack.identity.state import EmulatorConfig
 from devstack.identity.tokens import APP_ROLES, OUTLOOK_RESOURCE, SigningKey, app_claims
+
+if TYPE_CHECKING:
+    from devstack.faults.front import FaultFront
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_FILE = "stack.json"
@@ -180,7 +183,7 @@ class Stack:
 
     def stop(self, *, remove_state: bool = False) -> None:
         """Stop every process by its PID (SIGTERM, wait, SIGKILL) and remove Dovecot's files."""
-        for name in ("azurite", "dovecot", "emulator"):
+        for name in ("faults", "azurite", "dovecot", "emulator"):
             if name in self.procs:
                 self.procs[name].stop()
         self.dovecot.remove_files()
@@ -194,6 +197,26 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def start_faults(self, *, timeout: float = 30.0) -> FaultFront:
+        """Start the Exchange behaviour layer (``devstack.faults``) in front of this stack;
+        :meth:`stop` stops it too."""
+        from devstack.faults.front import FaultFront  # noqa: PLC0415 - aiohttp only when used
+
+        if "faults" in self.procs and self.procs["faults"].alive():
+            raise ServiceError(f"the fronts of {self.state_dir} are already running")
+        front = FaultFront.start(self, timeout=timeout)
+        self.procs["faults"] = front.proc
+        self._save()
+        return front
+
+    def faults(self) -> FaultFront:
+        """The fronts started by :meth:`start_faults`, here or in another process."""
+        from devstack.faults.front import FaultFront  # noqa: PLC0415
+
+        if "faults" not in self.procs:
+            raise ServiceError("no fronts in this stack: start them with start_faults()")
+        return FaultFront.load(self, self.state_dir / "faults", self.procs["faults"])
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}

@@ -260,7 +260,7 @@ def _plain(markdown: str) -> str:
 
 
 def troubleshooting_markdown() -> str:
-    """The README's Troubleshooting table, from DIAGNOSES."""
+    """The table of docs/troubleshooting.md, from DIAGNOSES."""
     lines = ["| you see | what it means | fix |", "| --- | --- | --- |"]
     for diagnosis in DIAGNOSES.values():
         fixes = "; ".join(diagnosis.fixes).replace("|", "\\|")

@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 from shared.errors import MailferryError
 from shared.fanout import enqueue_polls
+from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult, PollReport
 from shared.ports import ThreadStart, no_thread_setup
-from shared.settings import MailboxConfig
 
 # The SDK clients (wiring) load on the first invocation, not when the host indexes the
 # functions: a cold start that only indexes stays fast.

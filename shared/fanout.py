@@ -12,36 +12,37 @@ Pure: the queue, the lease and the health row are reached through the ports belo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
 from types import TracebackType
-from typing import Protocol
 
 from shared.errors import MailferryError
+from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult
-from shared.ports import Clock, ListedMailboxes, MailboxDirectory, ThreadStart, no_thread_setup
-from shared.settings import MailboxConfig
+from shared.ports import (
+    Clock,
+    Lease,
+    LeaseStore,
+    ListedMailboxes,
+    MailboxDirectory,
+    PollQueue,
+    QueueHealth,
+    ThreadStart,
+    no_thread_setup,
+)
 
 log = logging.getLogger("mailferry.fanout")
 
 # Must equal extensions.queues.maxDequeueCount in host.json (a test checks it): the attempt
 # at this count is the last one the host makes, so that is when the failure is recorded.
 MAX_DEQUEUE_COUNT = 3
-# A blob lease lasts 15 to 60 seconds (or forever, which a crashed worker would never give
-# back). The longest, renewed while the poll runs: a crashed worker blocks its mailbox for
-# at most this long.
-LEASE_SECONDS = 60
-LEASE_CONTAINER_SUFFIX = "-leases"
 # Poll messages in flight at once when the timer queues every mailbox.
 ENQUEUE_CONCURRENCY = 16
-_MAX_CONTAINER_NAME = 63
 
 
 class MailboxPollFailed(MailferryError):
@@ -50,43 +51,6 @@ class MailboxPollFailed(MailferryError):
 
 class InvalidPollMessage(ValueError):
     """A queue message that names no configured mailbox; it is dropped, not retried."""
-
-
-class PollQueue(Protocol):
-    """The fan-out queue, as the timer uses it."""
-
-    def send(self, text: str) -> None:
-        """Add one message (creating the queue if it is missing)."""
-        ...
-
-
-class Lease(Protocol):
-    """A held lease on one mailbox."""
-
-    def renew(self) -> None:
-        """Extend the lease by its duration; raises StorageError when it was lost."""
-        ...
-
-    def release(self) -> None:
-        """Give the lease back at once."""
-        ...
-
-
-class LeaseStore(Protocol):
-    """One lease per mailbox, expiring unless renewed."""
-
-    @property
-    def duration_seconds(self) -> float: ...
-
-    def acquire(self, mailbox: str) -> Lease | None:
-        """The mailbox's lease, or None while someone else holds it."""
-        ...
-
-
-class QueueHealth(Protocol):
-    """The part of the health row the fan-out writes."""
-
-    def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
 
 
 def poll_message(address: str) -> str:
@@ -128,22 +92,6 @@ def enqueue_polls(queue: PollQueue, mailboxes: Sequence[MailboxConfig], *,
                             initializer=on_thread_start) as pool:
         list(pool.map(lambda m: queue.send(poll_message(m.address)), mailboxes))
     return len(mailboxes)
-
-
-def lease_container_name(blob_container: str) -> str:
-    """The container of the lease blobs: beside the mail container, never inside it."""
-    name = blob_container + LEASE_CONTAINER_SUFFIX
-    if len(name) <= _MAX_CONTAINER_NAME:
-        return name
-    # Too long for a container name: keep it unique to this mail container with a digest.
-    digest = hashlib.sha256(blob_container.encode()).hexdigest()[:8]
-    keep = _MAX_CONTAINER_NAME - len(LEASE_CONTAINER_SUFFIX) - len(digest) - 1
-    return f"{blob_container[:keep].rstrip('-')}-{digest}{LEASE_CONTAINER_SUFFIX}"
-
-
-def lease_blob_name(address: str) -> str:
-    """The lease blob of a mailbox; addresses are case-insensitive."""
-    return address.strip().lower()
 
 
 class Outcome(Enum):
@@ -249,20 +197,13 @@ class QueueWorker:
 
 
 __all__ = [
-    "LEASE_SECONDS",
     "MAX_DEQUEUE_COUNT",
     "InvalidPollMessage",
-    "Lease",
     "LeaseKeeper",
-    "LeaseStore",
     "MailboxPollFailed",
     "Outcome",
-    "PollQueue",
-    "QueueHealth",
     "QueueWorker",
     "enqueue_polls",
-    "lease_blob_name",
-    "lease_container_name",
     "outcome_of",
     "parse_poll_message",
     "poll_message",

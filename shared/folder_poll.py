@@ -9,21 +9,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo
-from shared.naming import (
-    blob_metadata,
-    blob_name,
-    dedup_key,
-    folder_prefix,
-    metadata_for_head,
-    uidvalidity_of,
+from shared.dedup import MessageDigest, dedup_key
+from shared.errors import MailServerError
+from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo, PollOptions
+from shared.naming import blob_metadata, blob_name, folder_prefix, streamed_metadata
+from shared.ports import (
+    CheckpointStore,
+    Clock,
+    MailSession,
+    MessageSink,
+    PollObserver,
+    ThreadStart,
+    no_thread_setup,
 )
-from shared.ports import MailSession, PollObserver, ThreadStart, no_thread_setup
-
-if TYPE_CHECKING:
-    from shared.poll import Poller
+from shared.resync import OldDeliveries, load_old_deliveries
 
 log = logging.getLogger("mailferry.poll")
 
@@ -33,8 +33,8 @@ PIPELINE_DEPTH = 2
 # A batch also ends at this many bytes, so a run of large-ish messages stays bounded too.
 BATCH_BYTES = 8 * 1024 * 1024
 STREAM_CHUNK = 4 * 1024 * 1024
-# Headers are read from the start of a streamed message; they fit in far less.
-HEAD_BYTES = 256 * 1024
+# _settle's size for a message that needs no write and is counted apart (skipped or gone).
+_NOT_COUNTED = -1
 
 
 class ContiguousPrefix:
@@ -88,10 +88,14 @@ def plan_batches(infos: Sequence[MessageInfo], *, count: int, size_limit: int,
 class FolderPoll:
     """Delivers one folder's new messages, then checkpoints what is safely stored."""
 
-    def __init__(self, poller: Poller, session: MailSession, address: str, folder: str,
-                 result: FolderResult, deadline: float, watcher: PollObserver,
+    def __init__(self, session: MailSession, address: str, folder: str, *,
+                 sink: MessageSink, checkpoints: CheckpointStore, options: PollOptions,
+                 clock: Clock, result: FolderResult, deadline: float, watcher: PollObserver,
                  on_thread_start: ThreadStart = no_thread_setup) -> None:
-        self.poller = poller
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.options = options
+        self.clock = clock
         self.session = session
         self.address = address
         self.folder = folder
@@ -99,13 +103,13 @@ class FolderPoll:
         self.deadline = deadline
         self.watcher = watcher
         self.on_thread_start = on_thread_start
-        self.known_keys: set[str] = set()
+        self.old = OldDeliveries()
         # Internal dates of the messages handed to uploaders, for the lag metric.
         self.internal_dates: dict[int, datetime] = {}
 
     def run(self) -> None:
         state = self.session.select_folder(self.folder)
-        store = self.poller.checkpoints
+        store = self.checkpoints
         checkpoint = store.get_checkpoint(self.address, self.folder)
         if checkpoint is None or checkpoint.uidvalidity != state.uidvalidity:
             # A new folder, or a reset one: start over. After a reset, every message that
@@ -123,21 +127,22 @@ class FolderPoll:
         if not uids:
             return
         if checkpoint.last_uid < checkpoint.dedup_through_uid:
-            self.known_keys = self._keys_from_other_uidvalidity(state.uidvalidity)
-        self._deliver_all(checkpoint, self.session.fetch_info(uids))
+            self.old = load_old_deliveries(self.sink, self.session,
+                                           folder_prefix(self.address, self.folder), checkpoint)
+        infos = self.session.fetch_info(uids)
+        # A UID the size FETCH said nothing about is fetched whole: the body FETCH decides
+        # whether it is gone, never this silence.
+        sized = {info.uid for info in infos}
+        infos += [MessageInfo(uid, 0) for uid in uids if uid not in sized]
+        self._deliver_all(checkpoint, infos)
 
     def _new_uids(self, last_uid: int) -> list[int]:
         # `UID SEARCH UID n:*` always includes the highest UID, even when it is below n.
         return sorted(u for u in set(self.session.search_uids_from(last_uid + 1)) if u > last_uid)
 
-    def _keys_from_other_uidvalidity(self, uidvalidity: int) -> set[str]:
-        prefix = folder_prefix(self.address, self.folder)
-        return {key for name, key in self.poller.sink.list_dedup_keys(prefix)
-                if uidvalidity_of(name, prefix) not in (None, uidvalidity)}
-
     def _deliver_all(self, checkpoint: Checkpoint, infos: list[MessageInfo]) -> None:
         """Fetch batch after batch while earlier ones upload; checkpoint as the prefix grows."""
-        options = self.poller.options
+        options = self.options
         prefix = ContiguousPrefix(checkpoint.last_uid)
         pending: deque[_Batch] = deque()
         failure: BaseException | None = None
@@ -147,7 +152,7 @@ class FolderPoll:
                 for group in plan_batches(sorted(infos, key=lambda i: i.uid),
                                           count=options.fetch_batch_size, size_limit=BATCH_BYTES,
                                           large=options.large_message_bytes):
-                    if self.poller.clock.monotonic() >= self.deadline:
+                    if self.clock.monotonic() >= self.deadline:
                         self.result.complete = False
                         log.warning("%s/%s: time box reached; the next run resumes after UID %d",
                                     self.address, self.folder, prefix.through)
@@ -171,7 +176,7 @@ class FolderPoll:
     def _start(self, pool: ThreadPoolExecutor, checkpoint: Checkpoint, group: list[MessageInfo],
                prefix: ContiguousPrefix) -> _Batch:
         batch = _Batch()
-        if len(group) == 1 and group[0].size >= self.poller.options.large_message_bytes:
+        if len(group) == 1 and group[0].size >= self.options.large_message_bytes:
             info = group[0]
             prefix.expect([info.uid])
             if info.internal_date is not None:
@@ -186,14 +191,22 @@ class FolderPoll:
             return batch
         messages = self.session.fetch([i.uid for i in group])
         fetched = {m.uid for m in messages}
-        # Messages expunged since the search are gone: nothing to deliver for them.
         prefix.expect([i.uid for i in group])
-        for info in group:
-            if info.uid not in fetched:
-                prefix.done(info.uid)
+        # Messages expunged since the search are gone: nothing to deliver for them. One the
+        # server still lists fails alone, so the checkpoint stops before it.
+        missing = [i.uid for i in group if i.uid not in fetched]
+        withheld = self._still_listed(missing)
+        for uid in missing:
+            if uid not in withheld:
+                prefix.done(uid)
+            else:
+                failed: Future[tuple[bool, int]] = Future()
+                failed.set_exception(self._withheld(uid))
+                batch.futures.append((uid, failed))
         for message in messages:
             if (message.uid <= checkpoint.dedup_through_uid
-                    and dedup_key(message.raw, message.internal_date) in self.known_keys):
+                    and self.old.take(dedup_key(message.raw, message.internal_date),
+                                      message.internal_date)):
                 self.result.duplicates_skipped += 1
                 prefix.done(message.uid)
                 continue
@@ -205,45 +218,72 @@ class FolderPoll:
     def _write(self, checkpoint: Checkpoint, message: FetchedMessage) -> tuple[bool, int]:
         name = blob_name(self.address, self.folder, checkpoint.uidvalidity, message.uid)
         metadata = blob_metadata(self.address, self.folder, checkpoint.uidvalidity, message)
-        return self.poller.sink.create(name, message.raw, metadata), len(message.raw)
+        return self.sink.create(name, message.raw, metadata), len(message.raw)
 
     def _stream(self, checkpoint: Checkpoint, info: MessageInfo) -> tuple[bool, int]:
-        """A large message in ranges, each staged as a block: memory stays bounded."""
+        """A large message in ranges, each staged as a block: memory stays bounded. Committed
+        only when every range arrived; a message gone meanwhile is never committed."""
         name = blob_name(self.address, self.folder, checkpoint.uidvalidity, info.uid)
-        sink = self.poller.sink
+        sink = self.sink
         if sink.exists(name):
             return False, 0
-        head = bytearray()
-        total = 0
-
-        def chunks() -> Iterator[bytes]:
-            nonlocal total
-            offset = 0
-            while True:
-                chunk = self.session.fetch_range(info.uid, offset, STREAM_CHUNK)
-                if not chunk:
-                    return
-                if offset == 0:
-                    head.extend(chunk[:HEAD_BYTES])
-                    if (info.uid <= checkpoint.dedup_through_uid
-                            and dedup_key(bytes(head), info.internal_date) in self.known_keys):
-                        raise _AlreadyDelivered
-                total += len(chunk)
-                offset += len(chunk)
-                yield chunk
-                if len(chunk) < STREAM_CHUNK:
-                    return
-
-        def metadata() -> dict[str, str]:
-            return metadata_for_head(self.address, self.folder, checkpoint.uidvalidity,
-                                     info, bytes(head), total)
-
         try:
-            created = sink.create_from_chunks(name, chunks(), metadata)
-        except _AlreadyDelivered:
-            self.result.duplicates_skipped += 1
-            return False, -1
-        return created, total
+            if info.uid <= checkpoint.dedup_through_uid and self.old:
+                # Its key needs every byte: read it once without storing, then decide.
+                seen = MessageDigest()
+                for chunk in self._ranges(info.uid):
+                    seen.update(chunk)
+                if self.old.take(seen.dedup_key(info.internal_date), info.internal_date):
+                    self.result.duplicates_skipped += 1
+                    return False, _NOT_COUNTED
+            digest = MessageDigest()
+
+            def chunks() -> Iterator[bytes]:
+                for chunk in self._ranges(info.uid):
+                    digest.update(chunk)
+                    yield chunk
+
+            created = sink.create_from_chunks(name, chunks(), lambda: streamed_metadata(
+                self.address, self.folder, checkpoint.uidvalidity, info, digest))
+        except _Gone:
+            if self._still_listed([info.uid]):
+                raise self._withheld(info.uid) from None
+            return False, _NOT_COUNTED
+        return created, digest.size
+
+    def _ranges(self, uid: int) -> Iterator[bytes]:
+        """The message's bytes in ranges; raises _Gone when the server has no such message."""
+        offset = 0
+        while True:
+            chunk = self.session.fetch_range(uid, offset, STREAM_CHUNK)
+            if chunk is None:
+                raise _Gone
+            if len(chunk) > STREAM_CHUNK:
+                raise MailServerError(
+                    f"{self.address}/{self.folder}: the server sent {len(chunk)} bytes of UID "
+                    f"{uid} for a range of {STREAM_CHUNK}; nothing was stored, the next run "
+                    "tries again.")
+            if chunk:
+                yield chunk
+            if len(chunk) < STREAM_CHUNK:  # a short range is the message's end
+                return
+            offset += len(chunk)
+
+    def _still_listed(self, uids: list[int]) -> set[int]:
+        """Those of ``uids`` (sent no data for) that the server still lists; the rest are gone."""
+        if not uids:
+            return set()
+        still = set(uids) & set(self.session.search_uids_from(min(uids)))
+        gone = [uid for uid in uids if uid not in still]
+        if gone:
+            log.info("%s/%s: UID(s) %s expunged during the poll; nothing to deliver",
+                     self.address, self.folder, ", ".join(map(str, gone[:10])))
+        return still
+
+    def _withheld(self, uid: int) -> MailServerError:
+        return MailServerError(
+            f"{self.address}/{self.folder}: the server lists UID {uid} but sent no data for it; "
+            "nothing was stored for it and the next run tries again.")
 
     def _settle(self, batch: _Batch, prefix: ContiguousPrefix) -> None:
         """Wait for a batch's uploads; count them; raise the first failure."""
@@ -263,7 +303,7 @@ class FolderPoll:
                 if internal_date is not None and (newest is None or internal_date > newest):
                     self.result.newest_internal_date = internal_date
                 self.watcher.message_delivered(self.address, size)
-            elif size >= 0:
+            elif size != _NOT_COUNTED:
                 self.result.already_present += 1
         if failure is not None:
             raise failure
@@ -271,8 +311,8 @@ class FolderPoll:
     def _save(self, checkpoint: Checkpoint, prefix: ContiguousPrefix) -> Checkpoint:
         if prefix.through <= checkpoint.last_uid:
             return checkpoint
-        return self.poller.checkpoints.put_checkpoint(replace(checkpoint, last_uid=prefix.through))
+        return self.checkpoints.put_checkpoint(replace(checkpoint, last_uid=prefix.through))
 
 
-class _AlreadyDelivered(Exception):
-    """Raised inside a streamed upload to abandon it: found under an old UIDVALIDITY."""
+class _Gone(Exception):
+    """Raised inside a streamed upload to abandon it: the server has no such message now."""

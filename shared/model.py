@@ -31,6 +31,17 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class PollOptions:
+    """How one poll behaves; from settings."""
+
+    max_concurrent_mailboxes: int = 4
+    fetch_batch_size: int = 100
+    upload_concurrency: int = 16
+    large_message_bytes: int = 16 * 1024 * 1024
+    deadline_seconds: float = 480.0
+
+
+@dataclass(frozen=True)
 class FolderState:
     """What EXAMINE tells about a folder."""
 

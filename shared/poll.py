@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 
 from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
 from shared.folder_poll import FolderPoll
+from shared.mailbox_list import MailboxConfig
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
     FolderResult,
     MailboxResult,
+    PollOptions,
     PollReport,
     Secret,
 )
@@ -38,7 +40,6 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
-from shared.settings import MailboxConfig
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
@@ -50,15 +51,6 @@ FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
 TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
 
 
-@dataclass(frozen=True)
-class PollOptions:
-    """How one poll behaves; from settings."""
-
-    max_concurrent_mailboxes: int = 4
-    fetch_batch_size: int = 100
-    upload_concurrency: int = 16
-    large_message_bytes: int = 16 * 1024 * 1024
-    deadline_seconds: float = 480.0
 
 
 class SystemClock:
@@ -179,8 +171,10 @@ class Poller:
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
                 try:
-                    FolderPoll(self, session, mailbox.address, folder, folder_result,
-                               deadline, watcher, on_thread_start).run()
+                    FolderPoll(session, mailbox.address, folder, sink=self.sink,
+                               checkpoints=self.checkpoints, options=self.options,
+                               clock=self.clock, result=folder_result, deadline=deadline,
+                               watcher=watcher, on_thread_start=on_thread_start).run()
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)

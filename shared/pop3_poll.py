@@ -10,13 +10,12 @@ maildrop's size. Nothing is ever deleted from the server.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from shared.model import FolderResult, Pop3Checkpoint
-from shared.naming import pop3_blob_metadata, pop3_blob_name
+from shared.naming import pop3_blob_metadata, pop3_blob_name, uidl_digest
 from shared.ports import (
     Clock,
     MessageSink,
@@ -28,14 +27,6 @@ from shared.ports import (
 )
 
 log = logging.getLogger("mailferry.poll")
-
-DIGEST_BYTES = 8
-
-
-def uidl_digest(uidl: str) -> bytes:
-    """The checkpoint's compact form of a UIDL: the first 8 bytes of its SHA-256."""
-    return hashlib.sha256(uidl.encode("utf-8", "surrogateescape")).digest()[:DIGEST_BYTES]
-
 
 class Pop3Poll:
     """Delivers one POP3 maildrop's new messages, batch by batch, checkpointing after each."""
@@ -115,4 +106,4 @@ class Pop3Poll:
                 self.result.already_present += 1
 
 
-__all__ = ["DIGEST_BYTES", "Pop3Poll", "uidl_digest"]
+__all__ = ["Pop3Poll"]

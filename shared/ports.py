@@ -78,9 +78,10 @@ class MailSession(Protocol):
         """Size and internal date of these messages, without their bodies."""
         ...
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
-        fewer at the end, empty past it."""
+        fewer at the end, empty past it; None when the server has no such message (it sent
+        no FETCH data for it, or NIL)."""
         ...
 
 
@@ -151,6 +152,43 @@ class PollObserver(Protocol):
     def message_delivered(self, address: str, size: int) -> None: ...
 
     def mailbox_finished(self, result: MailboxResult) -> None: ...
+
+
+class PollQueue(Protocol):
+    """The fan-out queue, as the timer uses it."""
+
+    def send(self, text: str) -> None:
+        """Add one message (creating the queue if it is missing)."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lease on one mailbox."""
+
+    def renew(self) -> None:
+        """Extend the lease by its duration; raises StorageError when it was lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease back at once."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """One lease per mailbox, expiring unless renewed."""
+
+    @property
+    def duration_seconds(self) -> float: ...
+
+    def acquire(self, mailbox: str) -> Lease | None:
+        """The mailbox's lease, or None while someone else holds it."""
+        ...
+
+
+class QueueHealth(Protocol):
+    """The part of the health row the fan-out writes."""
+
+    def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
 
 
 class Pop3Session(Protocol):

@@ -1,6 +1,6 @@
 """The single list of settings the app reads: name, meaning, example and default.
 
-The README's settings table, ``local.settings.json.example`` and the Bicep app settings
+The settings table of docs/settings.md, ``local.settings.json.example`` and the Bicep app settings
 are checked against ``SETTINGS``; ``shared.settings`` reads and validates them.
 """
 

@@ -9,13 +9,14 @@ import functools
 import logging
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from requests.adapters import HTTPAdapter
 
@@ -35,12 +36,28 @@ from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError
-from shared.fanout import ENQUEUE_CONCURRENCY, LEASE_SECONDS, QueueWorker, lease_container_name
+from shared.fanout import ENQUEUE_CONCURRENCY, QueueWorker
+from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
 from shared.ports import ListedMailboxes, MailboxDirectory
 from shared.settings import SETTING_NAMES, Settings
 
 log = logging.getLogger("mailferry")
+
+# Storage retries, set explicitly: the SDK's defaults (back-offs of 15, 18 and 24 s, and no
+# bound on a stalled read) kept a poll going for minutes in silence during an outage. Here a
+# 503 or a reset is retried three times, about 2 s apart, a connect gives up after 5 s and a
+# response after 20 s, so an outage ends a run well inside its time box (measured: about
+# 7 s for an unreachable account) and the next timer run resumes.
+STORAGE_RETRY: dict[str, Any] = {
+    "retry_policy": LinearRetry(backoff=2, retry_total=3, random_jitter_range=1),
+    "connection_timeout": 5,
+    "read_timeout": 20,
+}
+TABLE_RETRY: dict[str, Any] = {
+    "retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 4,
+    "connection_timeout": 5, "read_timeout": 20,
+}
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -153,16 +170,17 @@ def _storage_clients(settings: Settings, identity: TokenCredential,
     if storage.connection_string is not None:
         text = storage.connection_string.reveal()
         blob_service = BlobServiceClient.from_connection_string(
-            text, transport=transport, connection_verify=verify)
+            text, transport=transport, connection_verify=verify, **STORAGE_RETRY)
         table = TableClient.from_connection_string(
-            text, settings.checkpoint_table, connection_verify=verify)
+            text, settings.checkpoint_table, connection_verify=verify, **TABLE_RETRY)
     else:
         credential = _storage_credential(settings, identity, verify)
         assert storage.blob_service_uri and storage.table_service_uri  # checked by Settings
         blob_service = BlobServiceClient(storage.blob_service_uri, credential=credential,
-                                         transport=transport, connection_verify=verify)
+                                         transport=transport, connection_verify=verify,
+                                         **STORAGE_RETRY)
         table = TableClient(storage.table_service_uri, settings.checkpoint_table,
-                            credential=credential, connection_verify=verify)
+                            credential=credential, connection_verify=verify, **TABLE_RETRY)
     return blob_service.get_container_client(settings.blob_container), table
 
 
@@ -187,12 +205,13 @@ def build_poll_queue(settings: Settings) -> StoragePollQueue:
     if storage.connection_string is not None:
         client = QueueClient.from_connection_string(
             storage.connection_string.reveal(), settings.poll_queue,
-            message_encode_policy=encoding, connection_verify=verify, transport=transport)
+            message_encode_policy=encoding, connection_verify=verify, transport=transport,
+            **STORAGE_RETRY)
     elif storage.queue_service_uri:
         client = QueueClient(storage.queue_service_uri, settings.poll_queue,
                              credential=_storage_credential(settings, _identity(settings), verify),
                              message_encode_policy=encoding, connection_verify=verify,
-                             transport=transport)
+                             transport=transport, **STORAGE_RETRY)
     else:
         raise ConfigurationError([
             "MAIL_STORAGE__queueServiceUri is not set but the fan-out queue lives in the mail "
@@ -206,12 +225,12 @@ def build_lease_store(settings: Settings, *, lease_seconds: int = LEASE_SECONDS)
     verify = _verify(settings)
     if storage.connection_string is not None:
         service = BlobServiceClient.from_connection_string(
-            storage.connection_string.reveal(), connection_verify=verify)
+            storage.connection_string.reveal(), connection_verify=verify, **STORAGE_RETRY)
     else:
         assert storage.blob_service_uri  # checked by Settings
         service = BlobServiceClient(storage.blob_service_uri,
                                     credential=_storage_credential(settings, _identity(settings), verify),
-                                    connection_verify=verify)
+                                    connection_verify=verify, **STORAGE_RETRY)
     container = service.get_container_client(lease_container_name(settings.blob_container))
     return BlobLeaseStore(container, duration_seconds=lease_seconds)
 
@@ -233,7 +252,10 @@ def _http_transport(pool_size: int) -> RequestsTransport:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    return RequestsTransport(session=session, session_owner=False)
+    # A transport given to a client keeps its own timeouts: the client's are not passed on.
+    return RequestsTransport(session=session, session_owner=False,
+                             connection_timeout=STORAGE_RETRY["connection_timeout"],
+                             read_timeout=STORAGE_RETRY["read_timeout"])
 
 
 def _storage_credential(settings: Settings, identity: TokenCredential,

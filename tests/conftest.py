@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devstack.stack import Stack
+
+if TYPE_CHECKING:
+    from devstack.faults import FaultFront
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +47,22 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name in SETTING_NAMES or name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def fault_front(stack: Stack) -> Iterator[FaultFront]:
+    """The Exchange behaviour layer (IMAP, POP3 and storage fronts) in front of the session's
+    stack; stopped by PID at the end."""
+    front = stack.start_faults()
+    try:
+        yield front
+    finally:
+        front.stop()
+
+
+@pytest.fixture
+def faults(fault_front: FaultFront) -> Iterator[FaultFront]:
+    """The fronts with no fault armed and counters at zero; cleared again after the test."""
+    fault_front.clear()
+    yield fault_front
+    fault_front.clear()

@@ -20,32 +20,50 @@ from shared.model import (
     Secret,
 )
 
+ARRIVED = datetime(2026, 1, 1, tzinfo=UTC)
+
 
 @dataclass
 class FakeFolder:
     uidvalidity: int = 1
     messages: dict[int, bytes] = field(default_factory=dict)
     next_uid: int = 1
+    arrived: dict[int, datetime] = field(default_factory=dict)
+    # Listed by SEARCH but never sent by FETCH: a server that drops data.
+    withheld: set[int] = field(default_factory=set)
+    # Listed by SEARCH, sent by FETCH, but left out of the size FETCH.
+    unsized: set[int] = field(default_factory=set)
 
-    def append(self, raw: bytes) -> int:
+    def append(self, raw: bytes, arrived: datetime = ARRIVED) -> int:
         uid = self.next_uid
         self.messages[uid] = raw
+        self.arrived[uid] = arrived
         self.next_uid += 1
         return uid
 
+    def expunge(self, uid: int) -> None:
+        """What another client's expunge does."""
+        del self.messages[uid]
+
     def renumber(self, uidvalidity: int) -> None:
         """What a server does on a UIDVALIDITY reset: same messages, new UIDs."""
-        old = [self.messages[u] for u in sorted(self.messages)]
+        old = [(self.messages[u], self.arrived[u]) for u in sorted(self.messages)]
         self.uidvalidity, self.messages, self.next_uid = uidvalidity, {}, 1
-        for raw in old:
-            self.append(raw)
+        for raw, arrived in old:
+            self.append(raw, arrived)
+
+    def sent(self, uid: int) -> bytes | None:
+        return None if uid in self.withheld else self.messages.get(uid)
 
 
 class FakeSession:
-    def __init__(self, folders: dict[str, FakeFolder]) -> None:
+    def __init__(self, folders: dict[str, FakeFolder],
+                 after: dict[str, Callable[[], None]] | None = None) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
         self.commands: list[str] = []
+        # Something another client does right after this session's command of that name.
+        self.after = after or {}
 
     def select_folder(self, folder: str) -> FolderState:
         self.commands.append("EXAMINE")
@@ -66,20 +84,31 @@ class FakeSession:
 
     def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
         self.commands.append("UID FETCH")
-        assert self.selected is not None
-        return [FetchedMessage(u, self.selected.messages[u], datetime(2026, 1, 1, tzinfo=UTC))
-                for u in uids if u in self.selected.messages]
+        folder = self.selected
+        assert folder is not None
+        sent = [(u, folder.sent(u)) for u in uids]
+        return [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
         self.commands.append("UID FETCH")
-        assert self.selected is not None
-        return [MessageInfo(u, len(self.selected.messages[u]), datetime(2026, 1, 1, tzinfo=UTC))
-                for u in uids if u in self.selected.messages]
+        folder = self.selected
+        assert folder is not None
+        infos = [MessageInfo(u, len(folder.messages[u]), folder.arrived[u])
+                 for u in uids if u in folder.messages and u not in folder.unsized]
+        self._then("fetch_info")
+        return infos
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         self.commands.append("UID FETCH")
         assert self.selected is not None
-        return self.selected.messages.get(uid, b"")[offset:offset + length]
+        raw = self.selected.sent(uid)
+        self._then("fetch_range")
+        return None if raw is None else raw[offset:offset + length]
+
+    def _then(self, command: str) -> None:
+        action = self.after.pop(command, None)
+        if action is not None:
+            action()
 
 
 class FakeServer:
@@ -87,6 +116,8 @@ class FakeServer:
         self.mailboxes: dict[str, dict[str, FakeFolder]] = {}
         self.refused: set[str] = set()
         self.sessions: list[FakeSession] = []
+        # Handed to the next session: see FakeSession.after.
+        self.after: dict[str, Callable[[], None]] = {}
 
     def folder(self, address: str, name: str = "INBOX") -> FakeFolder:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
@@ -95,7 +126,7 @@ class FakeServer:
     def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: AUTHENTICATE failed")
-        session = FakeSession(self.mailboxes[address])
+        session = FakeSession(self.mailboxes[address], self.after)
         self.sessions.append(session)
         yield session
 

@@ -15,19 +15,18 @@ import pytest
 
 from shared.errors import StorageError
 from shared.fanout import (
-    LEASE_SECONDS,
     MAX_DEQUEUE_COUNT,
     LeaseKeeper,
     MailboxPollFailed,
     Outcome,
     QueueWorker,
     enqueue_polls,
-    lease_container_name,
     outcome_of,
     parse_poll_message,
     poll_message,
 )
 from shared.model import MailboxResult
+from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions
 from shared.settings import MailboxConfig
 from tests.fakes import FakeClock, FakeServer, FakeSink, FakeStateStore, FakeTokens

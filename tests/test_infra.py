@@ -3,11 +3,13 @@
 No Bicep compiler or PowerShell runs here, so Bicep is read as text: comments are dropped,
 then ``var appSettings``, the ``roleAssignments`` resources and the ``existing`` resources they
 are scoped to are parsed by brace matching. Each check is a function returning what is wrong,
-so the tests can also show that a removed setting or role assignment is caught.
+so the tests can also show that a removed setting or role assignment is caught. The retention
+checks at the end evaluate the deployment instead (tests/bicep_evaluator.py).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -18,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from shared.clouds import CLOUDS
+from shared.naming import blob_name, lease_blob_name, lease_container_name
 from shared.poll import FAILURE_LOG_TEXT
 from shared.settings import SETTING_NAMES, SETTINGS, Settings
+from tests.bicep_evaluator import Deployment, InvalidParameter, deploy, deploy_with_bicepparam
 
 ROOT = Path(__file__).resolve().parent.parent
 BICEP = ROOT / "infra" / "bicep"
@@ -35,7 +39,9 @@ PLATFORM_SETTINGS = frozenset(
     {
         "FUNCTIONS_WORKER_RUNTIME",
         "AzureWebJobsStorage",
-        "AzureWebJobsStorage__accountName",
+        "AzureWebJobsStorage__blobServiceUri",
+        "AzureWebJobsStorage__queueServiceUri",
+        "AzureWebJobsStorage__tableServiceUri",
         "AzureWebJobsStorage__credential",
         "AzureWebJobsStorage__clientId",
         "AzureWebJobsFeatureFlags",
@@ -75,9 +81,9 @@ _MAIL = "mailStorageName/'default'"
 # (parent names first), the role its identity needs there, and the setting that leads there.
 REQUIRED_GRANTS = (
     ("Microsoft.KeyVault/vaults", "keyVaultName", "keyVaultSecretsUser", "KEY_VAULT_URL"),
-    (_STORAGE, _HOST, "storageBlobDataOwner", "AzureWebJobsStorage__accountName"),
-    (_STORAGE, _HOST, "storageQueueDataContributor", "AzureWebJobsStorage__accountName"),
-    (_STORAGE, _HOST, "storageTableDataContributor", "AzureWebJobsStorage__accountName"),
+    (_STORAGE, _HOST, "storageBlobDataOwner", "AzureWebJobsStorage__blobServiceUri"),
+    (_STORAGE, _HOST, "storageQueueDataContributor", "AzureWebJobsStorage__queueServiceUri"),
+    (_STORAGE, _HOST, "storageTableDataContributor", "AzureWebJobsStorage__tableServiceUri"),
     (
         f"{_STORAGE}/blobServices/containers",
         f"{_MAIL}/mailContainerName",
@@ -428,9 +434,10 @@ def test_roles_module_gets_the_resources_the_settings_point_at() -> None:
     assert params["principalId"] == "identity.properties.principalId"
     assert params["keyVaultName"] == "keyVault.outputs.name"
     assert settings["KEY_VAULT_URL"] == "keyVault.outputs.uri"
-    assert params["hostStorageName"] == settings["AzureWebJobsStorage__accountName"]
+    assert params["hostStorageName"] == "hostStorage.outputs.name"
     assert params["mailStorageName"] == "mailStorage.outputs.name"
     for kind in ("blob", "table", "queue"):
+        assert settings[f"AzureWebJobsStorage__{kind}ServiceUri"] == f"hostStorage.outputs.{kind}ServiceUri"
         assert settings[f"MAIL_STORAGE__{kind}ServiceUri"] == f"mailStorage.outputs.{kind}ServiceUri"
     assert params["mailContainerName"] == settings["BLOB_CONTAINER"]
     assert params["fanoutQueueName"] == settings["POLL_QUEUE"]
@@ -489,7 +496,8 @@ def test_no_keys_or_secrets_anywhere_in_bicep() -> None:
         ),
         (
             "key-vault.bicep",
-            ["enableRbacAuthorization: true", "enableSoftDelete: true", "enablePurgeProtection: true"],
+            # Purge protection is a parameter: tests/test_infra_deployment.py checks both values.
+            ["enableRbacAuthorization: true", "enableSoftDelete: true"],
         ),
         (
             "function-app.bicep",
@@ -520,9 +528,11 @@ def test_module_has_the_required_hardening(module: str, required: list[str]) -> 
         assert fragment in text, fragment
 
 
-def test_function_app_runs_python_3_11_with_identity_based_host_storage() -> None:
+def test_function_app_runs_the_chosen_python_with_identity_based_host_storage() -> None:
     text = read_bicep(MAIN)
-    assert "pythonVersion: '3.11'" in text
+    assert bicep_param_defaults(text)["pythonVersion"] == "3.11"
+    params = entries(declaration(text, r"^module functionApp '[^']+' = \{")["params"].strip()[1:-1])
+    assert params["pythonVersion"] == "pythonVersion"
     settings = app_settings(text)
     assert settings["AzureWebJobsStorage__credential"] == "'managedidentity'"
     assert "AzureWebJobsStorage" not in settings
@@ -540,16 +550,19 @@ def test_azure_yaml_deploys_the_function_to_the_tagged_app() -> None:
         assert re.search(rf"^\s*{re.escape(line)}\s*$", text, re.M), line
     service = re.search(r"^services:\n  (\w+):", text, re.M)
     assert service is not None
-    assert f"'azd-service-name': '{service.group(1)}'" in read_bicep(MAIN)
+    # The module puts the tag on the site alone (tests/test_infra_deployment.py evaluates it).
+    assert f"azdServiceName: '{service.group(1)}'" in read_bicep(MAIN)
 
 
 # --- README sections and tenant scripts ----------------------------------------------------------------
 
 
 def test_readme_sections_document_deploy_tenant_settings_and_outputs() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for heading in ("## Deploy", "## Set up the tenant"):
-        assert re.search(rf"^{heading}\s*$", text, re.M), heading
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Deploy in one step", "## Set up the tenant"):
+        assert re.search(rf"^{heading}\s*$", readme, re.M), heading
+    text = readme + "".join((ROOT / "docs" / page).read_text(encoding="utf-8")
+                            for page in ("azure.md", "tenant.md"))
     for command in (
         "azd up",
         "func azure functionapp publish",
@@ -618,3 +631,161 @@ def test_failure_lines_are_never_sampled_away() -> None:
     host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
     sampling = host["logging"]["applicationInsights"]["samplingSettings"]
     assert "Trace" in sampling["excludedTypes"].split(";")
+
+
+# --- Retention of the mail: lifecycle tiers and deletion, immutability --------------------------------
+# Evaluated deployments (tests/bicep_evaluator.py): what Azure would be sent for each choice.
+
+_POLICY = "Microsoft.Storage/storageAccounts/managementPolicies"
+_IMMUTABILITY = "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies"
+_CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+_BLOB_SERVICE = "Microsoft.Storage/storageAccounts/blobServices"
+
+
+def retention_deployment(**params: object) -> Deployment:
+    """main.bicep deployed with these retention parameters."""
+    return deploy(MAIN, {"environmentName": "dev", **params})
+
+
+def mail_account(deployment: Deployment) -> str:
+    """Name of the mail storage account."""
+    return str(deployment.outputs["MAIL_STORAGE_ACCOUNT_NAME"])
+
+
+def container_properties(deployment: Deployment, container: str) -> dict[str, object]:
+    """Properties of a container of the mail account."""
+    [found] = [r for r in deployment.of_type(_CONTAINER) if r.name == f"{mail_account(deployment)}/default/{container}"]
+    properties = found.body["properties"]
+    assert isinstance(properties, dict)
+    return properties
+
+
+def test_retention_is_off_by_default() -> None:
+    deployment = retention_deployment()
+    assert deployment.of_type(_POLICY) == [] and deployment.of_type(_IMMUTABILITY) == []
+    assert all(r.body["properties"]["isVersioningEnabled"] is False for r in deployment.of_type(_BLOB_SERVICE))
+    assert container_properties(deployment, "mail")["immutableStorageWithVersioning"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "actions"),
+    [
+        ({"mailCoolAfterDays": 30}, {"tierToCool": 30}),
+        ({"mailColdAfterDays": 90}, {"tierToCold": 90}),
+        ({"mailColdTier": "Archive", "mailColdAfterDays": 180}, {"tierToArchive": 180}),
+        ({"mailDeleteAfterDays": 3650}, {"delete": 3650}),
+        (
+            {"mailCoolAfterDays": 30, "mailColdTier": "Archive", "mailColdAfterDays": 365, "mailDeleteAfterDays": 2555},
+            {"tierToCool": 30, "tierToArchive": 365, "delete": 2555},
+        ),
+        ({"mailCoolAfterDays": 30, "mailColdAfterDays": -1, "mailDeleteAfterDays": 0}, {"tierToCool": 30}),
+    ],
+)
+def test_lifecycle_policy_tiers_and_deletes_the_mail_as_asked(params: dict[str, object], actions: dict[str, int]) -> None:
+    deployment = retention_deployment(**params)
+    [policy] = deployment.of_type(_POLICY)
+    assert policy.name == f"{mail_account(deployment)}/default"
+    [rule] = policy.body["properties"]["policy"]["rules"]
+    assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+    base = rule["definition"]["actions"]["baseBlob"]
+    assert {action: days["daysAfterModificationGreaterThan"] for action, days in base.items()} == actions
+    version = rule["definition"]["actions"].get("version")
+    if "delete" in actions:
+        assert version == {"delete": {"daysAfterCreationGreaterThan": actions["delete"]}}
+    else:
+        assert version is None
+
+
+@pytest.mark.parametrize("off", [0, -1])
+def test_zero_or_minus_one_turn_every_lifecycle_action_off(off: int) -> None:
+    deployment = retention_deployment(mailCoolAfterDays=off, mailColdAfterDays=off, mailDeleteAfterDays=off)
+    assert deployment.of_type(_POLICY) == []
+
+
+def test_lifecycle_reaches_the_mail_blobs_and_never_the_lease_blobs() -> None:
+    deployment = retention_deployment(mailDeleteAfterDays=30)
+    [rule] = deployment.one(_POLICY).body["properties"]["policy"]["rules"]
+    prefixes = rule["definition"]["filters"]["prefixMatch"]
+    assert rule["definition"]["filters"]["blobTypes"] == ["blockBlob"]
+    container = str(deployment.outputs["MAIL_BLOB_CONTAINER"])
+    mail_blob = f"{container}/{blob_name('ops@contoso.com', 'INBOX', 7, 42)}"
+    lease_blob = f"{lease_container_name(container)}/{lease_blob_name('ops@contoso.com')}"
+    assert any(mail_blob.startswith(p) for p in prefixes)
+    assert not any(lease_blob.startswith(p) for p in prefixes)
+
+
+def test_immutable_storage_covers_the_mail_container_alone() -> None:
+    default, immutable = retention_deployment(), retention_deployment(mailImmutableStorage=True)
+    assert container_properties(immutable, "mail")["immutableStorageWithVersioning"] == {"enabled": True}
+    # Leases are taken, renewed and released all day: their container stays mutable.
+    leases = lease_container_name("mail")
+    assert container_properties(immutable, leases)["immutableStorageWithVersioning"] is None
+    versioning = {r.name.split("/")[0]: r.body["properties"]["isVersioningEnabled"] for r in immutable.of_type(_BLOB_SERVICE)}
+    assert versioning == {mail_account(immutable): True, str(immutable.outputs["HOST_STORAGE_ACCOUNT_NAME"]): False}
+    # The checkpoint table, the queues and the role assignments are exactly as without immutability.
+    for kind in ("Microsoft.Storage/storageAccounts/tableServices", "Microsoft.Storage/storageAccounts/tableServices/tables",
+                 "Microsoft.Storage/storageAccounts/queueServices/queues", "Microsoft.Authorization/roleAssignments"):
+        assert [(r.name, r.body) for r in immutable.of_type(kind)] == [(r.name, r.body) for r in default.of_type(kind)], kind
+    assert immutable.of_type(_IMMUTABILITY) == []  # legal holds possible, no time-based retention
+
+
+def test_a_retention_period_makes_every_new_message_immutable_for_it() -> None:
+    deployment = retention_deployment(mailRetentionDays=2555)
+    [policy] = deployment.of_type(_IMMUTABILITY)
+    assert policy.name == f"{mail_account(deployment)}/default/mail/default"
+    assert policy.body["properties"] == {"immutabilityPeriodSinceCreationInDays": 2555, "allowProtectedAppendWrites": False}
+    assert container_properties(deployment, "mail")["immutableStorageWithVersioning"] == {"enabled": True}
+
+
+def test_a_locked_policy_is_left_alone_and_the_container_stays_immutable() -> None:
+    deployment = retention_deployment(mailRetentionDays=2555, mailRetentionLocked=True)
+    assert deployment.of_type(_IMMUTABILITY) == []
+    assert container_properties(deployment, "mail")["immutableStorageWithVersioning"] == {"enabled": True}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"mailCoolAfterDays": -2}, {"mailDeleteAfterDays": -5}, {"mailRetentionDays": -1},
+     {"mailRetentionDays": 146001}, {"mailColdTier": "Hot"}],
+)
+def test_retention_values_azure_refuses_are_refused(params: dict[str, object]) -> None:
+    with pytest.raises(InvalidParameter):
+        retention_deployment(**params)
+
+
+def test_azd_environment_sets_each_retention_option() -> None:
+    environment = {
+        "AZURE_ENV_NAME": "dev", "MAILFERRY_MAIL_COOL_AFTER_DAYS": "30", "MAILFERRY_MAIL_COLD_TIER": "Archive",
+        "MAILFERRY_MAIL_COLD_AFTER_DAYS": "365", "MAILFERRY_MAIL_DELETE_AFTER_DAYS": "3650",
+        "MAILFERRY_MAIL_IMMUTABLE_STORAGE": "true", "MAILFERRY_MAIL_RETENTION_DAYS": "2555",
+        "MAILFERRY_MAIL_RETENTION_LOCKED": "false",
+    }
+    params = deploy_with_bicepparam(BICEP / "main.bicepparam", environment).params
+    assert {k: params[k] for k in params if k.startswith("mail") and not k.startswith("mailboxes")} == {
+        "mailContainerName": "mail", "mailCoolAfterDays": 30, "mailColdTier": "Archive", "mailColdAfterDays": 365,
+        "mailDeleteAfterDays": 3650, "mailImmutableStorage": True, "mailRetentionDays": 2555,
+        "mailRetentionLocked": False, "mailProtocol": "imap",
+    }
+
+
+# Blob operations an immutable blob version refuses; the app must never need one on the mail.
+_MUTATING_BLOB_CALLS = frozenset(
+    {"delete_blob", "delete_blobs", "set_blob_metadata", "set_http_headers", "set_blob_tags",
+     "set_standard_blob_tier", "start_copy_from_url", "undelete_blob", "delete_container"}
+)
+
+
+def test_the_app_only_creates_blobs_so_immutability_never_blocks_it() -> None:
+    calls: list[str] = []
+    for path in sorted((ROOT / "shared").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                name = node.func.attr
+                overwrite = any(k.arg == "overwrite" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                                for k in node.keywords)
+                if name in _MUTATING_BLOB_CALLS or (name == "upload_blob" and overwrite):
+                    calls.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert calls == []
+    # Both ways of writing a message are create-only, which immutability allows.
+    blob = (ROOT / "shared" / "adapters" / "blob.py").read_text(encoding="utf-8")
+    assert '"If-None-Match": "*"' in blob and "match_condition=MatchConditions.IfMissing" in blob

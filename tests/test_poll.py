@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from datetime import UTC, datetime
+
 import pytest
 
 from shared.naming import blob_name
@@ -264,3 +268,159 @@ def test_a_spent_time_box_starts_no_more_mailboxes_and_the_unreached_go_first_ne
     assert not server.sessions[len(reached):]  # no login for a mailbox not reached
     second = timed.run([MailboxConfig(a) for a in addresses])
     assert next(m.address for m in second.mailboxes if m.skipped is None) not in reached
+
+
+def stored_contents(sink: FakeSink) -> Counter[bytes]:
+    return Counter(raw for raw, _ in sink.blobs.values())
+
+
+def test_after_a_reset_old_messages_are_matched_one_to_one(world):
+    """Same Message-ID with other content, a header twin, a byte-for-byte copy: all kept."""
+    poller, server, sink, _ = world
+    folder = server.folder(A)
+    a = message(1)
+    no_id = message(2, with_id=False)
+    folder.append(a)
+    folder.append(no_id)
+    poller.run([MailboxConfig(A)])
+    # Arrived after that poll, before the reset (the fake gives all one internal date).
+    folder.append(a.replace(b"Subject: s1", b"Subject: corrected").replace(b"body 1", b"body B"))
+    folder.append(no_id.replace(b"body 2", b"body of the twin"))
+    folder.append(a)
+    folder.renumber(uidvalidity=99)
+    for n in range(3, 6):
+        folder.append(message(n))
+    report = poller.run([MailboxConfig(A)])
+    result = report.mailboxes[0].folders[0]
+    assert result.duplicates_skipped == 2 and result.delivered == 6
+    assert stored_contents(sink) == Counter(folder.messages.values())
+    assert poller.run([MailboxConfig(A)]).delivered == 0
+
+
+def test_keys_of_an_older_format_never_match(world):
+    poller, server, sink, _ = world
+    folder = server.folder(A)
+    folder.append(message(1))
+    poller.run([MailboxConfig(A)])
+    for _, metadata in sink.blobs.values():  # as an earlier version wrote it
+        metadata["dedup_key"] = "mid-" + hashlib.sha256(b"<m1@contoso.com>").hexdigest()
+    folder.renumber(uidvalidity=2)
+    report = poller.run([MailboxConfig(A)])
+    assert report.delivered == 1 and report.mailboxes[0].folders[0].duplicates_skipped == 0
+
+
+def resync_in_two_runs(poller: Poller, clock: FakeClock) -> None:
+    """A resync that stops at the time box after one message, then finishes."""
+    poller.options = PollOptions(fetch_batch_size=1, deadline_seconds=10)
+    clock.tick = 6.0  # the second look at the clock is past the deadline
+    first = poller.run([MailboxConfig(A)])
+    assert not first.mailboxes[0].complete
+    clock.tick = 0.0
+    poller.run([MailboxConfig(A)])
+
+
+def test_a_resync_resumed_by_another_run_still_matches_one_to_one(world):
+    poller, server, sink, state = world
+    folder = server.folder(A)
+    folder.append(message(1))
+    poller.run([MailboxConfig(A)])
+    folder.append(message(1))  # a copy, byte for byte, arriving in the same second
+    folder.renumber(uidvalidity=9)
+    assert isinstance(poller.clock, FakeClock)
+    resync_in_two_runs(poller, poller.clock)
+    assert state.get_checkpoint(A, "INBOX").last_uid == 2
+    assert stored_contents(sink) == Counter(folder.messages.values())  # the copy was delivered
+
+
+def test_a_resumed_resync_still_skips_messages_of_other_seconds(world):
+    poller, server, sink, _ = world
+    folder = server.folder(A)
+    for n in range(3):
+        folder.append(message(n), datetime(2026, 1, 1, 0, 0, n, tzinfo=UTC))
+    poller.run([MailboxConfig(A)])
+    folder.renumber(uidvalidity=9)
+    assert isinstance(poller.clock, FakeClock)
+    resync_in_two_runs(poller, poller.clock)
+    assert len(sink.blobs) == 3
+
+
+def test_a_streamed_message_expunged_before_it_is_read_is_not_delivered(world):
+    poller, server, sink, state = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    folder.append(message(1))
+    big = folder.append(message(2) + b"x" * 5000)
+    folder.append(message(3))
+    server.after["fetch_info"] = lambda: folder.expunge(big)
+    report = poller.run([MailboxConfig(A)])
+    assert report.failed == [] and report.delivered == 2
+    assert blob_name(A, "INBOX", 1, big) not in sink.blobs and sink.streamed == []
+    assert state.get_checkpoint(A, "INBOX").last_uid == 3
+
+
+def test_a_streamed_message_expunged_while_it_is_read_is_not_committed(world):
+    poller, server, sink, state = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    big = folder.append(message(1) + b"x" * (5 * 1024 * 1024))  # two ranges
+    server.after["fetch_range"] = lambda: folder.expunge(big)
+    report = poller.run([MailboxConfig(A)])
+    assert report.failed == [] and report.delivered == 0 and sink.blobs == {}
+    assert state.get_checkpoint(A, "INBOX").last_uid == big
+
+
+def test_a_message_the_server_lists_but_does_not_send_is_not_passed(world):
+    poller, server, sink, state = world
+    folder = server.folder(A)
+    for n in range(3):
+        folder.append(message(n))
+    folder.withheld = {2}
+    report = poller.run([MailboxConfig(A)])
+    assert not report.mailboxes[0].ok and "sent no data" in (report.mailboxes[0].error or "")
+    assert state.get_checkpoint(A, "INBOX").last_uid == 1
+    folder.withheld = set()
+    poller.run([MailboxConfig(A)])
+    assert stored_contents(sink) == Counter(folder.messages.values())
+
+
+def test_a_streamed_message_the_server_does_not_send_is_not_passed(world):
+    poller, server, sink, state = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    big = folder.append(message(1) + b"x" * 5000)
+    folder.withheld = {big}
+    report = poller.run([MailboxConfig(A)])
+    assert not report.mailboxes[0].ok and sink.blobs == {}
+    assert state.get_checkpoint(A, "INBOX").last_uid == 0
+
+
+def test_an_empty_message_is_delivered_as_an_empty_blob(world):
+    poller, server, sink, _ = world
+    server.folder(A).append(b"")
+    assert poller.run([MailboxConfig(A)]).delivered == 1
+    assert [raw for raw, _ in sink.blobs.values()] == [b""]
+
+
+def test_a_message_left_out_of_the_size_fetch_is_still_delivered(world):
+    poller, server, sink, state = world
+    folder = server.folder(A)
+    for n in range(3):
+        folder.append(message(n))
+    folder.unsized = {2}
+    assert poller.run([MailboxConfig(A)]).delivered == 3
+    assert stored_contents(sink) == Counter(folder.messages.values())
+
+
+def test_streamed_messages_are_matched_one_to_one_too(world):
+    poller, server, sink, _ = world
+    poller.options = PollOptions(large_message_bytes=1024)
+    folder = server.folder(A)
+    big = message(1) + b"z" * 5000
+    folder.append(big)
+    poller.run([MailboxConfig(A)])
+    folder.append(big)  # a copy
+    folder.append(big.replace(b"body 1", b"body 2"))  # same Message-ID, other body
+    folder.renumber(uidvalidity=5)
+    report = poller.run([MailboxConfig(A)])
+    assert report.mailboxes[0].folders[0].duplicates_skipped == 1 and report.delivered == 2
+    assert stored_contents(sink) == Counter(folder.messages.values())

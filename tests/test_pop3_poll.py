@@ -6,9 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from shared.naming import pop3_blob_name
+from shared.naming import DIGEST_BYTES, pop3_blob_name, uidl_digest
 from shared.poll import Poller, PollOptions
-from shared.pop3_poll import DIGEST_BYTES, uidl_digest
 from shared.settings import MailboxConfig
 from tests.fakes import (
     FakeClock,
@@ -84,7 +83,7 @@ def test_blob_metadata_names_the_uidl(world):
     assert name == f"{A}/INBOX/pop3/{uidl(0)}.eml"
     assert metadata["uidl"] == uidl(0) and metadata["folder"] == "INBOX"
     assert metadata["message_id"] == "<p0@contoso.com>" and metadata["size"] == str(len(raw))
-    assert metadata["dedup_key"].startswith("mid-")
+    assert metadata["dedup_key"].startswith("v2-")
     assert "uid" not in metadata and "uidvalidity" not in metadata
 
 

@@ -62,13 +62,18 @@ class AppCertificate:
             credential["public_certificate"] = self.certificate_pem
         return credential
 
-    def pkcs12_base64(self) -> str:
-        """The PFX (no password) base64-encoded: a Key Vault secret of type x-pkcs12."""
+    def private_key(self) -> rsa.RSAPrivateKey:
+        """The certificate's RSA private key, loaded from ``private_key_pem``."""
         key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise TypeError("the private key is not an RSA key")
+        return key
+
+    def pkcs12_base64(self) -> str:
+        """The PFX (no password) base64-encoded: a Key Vault secret of type x-pkcs12."""
         pfx = pkcs12.serialize_key_and_certificates(
-            self.name.encode(), key, self.certificate, None, serialization.NoEncryption()
+            self.name.encode(), self.private_key(), self.certificate, None,
+            serialization.NoEncryption(),
         )
         return base64.b64encode(pfx).decode()
 
@@ -78,15 +83,21 @@ class AppCertificate:
 
 
 def generate_app_certificate(
-    name: str, *, days_valid: int = 365, expired: bool = False, subject: str | None = None
+    name: str, *, days_valid: int = 365, expired: bool = False, subject: str | None = None,
+    valid_from: dt.datetime | None = None,
 ) -> AppCertificate:
-    """A self-signed RSA 2048 certificate; ``expired`` makes one whose validity ended a day
-    ago (``days_valid`` long)."""
+    """A self-signed RSA 2048 certificate valid for ``days_valid`` days (from now, or from
+    ``valid_from``); ``expired`` makes one whose validity ended a day ago."""
+    if expired and valid_from is not None:
+        raise ValueError("give either expired=True or valid_from, not both")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     if expired:
         not_after = now - dt.timedelta(days=1)
         not_before = not_after - dt.timedelta(days=days_valid)
+    elif valid_from is not None:
+        not_before = valid_from
+        not_after = valid_from + dt.timedelta(days=days_valid)
     else:
         not_before = now - dt.timedelta(minutes=5)
         not_after = now + dt.timedelta(days=days_valid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
@@ -10,7 +11,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -108,6 +109,16 @@ class ClientSecret:
     expires: int | None = None
 
 
+Versioned = TypeVar("Versioned", SecretVersion, VaultCertificate)
+
+
+def _pick_version(versions: list[Versioned], version: str | None) -> Versioned | None:
+    """The version named (any case), or without a name the latest."""
+    if not version:
+        return versions[-1] if versions else None
+    return next((v for v in versions if v.version == version.lower()), None)
+
+
 class EmulatorState:
     """Mutable state shared by the request threads (guarded by one lock)."""
 
@@ -132,6 +143,30 @@ class EmulatorState:
     def count(self, name: str) -> None:
         with self.lock:
             self.counters[name] = self.counters.get(name, 0) + 1
+
+    def counters_snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counters)
+
+    def reset_counters(self) -> None:
+        with self.lock:
+            self.counters = dict.fromkeys(self.counters, 0)
+
+    def set_app_roles(self, roles: list[str]) -> list[str]:
+        with self.lock:
+            self.app_roles = list(roles)
+            return list(self.app_roles)
+
+    def set_vault_reader(self, object_id: str, *, granted: bool) -> None:
+        with self.lock:
+            if granted:
+                self.vault_readers.add(object_id)
+            else:
+                self.vault_readers.discard(object_id)
+
+    def is_vault_reader(self, object_id: str) -> bool:
+        with self.lock:
+            return object_id in self.vault_readers
 
     def set_secret(
         self,
@@ -162,16 +197,9 @@ class EmulatorState:
         return version
 
     def get_secret(self, name: str, version: str | None) -> SecretVersion | None:
+        """The version asked for, or the latest; None if there is none."""
         with self.lock:
-            versions = self.vault.get(name.lower(), [])
-            if not versions:
-                return None
-            if not version:
-                return versions[-1]
-            for item in versions:
-                if item.version == version.lower():
-                    return item
-            return None
+            return _pick_version(self.vault.get(name.lower(), []), version)
 
     def set_certificate(
         self, name: str, certificate_pem: str, value: str, content_type: str
@@ -198,11 +226,9 @@ class EmulatorState:
         return item
 
     def get_certificate(self, name: str, version: str | None) -> VaultCertificate | None:
+        """The version asked for, or the latest; None if there is none."""
         with self.lock:
-            versions = self.certificates.get(name.lower(), [])
-            if not version:
-                return versions[-1] if versions else None
-            return next((v for v in versions if v.version == version.lower()), None)
+            return _pick_version(self.certificates.get(name.lower(), []), version)
 
     def register_key_credential(self, certificate_pem: str) -> KeyCredential:
         credential = KeyCredential.from_pem(certificate_pem)
@@ -211,6 +237,10 @@ class EmulatorState:
                 k for k in self.key_credentials if k.sha256 != credential.sha256
             ] + [credential]
         return credential
+
+    def list_key_credentials(self) -> list[KeyCredential]:
+        with self.lock:
+            return list(self.key_credentials)
 
     def clear_key_credentials(self) -> None:
         with self.lock:
@@ -226,6 +256,12 @@ class EmulatorState:
                 if sha256 is None and sha1 is not None and credential.sha1 == sha1:
                     return credential
         return None
+
+    def matching_client_secrets(self, value: str) -> list[ClientSecret]:
+        """The app's client secrets equal to ``value`` (compared in constant time)."""
+        with self.lock:
+            return [s for s in self.client_secrets
+                    if hmac.compare_digest(s.value.encode(), value.encode())]
 
     def rotate_client_secret(self, value: str | None, keep_old: bool) -> str:
         new = value or secrets.token_urlsafe(30)

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 OUTLOOK_RESOURCE = "https://outlook.office365.com"
 VAULT_RESOURCE = "https://vault.azure.net"
 APP_ROLES = ("IMAP.AccessAsApp", "POP.AccessAsApp")
+# A client-credentials scope names a resource and asks for all its granted permissions.
+DEFAULT_SCOPE_SUFFIX = "/.default"
 TOKEN_LIFETIME = 3600
 
 

@@ -1,7 +1,7 @@
 // mailferry on Azure: a Flex Consumption Function App that runs as a user-assigned identity
 // and reaches Key Vault, storage and Application Insights with Entra ID only.
 // Deploy into an existing resource group: `azd up`, or `az deployment group create`
-// with main.bicepparam (README "Deploy").
+// with main.bicepparam (docs/azure.md).
 targetScope = 'resourceGroup'
 
 @description('Name of the environment (azd sets it); it seeds the unique suffix of every resource name.')
@@ -15,8 +15,15 @@ param location string = resourceGroup().location
 @description('Object ID of whoever runs infra/tenant; gets Key Vault Secrets Officer to write the client secret. Empty: nobody.')
 param principalId string = ''
 
-@description('Kind of principal principalId is: User, Group or ServicePrincipal (a pipeline).')
-param principalType string = 'User'
+@description('Kind of principal principalId is: User, Group or ServicePrincipal (a pipeline). Empty: Azure works it out, which suits a principal that already exists.')
+@allowed(['', 'User', 'Group', 'ServicePrincipal'])
+param principalType string = ''
+
+@description('Any new value gives the next deployment a new Key Vault name. A deleted vault keeps its name for its retention days (for ever unpurgeable with purge protection), so `azd down` sets a new seed for the next `azd up`. Empty: the name of earlier versions of this template.')
+param keyVaultNameSeed string = ''
+
+@description('Purge protection on the Key Vault: a deleted vault and its secrets cannot be purged before their retention days are over. Irreversible once on; `azd down --purge` then leaves the vault soft-deleted.')
+param keyVaultPurgeProtection bool = false
 
 // --- Microsoft 365 side (see infra/tenant) ---------------------------------------------------
 
@@ -81,9 +88,43 @@ param largeMessageBytes int = 16777216
 @minValue(10)
 param pollDeadlineSeconds int = 480
 
-@minValue(40)
+@description('Python of the Function App: the versions Flex Consumption offers from 3.11 on (requirements.txt pins azure-functions per version).')
+@allowed(['3.11', '3.12', '3.13', '3.14'])
+param pythonVersion string = '3.11'
+
+@description('Most instances the app scales out to (per function). 1 keeps every poll on one instance.')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+// --- Retention of the mail: tiers, deletion, immutability (all off by default) ---------------
+
+@description('Move message blobs to the Cool tier this many days after they were written. 0 or -1: never.')
+@minValue(-1)
+param mailCoolAfterDays int = 0
+
+@description('Colder tier for mailColdAfterDays: Cold (online) or Archive (offline; reading needs hours of rehydration; LRS/GRS accounts only).')
+@allowed(['Cold', 'Archive'])
+param mailColdTier string = 'Cold'
+
+@description('Move message blobs to mailColdTier this many days after they were written. 0 or -1: never.')
+@minValue(-1)
+param mailColdAfterDays int = 0
+
+@description('Delete message blobs this many days after they were written. 0 or -1: never. Immutable blobs are not deleted before their retention ends.')
+@minValue(-1)
+param mailDeleteAfterDays int = 0
+
+@description('Version-level immutability (WORM) support on the mail container: legal holds on single messages become possible. Needs blob versioning on the mail account; only on a new container (an existing one must be migrated first).')
+param mailImmutableStorage bool = false
+
+@description('Days each new message blob stays immutable (cannot be deleted or overwritten, even by mailferry). 0: no time-based retention. Turns on mailImmutableStorage.')
+@minValue(0)
+@maxValue(146000)
+param mailRetentionDays int = 0
+
+@description('true once the retention policy has been locked (irreversible, see docs/azure.md); Bicep then leaves the policy alone, since a locked policy only takes a longer period.')
+param mailRetentionLocked bool = false
 
 // --- Alerting ---------------------------------------------------------------------------------
 
@@ -97,6 +138,11 @@ param alertWindow string = 'PT15M'
 @maxValue(6)
 param alertConsecutiveWindows int = 3
 
+@description('The lag alert fires when a mailbox has had no successful poll for this many minutes.')
+@minValue(15)
+@maxValue(10080)
+param lagAlertMinutes int = 120
+
 // -----------------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -106,6 +152,9 @@ var tags = {
 }
 var functionAppName = 'func-mailferry-${resourceToken}'
 var deploymentContainerName = 'app-package'
+// Unchanged for deployments made before the seed existed; a new seed gives a new name.
+var keyVaultToken = empty(keyVaultNameSeed) ? resourceToken : toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, keyVaultNameSeed))
+var mailImmutable = mailImmutableStorage || mailRetentionDays > 0
 
 
 // The one identity the app runs as: host storage, mail storage, Key Vault and telemetry.
@@ -138,15 +187,33 @@ module mailStorage 'modules/storage-account.bicep' = {
     containers: [mailContainerName, '${mailContainerName}-leases']
     tables: [checkpointTableName]
     queues: [fanoutQueueName, '${fanoutQueueName}-poison']
+    // Immutability covers the mail only: lease blobs and the checkpoint table stay writable.
+    versioning: mailImmutable
+    immutableContainers: mailImmutable ? [mailContainerName] : []
+  }
+}
+
+module mailRetention 'modules/mail-retention.bicep' = {
+  name: 'mail-retention'
+  params: {
+    storageAccountName: mailStorage.outputs.name
+    containerName: mailContainerName
+    coolAfterDays: mailCoolAfterDays
+    coldTier: mailColdTier
+    coldAfterDays: mailColdAfterDays
+    deleteAfterDays: mailDeleteAfterDays
+    retentionDays: mailRetentionDays
+    retentionLocked: mailRetentionLocked
   }
 }
 
 module keyVault 'modules/key-vault.bicep' = {
   name: 'key-vault'
   params: {
-    name: 'kv-mf-${resourceToken}'
+    name: 'kv-mf-${keyVaultToken}'
     location: location
     tags: tags
+    purgeProtection: keyVaultPurgeProtection
   }
 }
 
@@ -160,6 +227,19 @@ module monitoring 'modules/monitoring.bicep' = {
     alertEmail: alertEmail
     alertWindow: alertWindow
     alertConsecutiveWindows: alertConsecutiveWindows
+  }
+}
+
+// The operators' workbook and the lag alert, over the per-mailbox metrics records.
+module dashboard 'modules/dashboard.bicep' = {
+  name: 'dashboard'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    appInsightsName: monitoring.outputs.appInsightsName
+    actionGroupId: monitoring.outputs.actionGroupId
+    lagAlertMinutes: lagAlertMinutes
   }
 }
 
@@ -179,9 +259,12 @@ module roleAssignments 'modules/role-assignments.bicep' = {
 }
 
 // Every app setting. Host settings first, then each setting of shared/settings.py SETTINGS
-// that applies on Azure (MAIL_STORAGE and CA_BUNDLE are for local runs only).
+// that applies on Azure (MAIL_STORAGE and CA_BUNDLE are for local runs only). The host's
+// storage by service URI, built from the cloud's own storage suffix, so sovereign clouds work.
 var appSettings = {
-  AzureWebJobsStorage__accountName: hostStorage.outputs.name
+  AzureWebJobsStorage__blobServiceUri: hostStorage.outputs.blobServiceUri
+  AzureWebJobsStorage__queueServiceUri: hostStorage.outputs.queueServiceUri
+  AzureWebJobsStorage__tableServiceUri: hostStorage.outputs.tableServiceUri
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
@@ -233,12 +316,14 @@ module functionApp 'modules/function-app.bicep' = {
     name: functionAppName
     planName: 'plan-mailferry-${resourceToken}'
     location: location
-    tags: union(tags, { 'azd-service-name': 'mailferry' })
+    tags: tags
+    // azd finds the app by this tag, which must be on the site alone.
+    azdServiceName: 'mailferry'
     identityId: identity.id
     hostBlobServiceUri: hostStorage.outputs.blobServiceUri
     deploymentContainerName: deploymentContainerName
     appSettings: appSettings
-    pythonVersion: '3.11'
+    pythonVersion: pythonVersion
     maximumInstanceCount: maximumInstanceCount
   }
   // The host reads its storage as soon as it starts: grant first.
@@ -247,7 +332,7 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
-// Outputs: azd stores them in its environment (`azd env get-values`); the README's next steps use them.
+// Outputs: azd stores them in its environment (`azd env get-values`); docs/azure.md's next steps use them.
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name

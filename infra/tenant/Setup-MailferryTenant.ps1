@@ -17,7 +17,7 @@
          Vault without printing it, unless the vault already holds one for this app
          (-RotateSecret forces a new one). -AuthMode federated: adds a federated identity
          credential that trusts the Function App's managed identity; nothing is stored.
-         -AuthMode certificate: nothing here (see the README's manual steps).
+         -AuthMode certificate: nothing here (see docs/tenant.md, "By hand").
     Exchange Online part (ExchangeOnlineManagement):
       6. registers the Enterprise Application's object ID with New-ServicePrincipal;
       7. grants FullAccess on each mailbox and enables IMAP (or POP) on it;
@@ -265,7 +265,7 @@ if ($doEntra) {
         }
     } elseif ($AuthMode -eq 'certificate') {
         Write-Step 'Certificate'
-        Write-Done 'not handled here: create it in Key Vault and upload its public part (README, by hand).'
+        Write-Done 'not handled here: create it in Key Vault and upload its public part (docs/tenant.md, by hand).'
     }
 }
 if ($doEntra -and $AuthMode -eq 'secret') {

@@ -13,6 +13,9 @@
 # Needs: az (logged in with `az login --tenant <tenant>` to the tenant that owns the mailboxes
 # AND the Key Vault's subscription), Global Administrator or Privileged Role Administrator +
 # Application Administrator, and Key Vault Secrets Officer on the vault.
+#
+# MAILFERRY_GRAPH_URL replaces the Microsoft Graph endpoint (default: the az cloud's, /v1.0).
+# A command that fails stops the script: nothing is reported as done that was not.
 set -euo pipefail
 
 readonly EXCHANGE_API_APP_ID="00000002-0000-0ff1-ce00-000000000000"
@@ -68,7 +71,7 @@ done
 case "$auth_mode" in
   secret) [[ -n "$key_vault" ]] || { echo "--auth-mode secret needs --key-vault" >&2; exit 2; } ;;
   federated) [[ -n "$identity_principal_id" ]] || { echo "--auth-mode federated needs --identity-principal-id" >&2; exit 2; } ;;
-  *) echo "--auth-mode is secret or federated (certificate: see the README)" >&2; exit 2 ;;
+  *) echo "--auth-mode is secret or federated (certificate: see docs/tenant.md)" >&2; exit 2 ;;
 esac
 # Token issuer of the managed identity and audience of its federated token, per M365_CLOUD
 # (the same audiences as shared/clouds.py).
@@ -81,20 +84,15 @@ esac
 
 step() { printf '==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
-# Runs a command that changes something; under --dry-run only shows it (on stderr, so a
-# caller capturing the output still sees it) and fails, so the caller takes its else branch.
-change() {
-  if $dry_run; then
-    printf '    would run: %s\n' "$*" >&2
-    return 1
-  fi
-  "$@"
-}
+# Shows a command that would change something under --dry-run (on stderr, so a caller
+# capturing the output still sees it). Changes run outside conditions, so set -e stops the
+# script when one fails.
+would() { printf '    would run: %s\n' "$*" >&2; }
 
 tmp_dir=""
 trap '[[ -z "$tmp_dir" ]] || rm -rf "$tmp_dir"' EXIT
 
-graph="$(az cloud show --query endpoints.microsoftGraphResourceId -o tsv | sed 's:/*$::')/v1.0"
+graph="${MAILFERRY_GRAPH_URL:-$(az cloud show --query endpoints.microsoftGraphResourceId -o tsv | sed 's:/*$::')/v1.0}"
 current_tenant="$(az account show --query tenantId -o tsv)"
 if [[ "$tenant" != "$current_tenant" ]]; then
   domains="$(az rest --method get --url "$graph/organization" --query 'value[0].verifiedDomains[].name' -o tsv)"
@@ -105,13 +103,16 @@ if [[ "$tenant" != "$current_tenant" ]]; then
 fi
 
 step "Office 365 Exchange Online application roles"
-exchange_sp_id="$(az ad sp show --id "$EXCHANGE_API_APP_ID" --query id -o tsv)"
+# The resource's service principal in this tenant: its object ID is the resourceId of a grant.
+exchange_sp_url="$graph/servicePrincipals(appId='$EXCHANGE_API_APP_ID')?\$select=id,appRoles"
+exchange_sp_id="$(az rest --method get --url "$exchange_sp_url" --query id -o tsv)"
+[[ -n "$exchange_sp_id" ]] || { echo "Office 365 Exchange Online has no service principal in this tenant" >&2; exit 1; }
 role_values=()  # e.g. IMAP.AccessAsApp
 role_ids=()     # the matching app role IDs, same order (no associative arrays: bash 3 on macOS)
 for protocol in $(tr ',' ' ' <<<"$protocols" | tr '[:lower:]' '[:upper:]'); do
   [[ "$protocol" == IMAP || "$protocol" == POP ]] || { echo "unknown protocol: $protocol" >&2; exit 2; }
   value="$protocol.AccessAsApp"
-  id="$(az ad sp show --id "$EXCHANGE_API_APP_ID" \
+  id="$(az rest --method get --url "$exchange_sp_url" \
     --query "appRoles[?value=='$value' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)"
   [[ -n "$id" ]] || { echo "Exchange Online has no application role $value" >&2; exit 1; }
   role_values+=("$value")
@@ -131,10 +132,12 @@ else
     echo "$count app registrations are named '$display_name': pass --app-id" >&2; exit 1
   elif (( count == 1 )); then
     app_id="$found"; note "found '$display_name', application ID $app_id"
-  elif app_id="$(change az ad app create --display-name "$display_name" --sign-in-audience AzureADMyOrg --query appId -o tsv)"; then
-    note "created '$display_name', application ID $app_id"
-  else
+  elif $dry_run; then
+    would az ad app create --display-name "$display_name" --sign-in-audience AzureADMyOrg
     app_id="<new app>"
+  else
+    app_id="$(az ad app create --display-name "$display_name" --sign-in-audience AzureADMyOrg --query appId -o tsv)"
+    note "created '$display_name', application ID $app_id"
   fi
 fi
 if [[ "$app_id" == "<new app>" ]]; then
@@ -148,8 +151,11 @@ requested="$(az ad app show --id "$app_id" \
 for i in "${!role_ids[@]}"; do
   if grep -qx "${role_ids[$i]}" <<<"$requested"; then
     note "${role_values[$i]}: requested"
-  elif change az ad app permission add --id "$app_id" --api "$EXCHANGE_API_APP_ID" \
-      --api-permissions "${role_ids[$i]}=Role" --only-show-errors; then
+  elif $dry_run; then
+    would az ad app permission add --id "$app_id" --api "$EXCHANGE_API_APP_ID" --api-permissions "${role_ids[$i]}=Role"
+  else
+    az ad app permission add --id "$app_id" --api "$EXCHANGE_API_APP_ID" \
+      --api-permissions "${role_ids[$i]}=Role" --only-show-errors
     note "${role_values[$i]}: requested now"
   fi
 done
@@ -158,10 +164,12 @@ step "Enterprise Application (service principal)"
 sp_id="$(az ad sp list --filter "appId eq '$app_id'" --query '[0].id' -o tsv)"
 if [[ -n "$sp_id" ]]; then
   note "found, object ID $sp_id"
-elif sp_id="$(change az ad sp create --id "$app_id" --query id -o tsv)"; then
-  note "created, object ID $sp_id"
-else
+elif $dry_run; then
+  would az ad sp create --id "$app_id"
   sp_id="<new service principal>"
+else
+  sp_id="$(az ad sp create --id "$app_id" --query id -o tsv)"
+  note "created, object ID $sp_id"
 fi
 
 step "Admin consent"
@@ -169,11 +177,17 @@ granted=""
 [[ "$sp_id" == "<"* ]] || granted="$(az rest --method get --url "$graph/servicePrincipals/$sp_id/appRoleAssignments" \
   --query "value[?resourceId=='$exchange_sp_id'].appRoleId" -o tsv)"
 for i in "${!role_ids[@]}"; do
+  # Graph grants an application permission on the resource: the URL names Exchange Online's
+  # service principal, the body our app's (principalId) and the role.
+  consent_url="$graph/servicePrincipals/$exchange_sp_id/appRoleAssignedTo"
+  consent_body="{\"principalId\":\"$sp_id\",\"resourceId\":\"$exchange_sp_id\",\"appRoleId\":\"${role_ids[$i]}\"}"
   if grep -qx "${role_ids[$i]}" <<<"$granted"; then
     note "${role_values[$i]}: granted"
-  elif change az rest --method post --url "$graph/servicePrincipals/$sp_id/appRoleAssignedTo" \
-      --headers 'Content-Type=application/json' --output none \
-      --body "{\"principalId\":\"$sp_id\",\"resourceId\":\"$exchange_sp_id\",\"appRoleId\":\"${role_ids[$i]}\"}"; then
+  elif $dry_run; then
+    would az rest --method post --url "$consent_url" --body "$consent_body"
+  else
+    az rest --method post --url "$consent_url" --headers 'Content-Type=application/json' --output none \
+      --body "$consent_body"
     note "${role_values[$i]}: granted now"
   fi
 done
@@ -183,10 +197,13 @@ if [[ "$auth_mode" == federated ]]; then
   issuer="$login/${identity_tenant:-$(az account show --query tenantId -o tsv)}/v2.0"
   present="$(az ad app federated-credential list --id "$app_id" \
     --query "[?issuer=='$issuer' && subject=='$identity_principal_id'] | length(@)" -o tsv)"
+  credential="{\"name\":\"mailferry-${identity_principal_id:0:8}\",\"issuer\":\"$issuer\",\"subject\":\"$identity_principal_id\",\"audiences\":[\"$audience\"]}"
   if [[ "$present" != 0 ]]; then
     note "present: issuer $issuer, subject $identity_principal_id"
-  elif change az ad app federated-credential create --id "$app_id" --output none --parameters \
-      "{\"name\":\"mailferry-${identity_principal_id:0:8}\",\"issuer\":\"$issuer\",\"subject\":\"$identity_principal_id\",\"audiences\":[\"$audience\"]}"; then
+  elif $dry_run; then
+    would az ad app federated-credential create --id "$app_id" --parameters "$credential"
+  else
+    az ad app federated-credential create --id "$app_id" --output none --parameters "$credential"
     note "added: issuer $issuer, subject $identity_principal_id"
   fi
 else

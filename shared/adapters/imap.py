@@ -193,14 +193,14 @@ class ImapSession:
                                          internal if isinstance(internal, datetime) else None))
         return sorted(infos, key=lambda i: i.uid)
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes:
+    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         response: dict[int, dict[bytes, Any]] = self._call(
             "UID FETCH", self._client.fetch, [uid], [f"BODY.PEEK[]<{offset}.{length}>"])
-        data = response.get(uid, {})
-        for key, value in data.items():
+        for key, value in response.get(uid, {}).items():
             if key.startswith(b"BODY[]"):
-                return bytes(value or b"")
-        return b""
+                # NIL is what Dovecot sends once another session expunged the message.
+                return None if value is None else bytes(value)
+        return None  # no FETCH data: the message is gone
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         self.commands += 1

@@ -12,7 +12,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from shared.adapters.storage_errors import storage_error
 from shared.errors import StorageError
-from shared.fanout import LEASE_SECONDS, lease_blob_name
+from shared.naming import LEASE_SECONDS, lease_blob_name
 
 _ROLE = "Storage Blob Data Contributor"
 

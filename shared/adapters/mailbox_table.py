@@ -21,7 +21,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 
 from shared.adapters.storage_errors import storage_error
-from shared.settings import MailboxConfig, parse_mailboxes
+from shared.mailbox_list import MailboxConfig, parse_mailboxes
 
 _ROLE = "Storage Table Data Contributor"
 PARTITION = "mailboxes"

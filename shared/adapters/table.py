@@ -26,7 +26,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.storage_errors import storage_error
 from shared.errors import CheckpointConflict, StorageError
 from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
-from shared.pop3_poll import DIGEST_BYTES
+from shared.naming import DIGEST_BYTES, within_length
 
 _ROLE = "Storage Table Data Contributor"
 
@@ -35,11 +35,13 @@ _HEALTH = "health"
 # (at most about 6 s of back-off in all).
 _HEALTH_ATTEMPTS = 12
 _FOLDER = "folder:"
+_KEY_LIMIT = 500  # a key holds at most 512 characters, and RowKeys start with 'folder:'
 
 
 def _key(text: str) -> str:
     # Table keys may not hold / \ # ? or control characters; percent-encoding removes them all.
-    return quote(text, safe="@.+-_ ")
+    # A longer one is cut and made unique again by a digest of the name.
+    return within_length(quote(text, safe="@.+-_ "), _KEY_LIMIT, text)
 
 
 class TableStateStore:

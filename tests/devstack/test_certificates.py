@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from devstack.identity.certs import AppCertificate
 from devstack.stack import TOKEN_SCOPE, Stack
+from tests.devstack.client_assertions import certificate_assertion
 
 
 @pytest.fixture(autouse=True)
@@ -56,26 +56,6 @@ def _token(stack: Stack, http: requests.Session, credential: dict[str, Any]) -> 
         [TOKEN_SCOPE]
     )
     return result
-
-
-def _assertion(
-    stack: Stack, cert: AppCertificate, *, key: rsa.RSAPrivateKey | None = None,
-    **overrides: Any,
-) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "aud": f"{stack.authority}/oauth2/v2.0/token",
-        "iss": stack.client_id,
-        "sub": stack.client_id,
-        "iat": now,
-        "exp": now + 600,
-        "jti": str(uuid.uuid4()),
-    }
-    claims.update(overrides)
-    x5t = base64.urlsafe_b64encode(binascii.unhexlify(cert.thumbprint_sha1)).decode()
-    signer = key or serialization.load_pem_private_key(cert.private_key_pem.encode(), None)
-    assert isinstance(signer, rsa.RSAPrivateKey)
-    return jwt.encode(claims, signer, algorithm="RS256", headers={"x5t": x5t})
 
 
 def _asserting(assertion: str) -> dict[str, Any]:
@@ -147,26 +127,28 @@ def test_expired_and_wrong_key_get_700027(stack: Stack, http: requests.Session) 
 
     cert = stack.create_app_certificate(name=_name())
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = _assertion(stack, cert, key=other)
+    forged = certificate_assertion(stack, cert, key=other)
     description = _error(_token(stack, http, _asserting(forged)), 700027)
     assert "did not match the expected signature value" in description
 
 
 def test_assertion_claims_are_checked(stack: Stack, http: requests.Session) -> None:
     cert = stack.create_app_certificate(name=_name())
-    good = _assertion(stack, cert)
+    good = certificate_assertion(stack, cert)
     assert "access_token" in _token(stack, http, _asserting(good))
 
     now = int(time.time())
-    stale = _assertion(stack, cert, iat=now - 3600, exp=now - 600)
+    stale = certificate_assertion(stack, cert, iat=now - 3600, exp=now - 600)
     description = _error(_token(stack, http, _asserting(stale)), 700024)
     assert "Client assertion is not within its valid time range." in description
-    early = _assertion(stack, cert, nbf=now + 1800, exp=now + 2400)
+    early = certificate_assertion(stack, cert, nbf=now + 1800, exp=now + 2400)
     _error(_token(stack, http, _asserting(early)), 700024)
 
-    audience = _assertion(stack, cert, aud="https://login.microsoftonline.com/x/oauth2/token")
+    audience = certificate_assertion(
+        stack, cert, aud="https://login.microsoftonline.com/x/oauth2/token"
+    )
     _error(_token(stack, http, _asserting(audience)), 700023)
-    subject = _assertion(stack, cert, sub=str(uuid.uuid4()))
+    subject = certificate_assertion(stack, cert, sub=str(uuid.uuid4()))
     _error(_token(stack, http, _asserting(subject)), 700021)
 
 

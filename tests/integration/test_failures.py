@@ -151,3 +151,27 @@ def test_no_secret_or_token_in_any_log_line_at_debug(stack, new_mailbox, caplog)
     for name, raw in stored_blobs(env).items():
         for what, value in forbidden.items():
             assert value.encode() not in raw, f"{what} leaked into blob {name}"
+
+
+def test_unreachable_storage_fails_fast_and_clearly(stack, new_mailbox):
+    """An outage must end a run inside its time box, not after minutes of silent retries."""
+    import socket
+    import time
+
+    from shared.errors import StorageError
+    from tests.integration.helpers import new_poller
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = stack.settings_env(new_mailbox())
+    env["MAIL_STORAGE"] = (env["MAIL_STORAGE"]
+                           .replace(f":{stack.azurite_ports.blob}/", f":{port}/")
+                           .replace(f":{stack.azurite_ports.table}/", f":{port}/"))
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="unreachable") as raised:
+        new_poller(env)
+    elapsed = time.monotonic() - started
+    print(f"unreachable storage reported after {elapsed:.1f} s")
+    assert elapsed < 20  # three retries about 2 s apart, not minutes
+    assert stack.storage_connection_string.split("AccountKey=")[1].split(";")[0] not in str(raised.value)

@@ -17,8 +17,7 @@ from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import POP3_CHECKPOINT_LIMIT, TableStateStore
 from shared.errors import AuthenticationError, CheckpointConflict, MailServerError, StorageError
 from shared.model import Pop3Checkpoint, Secret
-from shared.naming import pop3_blob_name
-from shared.pop3_poll import uidl_digest
+from shared.naming import pop3_blob_name, uidl_digest
 from tests.integration.helpers import container, new_poller, poll, stored_blobs
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")

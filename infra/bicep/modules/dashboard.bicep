@@ -28,18 +28,18 @@ var failuresQuery = '${metrics}\n| where not(ok)\n| summarize failures = count()
 var statusQuery = '${metrics}\n| summarize arg_max(timestamp, *) by mailbox\n| extend minutesSinceSuccess = round(secondsSinceSuccess / 60, 1)\n| extend status = case(not(ok) and consecutiveFailures >= 3, "red", isnotnull(throttledUntil) and throttledUntil > now(), "amber", not(ok) or folderErrors > 0 or isnull(secondsSinceSuccess) or secondsSinceSuccess > ${amberMinutes * 60}, "amber", "green")\n| project mailbox, status, lastRun = timestamp, delivered, minutesSinceSuccess, consecutiveFailures, errorType, folderErrors, throttledUntil\n| order by status asc, mailbox asc'
 var lagAlertQuery = '${metrics}\n| summarize arg_max(timestamp, *) by mailbox\n| where isnull(secondsSinceSuccess) or secondsSinceSuccess > ${lagAlertMinutes * 60}\n| project mailbox, secondsSinceSuccess, errorType'
 
-var chartItems = [
-  { name: 'status', title: 'Mailboxes now (green, amber, red)', query: statusQuery, visualization: 'table' }
-  { name: 'delivered', title: 'Messages delivered per mailbox', query: deliveredQuery, visualization: 'timechart' }
-  { name: 'bytes', title: 'MB delivered per mailbox', query: bytesQuery, visualization: 'timechart' }
-  { name: 'lag', title: 'Age of the newest delivered message (minutes)', query: lagQuery, visualization: 'timechart' }
-  { name: 'failures', title: 'Failed polls by error type', query: failuresQuery, visualization: 'barchart' }
-  { name: 'duration', title: 'Run time against the time box (seconds)', query: durationQuery, visualization: 'timechart' }
-]
+// What every query item of the workbook shares.
+var kqlItem = {
+  version: 'KqlItem/1.0'
+  size: 0
+  queryType: 0
+  resourceType: 'microsoft.insights/components'
+  timeContext: { durationMs: 86400000 }
+}
 
 var workbook = {
   version: 'Notebook/1.0'
-  items: concat([
+  items: [
     {
       type: 1
       name: 'title'
@@ -47,20 +47,37 @@ var workbook = {
         json: '## mailferry\nPer mailbox, from the "mailbox metrics" record each run writes. Red: failing three runs in a row. Amber: failing, throttled, a folder failing, or no success for ${amberMinutes} minutes.'
       }
     }
-  ], map(chartItems, item => {
-    type: 3
-    name: item.name
-    content: {
-      version: 'KqlItem/1.0'
-      title: item.title
-      query: item.query
-      size: 0
-      queryType: 0
-      resourceType: 'microsoft.insights/components'
-      visualization: item.visualization
-      timeContext: { durationMs: 86400000 }
+    {
+      type: 3
+      name: 'status'
+      content: union(kqlItem, { title: 'Mailboxes now (green, amber, red)', query: statusQuery, visualization: 'table' })
     }
-  }))
+    {
+      type: 3
+      name: 'delivered'
+      content: union(kqlItem, { title: 'Messages delivered per mailbox', query: deliveredQuery, visualization: 'timechart' })
+    }
+    {
+      type: 3
+      name: 'bytes'
+      content: union(kqlItem, { title: 'MB delivered per mailbox', query: bytesQuery, visualization: 'timechart' })
+    }
+    {
+      type: 3
+      name: 'lag'
+      content: union(kqlItem, { title: 'Age of the newest delivered message (minutes)', query: lagQuery, visualization: 'timechart' })
+    }
+    {
+      type: 3
+      name: 'failures'
+      content: union(kqlItem, { title: 'Failed polls by error type', query: failuresQuery, visualization: 'barchart' })
+    }
+    {
+      type: 3
+      name: 'duration'
+      content: union(kqlItem, { title: 'Run time against the time box (seconds)', query: durationQuery, visualization: 'timechart' })
+    }
+  ]
   fallbackResourceIds: [appInsightsId]
 }
 

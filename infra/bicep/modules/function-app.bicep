@@ -6,6 +6,9 @@ param planName string
 param location string
 param tags object = {}
 
+@description('Value of the azd-service-name tag, on the site only: azd refuses two resources with it.')
+param azdServiceName string
+
 @description('Resource ID of the user-assigned managed identity the app runs as.')
 param identityId string
 
@@ -18,11 +21,12 @@ param deploymentContainerName string
 @description('Every app setting, host and app alike. The whole set is replaced on each deployment.')
 param appSettings object
 
-@allowed(['3.10', '3.11', '3.12'])
+@description('The Python versions Flex Consumption offers from 3.11 on; 3.10 lacks datetime.UTC, which the app uses.')
+@allowed(['3.11', '3.12', '3.13', '3.14'])
 param pythonVersion string = '3.11'
 
-@description('Upper bound on instances (Flex Consumption accepts 40 to 1000).')
-@minValue(40)
+@description('Upper bound on instances per function (Flex Consumption accepts 1 to 1000).')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -46,7 +50,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: union(tags, { 'azd-service-name': azdServiceName })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

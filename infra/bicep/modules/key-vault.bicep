@@ -14,6 +14,9 @@ param tags object = {}
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('Purge protection: a deleted vault cannot be purged before its retention days are over. Irreversible.')
+param purgeProtection bool = false
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -27,8 +30,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
-    // Cannot be turned off again once on: a deleted secret stays recoverable for the retention.
-    enablePurgeProtection: true
+    // Azure accepts only true here and cannot turn it off again: null leaves a vault as it is,
+    // so a vault made with purge protection by an earlier deployment keeps it.
+    enablePurgeProtection: purgeProtection ? true : null
     enabledForDeployment: false
     enabledForTemplateDeployment: false
     enabledForDiskEncryption: false

@@ -88,7 +88,7 @@ resource mailboxFailingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01'
   kind: 'LogAlert'
   properties: {
     displayName: 'mailferry: a mailbox keeps failing'
-    description: 'A mailbox logged "${pollFailedText}" in each of ${alertConsecutiveWindows} consecutive ${alertWindow} windows. Check its health row and the error type; see the README troubleshooting table.'
+    description: 'A mailbox logged "${pollFailedText}" in each of ${alertConsecutiveWindows} consecutive ${alertWindow} windows. Check its health row and the error type; see docs/troubleshooting.md.'
     severity: 2
     enabled: true
     scopes: [
@@ -129,3 +129,4 @@ output appInsightsId string = appInsights.id
 output connectionString string = appInsights.properties.ConnectionString
 output workspaceId string = workspace.id
 output alertRuleName string = mailboxFailingAlert.name
+output actionGroupId string = empty(alertEmail) ? '' : resourceId('Microsoft.Insights/actionGroups', 'ag-${appInsightsName}')

@@ -7,8 +7,9 @@ param principalId string
 @description('Object ID of the person or pipeline that runs infra/tenant (writes the client secret). Empty: none.')
 param deployerPrincipalId string = ''
 
-@description('User, Group or ServicePrincipal.')
-param deployerPrincipalType string = 'User'
+@description('User, Group or ServicePrincipal. Empty: left out, and Azure looks the principal up.')
+@allowed(['', 'User', 'Group', 'ServicePrincipal'])
+param deployerPrincipalType string = ''
 
 param keyVaultName string
 param hostStorageName string
@@ -207,7 +208,8 @@ resource deployerKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
     principalId: deployerPrincipalId
-    principalType: deployerPrincipalType
+    // A wrong type is refused (a pipeline is no User); without one Azure resolves it.
+    principalType: empty(deployerPrincipalType) ? null : deployerPrincipalType
     description: 'Operator writes the mailferry client secret (infra/tenant)'
   }
 }

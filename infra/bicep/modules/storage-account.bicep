@@ -23,6 +23,12 @@ param queues string[] = []
 @maxValue(365)
 param softDeleteDays int = 7
 
+@description('Keep a version of each overwritten or deleted blob: needed for version-level immutability.')
+param versioning bool = false
+
+@description('Which of containers get version-level immutability support: legal holds and time-based retention on each blob version. Set when a container is created; an existing one must be migrated.')
+param immutableContainers string[] = []
+
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param skuName string = 'Standard_LRS'
 
@@ -55,6 +61,7 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: account
   name: 'default'
   properties: {
+    isVersioningEnabled: versioning
     deleteRetentionPolicy: {
       enabled: true
       days: softDeleteDays
@@ -72,6 +79,7 @@ resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
     name: container
     properties: {
       publicAccess: 'None'
+      immutableStorageWithVersioning: contains(immutableContainers, container) ? { enabled: true } : null
     }
   }
 ]
