@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from shared.batching import BatchLimits
 from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
-from shared.folder_poll import FolderPoll
+from shared.folder_poll import BATCH_BYTES, FolderPoll, FolderTools
 from shared.mailbox_list import MailboxConfig
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
@@ -40,6 +41,8 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
+from shared.reconnect import MailboxConnection, ReconnectPolicy
+from shared.time_box import MailboxShares, TimeBox
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
@@ -89,6 +92,8 @@ class Poller:
     clock: Clock
     pop3: Pop3Server | None = None
     pop3_checkpoints: Pop3CheckpointStore | None = None
+    # How a dropped mail connection is reopened within a run.
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
@@ -111,10 +116,12 @@ class Poller:
             return PollReport(results, self.clock.monotonic() - started)
 
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
+        shares = MailboxShares(self.clock, deadline, mailboxes=len(mailboxes), workers=workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start),
+                lambda m: self._poll_mailbox(m, token, shares.next_deadline(), watcher,
+                                             on_thread_start),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
@@ -166,15 +173,23 @@ class Poller:
     def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    watcher: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
-        with self.server.open(mailbox.address, token) as session:
+        """One connection for every folder, reopened after a drop (see reconnect)."""
+        time_box = TimeBox(deadline)
+        tools = FolderTools(self.sink, self.checkpoints, self.options, self.clock, watcher,
+                            on_thread_start)
+        # Halved by drops, for every folder of the mailbox in this run.
+        limits = BatchLimits(self.options.fetch_batch_size, BATCH_BYTES)
+        with MailboxConnection(
+                lambda: self.server.open(mailbox.address, token, deadline=time_box.reads_end),
+                address=mailbox.address, policy=self.reconnect, clock=self.clock,
+                time_box=time_box) as connection:
             for folder in mailbox.folders:
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
+                poll = FolderPoll(mailbox.address, folder, tools, result=folder_result,
+                                  time_box=time_box, limits=limits)
                 try:
-                    FolderPoll(session, mailbox.address, folder, sink=self.sink,
-                               checkpoints=self.checkpoints, options=self.options,
-                               clock=self.clock, result=folder_result, deadline=deadline,
-                               watcher=watcher, on_thread_start=on_thread_start).run()
+                    connection.run(poll.run, progress=poll.progress)
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -195,13 +210,17 @@ class Poller:
         """POP3 sees the Inbox only; see pop3_poll."""
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
-        with self.pop3.open(address, token) as session:
+        pop3, time_box = self.pop3, TimeBox(deadline)
+        poll = Pop3Poll(address, sink=self.sink, checkpoints=self.pop3_checkpoints,
+                        clock=self.clock, time_box=time_box, watcher=watcher,
+                        batch_size=self.options.fetch_batch_size,
+                        upload_concurrency=self.options.upload_concurrency, result=result,
+                        on_thread_start=on_thread_start)
+        with MailboxConnection(lambda: pop3.open(address, token, deadline=time_box.reads_end),
+                               address=address, policy=self.reconnect, clock=self.clock,
+                               time_box=time_box) as connection:
             try:
-                Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
-                         clock=self.clock, deadline=deadline, watcher=watcher,
-                         batch_size=self.options.fetch_batch_size,
-                         upload_concurrency=self.options.upload_concurrency, result=result,
-                         on_thread_start=on_thread_start).run()
+                connection.run(poll.run, progress=poll.progress)
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "

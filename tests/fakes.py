@@ -123,7 +123,8 @@ class FakeServer:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
 
     @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> Iterator[FakeSession]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: AUTHENTICATE failed")
         session = FakeSession(self.mailboxes[address], self.after)
@@ -272,7 +273,8 @@ class FakePop3Server:
         self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u != uidl]
 
     @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[FakePop3Session]:
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> Iterator[FakePop3Session]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: -ERR Authentication failure")
         session = FakePop3Session(self.maildrops.setdefault(address, []))

@@ -1,31 +1,29 @@
 """IMAP over TLS with SASL XOAUTH2, through IMAPClient (which handles quoting, modified
-UTF-7 folder names and response parsing)."""
+UTF-7 folder names and response parsing); every read paced (``mail_socket``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import ssl
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.imapclient import join_message_ids
+from imapclient.response_parser import parse_fetch_response
 
+from shared.adapters.imap_client import PacedImapClient
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
-from shared.errors import FolderUnavailable, MailServerError
+from shared.adapters.mail_server import MailConnector, xoauth2_string
+from shared.adapters.mail_socket import Pace
+from shared.errors import FolderUnavailable, MailferryError, MailServerError
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
 
 INFO_CHUNK = 1000
-
-
-def xoauth2_string(address: str, token: Secret) -> bytes:
-    """The SASL XOAUTH2 initial response (never logged)."""
-    return f"user={address}\x01auth=Bearer {token.reveal()}\x01\x01".encode()
 
 
 class _XOAuth2:
@@ -43,47 +41,21 @@ class _XOAuth2:
         return self._first
 
 
-class ImapServer:
+class ImapServer(MailConnector[IMAPClient, "ImapSession"]):
     """Opens XOAUTH2 sessions to one IMAP server."""
 
-    def __init__(self, host: str, port: int, *, security: Literal["tls", "starttls"] = "tls",
-                 ca_bundle: Path | None = None, timeout: float = 60.0) -> None:
-        self.host = host
-        self.port = port
-        self.security = security
-        self.timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    library_errors = (IMAPClientError,)
 
-    @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[ImapSession]:
-        """A logged-in session for ``address``; logged out when the block ends."""
-        client = self._connect()
-        try:
-            self._login(client, address, token)
-            yield ImapSession(client, address)
-        finally:
-            try:
-                client.logout()
-            except (IMAPClientError, OSError):
-                client.shutdown()
-
-    def _connect(self) -> IMAPClient:
-        where = f"{self.host}:{self.port}"
-        try:
-            client = IMAPClient(self.host, self.port, ssl=self.security == "tls",
-                                ssl_context=self._context, timeout=self.timeout)
-            # IMAPClient turns imaplib's debug output up to 5, and imaplib then formats the
-            # repr of every message it receives for a log line, whether or not the logger
-            # wants it: most of a large fetch's CPU. IMAPClient's own DEBUG log remains.
-            client._imap.debug = 0
-            if self.security == "starttls":
-                client.starttls(self._context)
-        except (IMAPClientError, OSError) as e:
-            raise imap_failure(e, doing="connect", server=where) from e
+    def _client(self, pace: Pace) -> IMAPClient:
+        client = PacedImapClient(self.host, self.port, tls=self.security == "tls",
+                                 ssl_context=self._context, pace=pace)
+        if self.security == "starttls":
+            client.starttls(self._context)
         return client
 
-    def _login(self, client: IMAPClient, address: str, token: Secret) -> None:
+    def _login(self, client: IMAPClient, address: str, token: Secret, pace: Pace) -> None:
         try:
+            pace.new_answer()
             capabilities = client.capabilities()
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing="CAPABILITY", server=self.host, mailbox=address,
@@ -91,10 +63,24 @@ class ImapServer:
         if b"AUTH=XOAUTH2" not in capabilities:
             raise no_xoauth2(self.host, [c.decode() for c in capabilities])
         try:
+            pace.new_answer()
             client.sasl_login("XOAUTH2", _XOAuth2(address, token))
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing=AUTHENTICATE, server=self.host, mailbox=address,
                                bye=last_bye(client)) from e
+
+    def _session(self, client: IMAPClient, address: str, pace: Pace) -> ImapSession:
+        return ImapSession(client, address, pace)
+
+    def _goodbye(self, client: IMAPClient) -> None:
+        client.logout()
+
+    def _drop(self, client: IMAPClient) -> None:
+        with contextlib.suppress(IMAPClientError, OSError):  # already closed
+            client.shutdown()
+
+    def _failure(self, error: BaseException, doing: str, server: str) -> MailferryError:
+        return imap_failure(error, doing=doing, server=server)
 
 
 class ImapProbe:
@@ -102,11 +88,12 @@ class ImapProbe:
 
     def __init__(self, server: ImapServer) -> None:
         self._server = server
+        self._pace = Pace(server.timeout)
         self._client: IMAPClient | None = None
 
     def connect(self) -> list[str]:
         """Connect (TLS or STARTTLS) and return the capabilities offered before login."""
-        self._client = self._server._connect()
+        self._client = self._server._connect(self._pace)
         try:
             return sorted(c.decode() for c in self._client.capabilities())
         except (IMAPClientError, OSError) as e:
@@ -115,7 +102,7 @@ class ImapProbe:
 
     def login(self, address: str, token: Secret) -> None:
         assert self._client is not None, "connect first"
-        self._server._login(self._client, address, token)
+        self._server._login(self._client, address, token, self._pace)
 
     def folders(self) -> list[str]:
         """Every folder the mailbox lists (LIST), by name."""
@@ -128,19 +115,17 @@ class ImapProbe:
 
     def close(self) -> None:
         if self._client is not None:
-            try:
-                self._client.logout()
-            except (IMAPClientError, OSError):
-                self._client.shutdown()
+            self._server._close(self._client, self._pace)
             self._client = None
 
 
 class ImapSession:
     """A logged-in IMAP connection to one mailbox."""
 
-    def __init__(self, client: IMAPClient, address: str) -> None:
+    def __init__(self, client: IMAPClient, address: str, pace: Pace) -> None:
         self._client = client
         self._address = address
+        self._pace = pace
         self.commands = 0
 
     def select_folder(self, folder: str) -> FolderState:
@@ -165,20 +150,15 @@ class ImapSession:
         found = self._call("UID SEARCH", self._client.search, ["UID", f"{first_uid}:*"])
         return [int(u) for u in found]
 
-    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        if not uids:
-            return []
-        response: dict[int, dict[bytes, Any]] = self._call(
-            "UID FETCH", self._client.fetch, list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
-        messages = []
-        for uid, data in response.items():
+    def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """Each message as soon as its FETCH response is complete: when the connection drops,
+        the messages received before are kept and only the one cut short is fetched again."""
+        wanted = set(uids)
+        for uid, data in self._stream_fetch(uids, "BODY.PEEK[] INTERNALDATE"):
             raw = data.get(b"BODY[]")
-            if raw is None:
+            if raw is None or uid not in wanted:
                 continue  # an untagged FETCH for flags only, or a message expunged meanwhile
-            internal = data.get(b"INTERNALDATE")
-            messages.append(FetchedMessage(int(uid), bytes(raw),
-                                           internal if isinstance(internal, datetime) else None))
-        return sorted(messages, key=lambda m: m.uid)
+            yield FetchedMessage(uid, bytes(raw), _internal_date(data))
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
         infos: list[MessageInfo] = []
@@ -188,9 +168,8 @@ class ImapSession:
             response: dict[int, dict[bytes, Any]] = self._call(
                 "UID FETCH", self._client.fetch, chunk, ["RFC822.SIZE", "INTERNALDATE"])
             for uid, data in response.items():
-                internal = data.get(b"INTERNALDATE")
                 infos.append(MessageInfo(int(uid), int(data.get(b"RFC822.SIZE", 0)),
-                                         internal if isinstance(internal, datetime) else None))
+                                         _internal_date(data)))
         return sorted(infos, key=lambda i: i.uid)
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
@@ -202,10 +181,47 @@ class ImapSession:
                 return None if value is None else bytes(value)
         return None  # no FETCH data: the message is gone
 
+    def _stream_fetch(self, uids: Sequence[int], items: str) -> Iterator[tuple[int, dict[bytes, Any]]]:
+        """``UID FETCH`` read one response at a time (imaplib reads each whole, literals
+        included, so every one handed out is complete)."""
+        if not uids:
+            return
+        imap = self._client._imap
+        self.commands += 1
+        self._pace.new_answer()
+        finished = False
+        try:
+            tag = imap._command("UID", "FETCH", join_message_ids(list(uids)), f"({items})")
+            while imap.tagged_commands[tag] is None:
+                imap._get_response()
+                imap._check_bye()
+                responses = imap.untagged_responses.pop("FETCH", [])
+                for uid, data in parse_fetch_response(responses, True, True).items():
+                    yield int(uid), data
+            status, said = imap.tagged_commands.pop(tag)
+            finished = True
+        except (IMAPClientError, OSError) as e:
+            raise self._failure(e, "UID FETCH") from e
+        finally:
+            if not finished:
+                self._pace.broken = True  # left in the middle of an answer
+        if status != "OK":
+            words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
+            raise self._failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
+
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         self.commands += 1
+        self._pace.new_answer()
         try:
             return method(*args, **kwargs)
         except (IMAPClientError, OSError) as e:
-            raise imap_failure(e, doing=what, server=str(self._client.host), mailbox=self._address,
-                               bye=last_bye(self._client)) from e
+            raise self._failure(e, what) from e
+
+    def _failure(self, error: BaseException, what: str) -> MailferryError:
+        return imap_failure(error, doing=what, server=str(self._client.host), mailbox=self._address,
+                            bye=last_bye(self._client))
+
+
+def _internal_date(data: dict[bytes, Any]) -> datetime | None:
+    internal = data.get(b"INTERNALDATE")
+    return internal if isinstance(internal, datetime) else None

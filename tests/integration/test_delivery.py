@@ -221,8 +221,8 @@ def test_an_empty_poll_costs_two_imap_commands_per_folder_and_writes_nothing(sta
         """The real IMAP adapter, keeping each session to count its commands afterwards."""
 
         @contextmanager
-        def open(self, mailbox: str, token):
-            with real.open(mailbox, token) as session:
+        def open(self, address: str, token, **options):
+            with real.open(address, token, **options) as session:
                 sessions.append(session)
                 yield session
 
