@@ -113,6 +113,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     _spec("POLL_DEADLINE_SECONDS",
           "A run stops starting work after this many seconds; keep it below host.json functionTimeout.",
           "480", default="480"),
+    _spec("IMAP_TIMEOUT_SECONDS",
+          "Seconds an IMAP or POP3 read may wait for data; the same span judges a minimum pace "
+          "(1 KiB/s), so a server trickling data is cut too. Reads never outlast the run's time box.",
+          "60", default="60"),
 )
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)

@@ -101,6 +101,7 @@ class Settings:
     upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     poll_deadline_seconds: float = 480.0
+    imap_timeout_seconds: float = 60.0
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -222,6 +223,7 @@ class _Reader:
         uploads = self.integer("UPLOAD_CONCURRENCY", 1, 64)
         large = self.integer("LARGE_MESSAGE_BYTES", 1024 * 1024, 1024 * 1024 * 1024)
         deadline = self.integer("POLL_DEADLINE_SECONDS", 10, 86_400)
+        mail_timeout = self.integer("IMAP_TIMEOUT_SECONDS", 1, 600)
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
@@ -248,6 +250,7 @@ class _Reader:
             upload_concurrency=uploads,
             large_message_bytes=large,
             poll_deadline_seconds=float(deadline),
+            imap_timeout_seconds=float(mail_timeout),
         )
 
     def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:

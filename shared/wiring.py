@@ -88,7 +88,7 @@ def build_poller(settings: Settings) -> Poller:
     state = TableStateStore(table)
     state.ensure_table()
     server = ImapServer(settings.imap.host, settings.imap.port, security=settings.imap.security,
-                        ca_bundle=settings.ca_bundle)
+                        ca_bundle=settings.ca_bundle, timeout=settings.imap_timeout_seconds)
     options = PollOptions(
         max_concurrent_mailboxes=settings.max_concurrent_mailboxes,
         fetch_batch_size=settings.fetch_batch_size,
@@ -97,7 +97,7 @@ def build_poller(settings: Settings) -> Poller:
         deadline_seconds=settings.poll_deadline_seconds,
     )
     pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
-                          ca_bundle=settings.ca_bundle)
+                          ca_bundle=settings.ca_bundle, timeout=settings.imap_timeout_seconds)
     return Poller(tokens, server, sink, state, state, options, SystemClock(),
                   pop3=pop3, pop3_checkpoints=state)
 
