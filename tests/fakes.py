@@ -8,7 +8,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from shared.errors import AuthenticationError, CheckpointConflict, FolderUnavailable, StorageError
+from shared.errors import (
+    AuthenticationError,
+    CheckpointConflict,
+    FailureKind,
+    FolderUnavailable,
+    MailServerError,
+    StorageError,
+)
 from shared.model import (
     Checkpoint,
     FetchedMessage,
@@ -56,17 +63,29 @@ class FakeFolder:
         return None if uid in self.withheld else self.messages.get(uid)
 
 
+def dropped(what: str) -> MailServerError:
+    """What the adapters raise when the connection drops."""
+    return MailServerError(f"the connection was lost during {what}", kind=FailureKind.CONNECTION_DROPPED)
+
+
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
-                 after: dict[str, Callable[[], None]] | None = None) -> None:
+                 after: dict[str, Callable[[], None]] | None = None,
+                 cuts: list[int] | None = None, fetched: list[int] | None = None) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
         self.commands: list[str] = []
         # Something another client does right after this session's command of that name.
         self.after = after or {}
+        # Shared with the server: each body FETCH takes the first; it sends that many
+        # messages, then the connection drops (the session is dead from then on).
+        self.cuts = cuts if cuts is not None else []
+        self.dead = False
+        # How many messages each body FETCH asked for (shared with the server).
+        self.fetched = fetched if fetched is not None else []
 
     def select_folder(self, folder: str) -> FolderState:
-        self.commands.append("EXAMINE")
+        self._alive("EXAMINE")
         if folder not in self.folders:
             raise FolderUnavailable(f"EXAMINE {folder} failed: Mailbox doesn't exist: {folder}")
         self.selected = self.folders[folder]
@@ -74,7 +93,7 @@ class FakeSession:
                            len(self.selected.messages))
 
     def search_uids_from(self, first_uid: int) -> list[int]:
-        self.commands.append("UID SEARCH")
+        self._alive("UID SEARCH")
         assert self.selected is not None
         uids = [u for u in self.selected.messages if u >= first_uid]
         # Like real servers, `n:*` includes the highest UID even when it is below n.
@@ -82,15 +101,26 @@ class FakeSession:
             uids = [max(self.selected.messages)]
         return uids
 
-    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        self.commands.append("UID FETCH")
+    def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        self._alive("UID FETCH")
+        self.fetched.append(len(uids))
         folder = self.selected
         assert folder is not None
         sent = [(u, folder.sent(u)) for u in uids]
-        return [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
+        whole = [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
+        cut = self.cuts.pop(0) if self.cuts else None
+        yield from whole[:cut]
+        if cut is not None:
+            self.dead = True
+            raise dropped("UID FETCH")
+
+    def _alive(self, command: str) -> None:
+        if self.dead:
+            raise dropped(command)
+        self.commands.append(command)
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
-        self.commands.append("UID FETCH")
+        self._alive("UID FETCH")
         folder = self.selected
         assert folder is not None
         infos = [MessageInfo(u, len(folder.messages[u]), folder.arrived[u])
@@ -99,7 +129,7 @@ class FakeSession:
         return infos
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
-        self.commands.append("UID FETCH")
+        self._alive("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
         self._then("fetch_range")
@@ -118,6 +148,10 @@ class FakeServer:
         self.sessions: list[FakeSession] = []
         # Handed to the next session: see FakeSession.after.
         self.after: dict[str, Callable[[], None]] = {}
+        # Where the next body FETCHes drop the connection: see FakeSession.cuts.
+        self.cuts: list[int] = []
+        self.fetched: list[int] = []
+        self.deadlines: list[float | None] = []
 
     def folder(self, address: str, name: str = "INBOX") -> FakeFolder:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
@@ -127,8 +161,9 @@ class FakeServer:
              deadline: float | None = None) -> Iterator[FakeSession]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: AUTHENTICATE failed")
-        session = FakeSession(self.mailboxes[address], self.after)
+        session = FakeSession(self.mailboxes[address], self.after, self.cuts, self.fetched)
         self.sessions.append(session)
+        self.deadlines.append(deadline)
         yield session
 
 
@@ -244,11 +279,17 @@ class FakeClock:
     def now(self) -> datetime:
         return datetime(2026, 11, 28, tzinfo=UTC)
 
+    def sleep(self, seconds: float) -> None:
+        """What waiting does to this clock."""
+        self.seconds += seconds
+
 
 class FakePop3Session:
-    def __init__(self, maildrop: list[tuple[str, bytes]]) -> None:
+    def __init__(self, maildrop: list[tuple[str, bytes]], cuts: list[int] | None = None) -> None:
         self.maildrop = list(maildrop)  # a POP3 session sees the maildrop as it was at login
         self.commands: list[str] = []
+        # Shared with the server: the connection drops at the RETR after that many more.
+        self.cuts = cuts if cuts is not None else []
 
     def list_uidls(self) -> list[tuple[int, str]]:
         self.commands.append("UIDL")
@@ -256,6 +297,11 @@ class FakePop3Session:
 
     def retrieve(self, number: int) -> bytes:
         self.commands.append("RETR")
+        if self.cuts and self.cuts[0] <= 0:
+            self.cuts.pop(0)
+            raise dropped("RETR")
+        if self.cuts:
+            self.cuts[0] -= 1
         return self.maildrop[number - 1][1]
 
 
@@ -264,6 +310,7 @@ class FakePop3Server:
         self.maildrops: dict[str, list[tuple[str, bytes]]] = {}
         self.refused: set[str] = set()
         self.sessions: list[FakePop3Session] = []
+        self.cuts: list[int] = []
 
     def deliver(self, address: str, uidl: str, raw: bytes) -> None:
         self.maildrops.setdefault(address, []).append((uidl, raw))
@@ -277,6 +324,6 @@ class FakePop3Server:
              deadline: float | None = None) -> Iterator[FakePop3Session]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: -ERR Authentication failure")
-        session = FakePop3Session(self.maildrops.setdefault(address, []))
+        session = FakePop3Session(self.maildrops.setdefault(address, []), self.cuts)
         self.sessions.append(session)
         yield session

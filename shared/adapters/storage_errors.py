@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from shared.diagnoses import hint
@@ -12,8 +14,12 @@ _DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "Authentic
 
 
 def storage_error(action: str, error: Exception, *, role: str, code: str | None = None) -> StorageError:
-    """A StorageError saying what failed and, when access was denied, which role to grant."""
+    """A StorageError saying what failed (and in which account) and, when access was denied,
+    which role to grant."""
     code = code or getattr(error, "error_code", None)
+    account = _account(error)
+    if account:
+        action = f"{action} in storage account {account}"
     if isinstance(error, ClientAuthenticationError) or code in _DENIED:
         return StorageError(
             f"Could not {action}: access denied ({code or 'authentication failed'}); the Function "
@@ -25,3 +31,13 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
                             kind=FailureKind.STORAGE_UNREACHABLE)
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
+
+
+def _account(error: Exception) -> str | None:
+    """The host (and port) of the storage account a failed request went to, when known: from
+    the response's request, or the transport's own error (a refused connection)."""
+    for source in (getattr(error, "response", None), getattr(error, "inner_exception", None)):
+        url = getattr(getattr(source, "request", None), "url", None)
+        if isinstance(url, str) and url:
+            return urlsplit(url).netloc or None
+    return None
