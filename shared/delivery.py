@@ -107,13 +107,23 @@ class ConcurrentDelivery(Generic[Key]):
                 self._give_up()
                 return
             self._pending.popleft()
+            if future.cancelled():
+                continue
             try:
                 written = future.result()
             except Exception as e:
-                self.failure = self.failure or e
+                self._fail(e)
                 continue
             self._count(written, internal_date)
             self._on_stored(key)
+
+    def _fail(self, error: Exception) -> None:
+        """Keep the first failure; uploads not started yet are not started at all (storage
+        that failed one after its retries is not asked again in this run)."""
+        if self.failure is None:
+            self.failure = error
+            for _, future, _ in self._pending:
+                future.cancel()
 
     def _give_up(self) -> None:
         self._gave_up = True

@@ -10,7 +10,13 @@ from dataclasses import dataclass, replace
 from shared.batching import BatchLimits, ContiguousPrefix, plan_batches
 from shared.dedup import dedup_key
 from shared.delivery import SKIPPED, ConcurrentDelivery, Outcome
-from shared.errors import FailureKind, MailferryError, MailServerError
+from shared.errors import (
+    CheckpointConflict,
+    FailureKind,
+    MailferryError,
+    MailServerError,
+    StorageError,
+)
 from shared.model import Checkpoint, FolderResult, FolderState, MessageInfo, PollOptions
 from shared.naming import blob_metadata, blob_name, folder_prefix
 from shared.ports import (
@@ -145,7 +151,13 @@ class FolderPoll:
             except Exception as e:  # stop fetching, but keep what already landed
                 failure = e
             delivery.settle()  # every upload finishes (or is given up) before the checkpoint moves
-        self._save(checkpoint, prefix)
+        try:
+            self._save(checkpoint, prefix)
+        except StorageError as e:
+            if isinstance(e, CheckpointConflict) or (delivery.failure or failure) is None:
+                raise
+            # The failure that stopped the run says more; the checkpoint stands where it was.
+            log.warning("%s/%s: could not save the checkpoint: %s", self.address, self.folder, e)
         # A storage failure first: reconnecting to the mail server would not help it.
         if delivery.failure is not None:
             raise delivery.failure

@@ -90,10 +90,11 @@ class MailboxConnection(Generic[Session]):
                 f"{error}); {progress()}; the next run resumes there.",
                 kind=FailureKind.CONNECTION_DROPPED) from error
         pause = self._policy.pause(self.drops)
-        if self._clock.monotonic() + pause >= self._time_box.ends:
-            raise MailServerError(
-                f"{error} The run's time box ended before a reconnect; {progress()}; the next "
-                "run resumes there.", kind=FailureKind.CONNECTION_DROPPED) from error
+        now = self._clock.monotonic()
+        if now + pause >= self._time_box.ends:
+            why = "" if now >= self._time_box.ends else " No time is left to reconnect in this run."
+            raise MailServerError(f"{error}{why} {progress()}; the next run resumes there.",
+                                  kind=FailureKind.CONNECTION_DROPPED) from error
         log.warning("%s: connection dropped (%s); reconnecting in %.1f s (%d of %d)",
                     self._address, error, pause, self.drops, self._policy.attempts)
         self._policy.sleep(pause)

@@ -35,9 +35,15 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
 
 def _account(error: Exception) -> str | None:
     """The host (and port) of the storage account a failed request went to, when known: from
-    the response's request, or the transport's own error (a refused connection)."""
-    for source in (getattr(error, "response", None), getattr(error, "inner_exception", None)):
+    the response's request, or the transport's own error (requests' request, or urllib3's
+    connection when it was refused)."""
+    inner = getattr(error, "inner_exception", None)
+    for source in (getattr(error, "response", None), inner):
         url = getattr(getattr(source, "request", None), "url", None)
         if isinstance(url, str) and url:
             return urlsplit(url).netloc or None
+    connection = getattr(inner, "conn", None)
+    host, port = getattr(connection, "host", None), getattr(connection, "port", None)
+    if isinstance(host, str) and host:
+        return f"{host}:{port}" if port else host
     return None
