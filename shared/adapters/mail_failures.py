@@ -12,8 +12,14 @@ import ssl
 from dataclasses import dataclass
 
 from shared.adapters.mail_socket import ServerTooSlow
-from shared.diagnoses import hint
-from shared.errors import FailureKind, MailboxThrottled, MailServerError
+from shared.diagnoses import Ids, hint
+from shared.errors import (
+    AuthenticationError,
+    FailureKind,
+    MailboxAccessError,
+    MailboxThrottled,
+    MailServerError,
+)
 
 # Exchange: "Request is throttled. Suggested Backoff Time: 299961 milliseconds", tagged NO or
 # BAD, or untagged BYE, on any command. Twelve digits at most: a longer number is no usable
@@ -72,6 +78,17 @@ def throttled(subject: str, doing: str, notice: ThrottleNotice, words: str) -> M
             else "it did not say for how long")
     return MailboxThrottled(f"{subject} is throttling the mailbox, answering {doing} with "
                             f"'{words}'; {wait}.", retry_after_seconds=seconds)
+
+
+def login_refused(protocol: str, mailbox: str, words: str) -> AuthenticationError:
+    """The error for a login the server refused: the mailbox not granted (Exchange's "not
+    connected"), or the app's token."""
+    ids = Ids(mailbox=mailbox)
+    if "not connected" in words.lower():
+        return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
+    return AuthenticationError(
+        f"{mailbox}: the {protocol} server refused the app's token ({words}). "
+        f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)
 
 
 def dropped(subject: str, doing: str, error: BaseException, words: str) -> MailServerError:

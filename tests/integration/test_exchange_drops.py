@@ -11,7 +11,7 @@ import pytest
 from devstack.faults import FaultFront
 from devstack.stack import Stack
 from tests.integration.fault_runs import MARGIN, assert_exactly_once, seeded
-from tests.integration.helpers import poll
+from tests.integration.helpers import poll, stored_blobs
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
@@ -30,6 +30,18 @@ def test_a_connection_cut_in_the_middle_of_a_fetch_is_reopened_and_the_run_compl
     assert len(faults.events(mailbox=address)) == 2
     assert faults.connections(address).total == 3  # two reopened in the same run
     assert_exactly_once(stack, env, address)
+
+
+def test_a_pop3_connection_cut_in_the_middle_of_a_message_is_reopened_and_the_run_completes(
+        stack: Stack, faults: FaultFront, new_mailbox):
+    address = seeded(stack, new_mailbox, 120)
+    env = faults.settings_env(address, storage=False) | {"MAIL_PROTOCOL": "pop3"}
+    faults.reset(address, on="RETR", in_literal=True, at_byte=700, times=2, protocol="pop3")
+    [result] = poll(env).mailboxes
+    assert result.ok and result.complete and result.delivered == 120, result.error
+    assert faults.connections(address, "pop3").total == 3
+    assert len(stored_blobs(env)) == 120
+    assert sorted(stored_blobs(env).values()) == sorted(stack.server_messages(address, "INBOX").values())
 
 
 def test_a_trickling_server_cannot_hold_the_run_past_its_time_box(stack, faults, new_mailbox):
