@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from shared.errors import FailureKind, StorageError
 from shared.model import FolderResult
 from shared.ports import Clock, MessageSink, PollObserver, ThreadStart, no_thread_setup
+from shared.time_box import wait_left
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -102,7 +103,7 @@ class ConcurrentDelivery(Generic[Key]):
         """Wait for the oldest deliveries until at most ``leave`` are pending; count them."""
         while len(self._pending) > leave:
             key, future, internal_date = self._pending[0]
-            wait = max(0.0, self._waits_end - self._clock.monotonic())
+            wait = wait_left(self._clock, self._waits_end)
             if not concurrent.futures.wait([future], timeout=wait).done:
                 self._give_up()
                 return

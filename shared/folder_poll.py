@@ -30,7 +30,7 @@ from shared.ports import (
 )
 from shared.resync import OldDeliveries, load_old_deliveries
 from shared.streamed import Gone, StreamedDelivery
-from shared.time_box import TimeBox
+from shared.time_box import TimeBox, TimeBoxedCalls
 
 log = logging.getLogger("mailferry.poll")
 
@@ -125,7 +125,8 @@ class FolderPoll:
         tools = self.tools
         prefix = ContiguousPrefix(checkpoint.last_uid)
         failure: BaseException | None = None
-        with ConcurrentDelivery(
+        with TimeBoxedCalls(tools.clock, self.time_box.writes_end,
+                            on_thread_start=tools.on_thread_start) as calls, ConcurrentDelivery(
                 tools.sink, address=self.address, result=self.result, watcher=tools.watcher,
                 concurrency=tools.options.upload_concurrency, on_stored=self._stored_by(prefix),
                 clock=tools.clock, waits_end=self.time_box.waits_end,
@@ -141,7 +142,7 @@ class FolderPoll:
                     self._start(session, delivery, checkpoint, group, prefix)
                     self.limits.arrived()
                     delivery.settle(leave=delivery.pending - before)
-                    checkpoint = self._save(checkpoint, prefix)
+                    checkpoint = self._save(calls, checkpoint, prefix)
                     if delivery.failure is not None:
                         break
             except MailServerError as e:
@@ -151,13 +152,13 @@ class FolderPoll:
             except Exception as e:  # stop fetching, but keep what already landed
                 failure = e
             delivery.settle()  # every upload finishes (or is given up) before the checkpoint moves
-        try:
-            self._save(checkpoint, prefix)
-        except StorageError as e:
-            if isinstance(e, CheckpointConflict) or (delivery.failure or failure) is None:
-                raise
-            # The failure that stopped the run says more; the checkpoint stands where it was.
-            log.warning("%s/%s: could not save the checkpoint: %s", self.address, self.folder, e)
+            try:
+                self._save(calls, checkpoint, prefix)
+            except StorageError as e:
+                if isinstance(e, CheckpointConflict) or (delivery.failure or failure) is None:
+                    raise
+                # The failure that stopped the run says more; the checkpoint stands where it was.
+                log.warning("%s/%s: could not save the checkpoint: %s", self.address, self.folder, e)
         # A storage failure first: reconnecting to the mail server would not help it.
         if delivery.failure is not None:
             raise delivery.failure
@@ -232,10 +233,13 @@ class FolderPoll:
             self.result.duplicates_skipped += 1
         delivery.done(info.uid, written, info.internal_date)
 
-    def _save(self, checkpoint: Checkpoint, prefix: ContiguousPrefix) -> Checkpoint:
+    def _save(self, calls: TimeBoxedCalls, checkpoint: Checkpoint,
+              prefix: ContiguousPrefix) -> Checkpoint:
         if prefix.through <= checkpoint.last_uid:
             return checkpoint
-        saved = self.tools.checkpoints.put_checkpoint(replace(checkpoint, last_uid=prefix.through))
+        moved = replace(checkpoint, last_uid=prefix.through)
+        saved = calls.call(f"write the checkpoint of {self.address}/{self.folder}",
+                           lambda: self.tools.checkpoints.put_checkpoint(moved))
         self.checkpointed = saved.last_uid
         return saved
 

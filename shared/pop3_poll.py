@@ -25,7 +25,7 @@ from shared.ports import (
     ThreadStart,
     no_thread_setup,
 )
-from shared.time_box import TimeBox
+from shared.time_box import TimeBox, TimeBoxedCalls
 
 log = logging.getLogger("mailferry.poll")
 
@@ -75,7 +75,14 @@ class Pop3Poll:
                 self.checkpoints.put_pop3_checkpoint(replace(checkpoint, delivered=frozenset(delivered)))
             return self.result
 
-        with ConcurrentDelivery[str](
+        what = f"write the POP3 checkpoint of {self.address}"
+
+        def save(checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
+            moved = replace(checkpoint, delivered=frozenset(delivered))
+            return calls.call(what, lambda: self.checkpoints.put_pop3_checkpoint(moved))
+
+        with TimeBoxedCalls(self.clock, self.time_box.writes_end,
+                            on_thread_start=self.on_thread_start) as calls, ConcurrentDelivery[str](
                 self.sink, address=self.address, result=self.result, watcher=self.watcher,
                 concurrency=self.upload_concurrency,
                 on_stored=lambda uidl: delivered.add(uidl_digest(uidl)), clock=self.clock,
@@ -91,14 +98,12 @@ class Pop3Poll:
                     delivery.settle()
                     if delivery.failure is not None:
                         break
-                    checkpoint = self.checkpoints.put_pop3_checkpoint(
-                        replace(checkpoint, delivered=frozenset(delivered)))
+                    checkpoint = save(checkpoint)
             finally:
                 # Whatever stopped the run, what was stored before it enters the checkpoint.
                 delivery.settle()
                 if frozenset(delivered) != checkpoint.delivered:
-                    self.checkpoints.put_pop3_checkpoint(
-                        replace(checkpoint, delivered=frozenset(delivered)))
+                    save(checkpoint)
         if delivery.failure is not None:
             raise delivery.failure
         return self.result

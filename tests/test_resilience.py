@@ -9,13 +9,13 @@ import pytest
 
 from shared.batching import GROW_AFTER, BatchLimits
 from shared.delivery import ConcurrentDelivery
-from shared.errors import FailureKind
+from shared.errors import FailureKind, StorageError
 from shared.model import FolderResult, PollOptions
 from shared.naming import blob_name
 from shared.poll import Poller, SilentObserver
 from shared.reconnect import ReconnectPolicy
 from shared.settings import MailboxConfig
-from shared.time_box import MailboxShares
+from shared.time_box import MailboxShares, TimeBoxedCalls
 from tests.fakes import (
     FakeClock,
     FakePop3Server,
@@ -221,3 +221,18 @@ def test_the_reconnect_pause_doubles_with_jitter_up_to_its_cap():
     policy = ReconnectPolicy(first_pause=1.0, max_pause=15.0, jitter=lambda: 1.0)
     assert [policy.pause(n) for n in (1, 2, 3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
     assert ReconnectPolicy(first_pause=4.0, jitter=lambda: 0.0).pause(1) == 2.0
+
+
+def test_a_checkpoint_write_that_never_returns_is_given_up_at_the_end_of_the_time_box():
+    clock, release = FakeClock(), threading.Event()
+    clock.seconds = 100.0  # past the box: the write gets the last short wait only
+    try:
+        with TimeBoxedCalls(clock, until=50.0) as calls:
+            with pytest.raises(StorageError, match="did not answer before the run's time box ended"):
+                calls.call("write the checkpoint of ops/INBOX", lambda: release.wait(30))
+            with pytest.raises(StorageError, match="an earlier call"):  # no second wait
+                calls.call("write the checkpoint of ops/INBOX", lambda: True)
+    finally:
+        release.set()
+    with TimeBoxedCalls(clock, until=50.0) as calls:
+        assert calls.call("write", lambda: 7) == 7

@@ -38,7 +38,6 @@ def test_a_busy_burst_and_an_outage_mid_poll_end_the_run_in_its_box_and_the_next
                running)
     faults.storage_outage(outage)
     [result] = running.wait(DEADLINE + MARGIN + 30).mailboxes
-    print(f"storage outage run: {running.seconds:.1f} s; {result.delivered} delivered; {result.error}")
     assert running.seconds <= DEADLINE + MARGIN, running.seconds
     assert not result.ok and result.error_type == "StorageError", result.error
     error = result.error or ""
@@ -50,4 +49,23 @@ def test_a_busy_burst_and_an_outage_mid_poll_end_the_run_in_its_box_and_the_next
     # An upload whose answer the outage cut may have landed: the next run finds it present.
     assert result.delivered + again.delivered <= count
     assert again.delivered + again.folders[0].already_present >= count - result.delivered
+    assert_exactly_once(stack, env, address)
+
+
+@pytest.mark.fault_runs
+def test_uploads_that_storage_never_answers_cannot_hold_the_run(stack: Stack, faults, new_mailbox):
+    address = seeded(stack, new_mailbox, 200)
+    deadline = 15
+    env = faults.settings_env(address) | {"POLL_DEADLINE_SECONDS": str(deadline),
+                                          "FETCH_BATCH_SIZE": "20", "UPLOAD_CONCURRENCY": "4"}
+    running = TimedPoll(env).start()
+    wait_until(lambda: faults.storage_requests("blob") >= 40, 120, "the first uploads", running)
+    # Blob writes are held far longer than the run's box (Azurite gets them afterwards).
+    faults.storage_stall(service="blob", method="PUT", duration=90, times=None, seconds=90)
+    [result] = running.wait(deadline + MARGIN + 60).mailboxes
+    assert running.seconds <= deadline + MARGIN, running.seconds
+    assert not result.ok and "still running when the run's time box ended" in (result.error or "")
+    faults.clear()
+    [again] = poll(env).mailboxes
+    assert again.ok and again.complete, again.error
     assert_exactly_once(stack, env, address)
