@@ -71,14 +71,16 @@ def dropped(what: str) -> MailServerError:
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
                  after: dict[str, Callable[[], None]] | None = None,
-                 cuts: list[int] | None = None, fetched: list[int] | None = None) -> None:
+                 cuts: list[int | None] | None = None, fetched: list[int] | None = None) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
         self.commands: list[str] = []
         # Something another client does right after this session's command of that name.
         self.after = after or {}
         # Shared with the server: each body FETCH takes the first; it sends that many
-        # messages, then the connection drops (the session is dead from then on).
+        # messages, then the connection drops (the session is dead from then on); None:
+        # that FETCH goes through. A 0 first when a message is streamed: its second range
+        # drops the connection.
         self.cuts = cuts if cuts is not None else []
         self.dead = False
         # How many messages each body FETCH asked for (shared with the server).
@@ -130,6 +132,10 @@ class FakeSession:
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         self._alive("UID FETCH")
+        if offset > 0 and self.cuts and self.cuts[0] == 0:  # cut after a message's first range
+            self.cuts.pop(0)
+            self.dead = True
+            raise dropped("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
         self._then("fetch_range")
@@ -149,7 +155,7 @@ class FakeServer:
         # Handed to the next session: see FakeSession.after.
         self.after: dict[str, Callable[[], None]] = {}
         # Where the next body FETCHes drop the connection: see FakeSession.cuts.
-        self.cuts: list[int] = []
+        self.cuts: list[int | None] = []
         self.fetched: list[int] = []
         self.deadlines: list[float | None] = []
 

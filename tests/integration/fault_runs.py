@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -123,3 +124,23 @@ def seed_maildir(stack: Stack, address: str, messages: Iterable[bytes]) -> int:
             os.chown(path, NOBODY, NOBODY)
     stack.dovecot.doveadm("force-resync", "-u", address, "INBOX")
     return len(written)
+
+
+def run_measured(command: list[str], env: dict[str, str], cwd: Path,
+                 timeout: float) -> tuple[int, str, float]:
+    """Run a process; its exit code, its stderr, and its own peak memory in MB."""
+    err_path = cwd / f"stderr-{uuid.uuid4().hex[:8]}.txt"
+    with err_path.open("wb") as err:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{command} still running after {timeout:g} s")
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return process.returncode, err_path.read_text(errors="replace"), usage.ru_maxrss / 1024

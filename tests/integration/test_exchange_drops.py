@@ -10,6 +10,7 @@ import pytest
 
 from devstack.faults import FaultFront
 from devstack.stack import Stack
+from tests.devstack.raw_clients import message
 from tests.integration.fault_runs import MARGIN, assert_exactly_once, seeded
 from tests.integration.helpers import poll, stored_blobs
 
@@ -29,6 +30,19 @@ def test_a_connection_cut_in_the_middle_of_a_fetch_is_reopened_and_the_run_compl
     assert result.ok and result.complete and result.delivered == 200, result.error
     assert len(faults.events(mailbox=address)) == 2
     assert faults.connections(address).total == 3  # two reopened in the same run
+    assert_exactly_once(stack, env, address)
+
+
+def test_a_large_message_cut_while_streamed_is_stored_whole_once_after_the_reconnect(
+        stack: Stack, faults: FaultFront, new_mailbox):
+    address = new_mailbox()
+    big = message(1, lines=90_000)  # about 6 MiB: streamed in two ranges
+    stack.append_many(address, "INBOX", [message(0), big, message(2)])
+    env = faults.settings_env(address, storage=False) | {"LARGE_MESSAGE_BYTES": str(1024 * 1024)}
+    faults.reset(address, on="FETCH", in_literal=True, at_byte=2 * 1024 * 1024, times=1)
+    [result] = poll(env).mailboxes
+    assert result.ok and result.delivered == 3, result.error
+    assert faults.connections(address).total == 2
     assert_exactly_once(stack, env, address)
 
 
