@@ -63,7 +63,8 @@ class StorageClients:
     def blob_service(self) -> BlobServiceClient:
         """The blob service, for the mail container and the lease container."""
         return self._client(BlobServiceClient, "blob",
-                            transport=http_transport(self._upload_connections), **STORAGE_RETRY)
+                            transport=http_transport(self._upload_connections, verify=self._verify),
+                            **STORAGE_RETRY)
 
     @built_once
     def container(self) -> ContainerClient:
@@ -85,7 +86,8 @@ class StorageClients:
         """The fan-out queue; messages base64-encoded, as the queue trigger expects by default."""
         return self._client(QueueClient, "queue", queue_name=self._names["queue"],
                             message_encode_policy=TextBase64EncodePolicy(),
-                            transport=http_transport(ENQUEUE_CONCURRENCY + 4), **STORAGE_RETRY)
+                            transport=http_transport(ENQUEUE_CONCURRENCY + 4, verify=self._verify),
+                            **STORAGE_RETRY)
 
     def _client(self, kind: type[Client], service: str, **options: Any) -> Client:
         """The connection string when there is one, else the service's endpoint and the identity."""
@@ -112,8 +114,11 @@ class StorageClients:
         return endpoint
 
 
-def http_transport(pool_size: int) -> RequestsTransport:
-    """An HTTP transport for storage clients with room for ``pool_size`` requests at once."""
+def http_transport(pool_size: int, *, verify: str | bool = True) -> RequestsTransport:
+    """An HTTP transport for storage clients with room for ``pool_size`` requests at once.
+
+    ``verify``: True, or the CA bundle to trust.
+    """
     session = requests.Session()
     # With trust_env, requests looks for ~/.netrc and proxy variables on every request: a
     # tenth of an upload's CPU. Proxies from the environment are read here, once, instead.
@@ -122,7 +127,8 @@ def http_transport(pool_size: int) -> RequestsTransport:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    # A transport given to a client keeps its own timeouts: the client's are not passed on.
-    return RequestsTransport(session=session, session_owner=False,
+    # A transport given to a client keeps its own timeouts and CA bundle: the client's
+    # connection_timeout, read_timeout and connection_verify are not passed on.
+    return RequestsTransport(session=session, session_owner=False, connection_verify=verify,
                              connection_timeout=STORAGE_RETRY["connection_timeout"],
                              read_timeout=STORAGE_RETRY["read_timeout"])

@@ -186,3 +186,16 @@ def test_the_doctor_probes_the_server_of_each_protocol():
     pop3 = parts.connection_probe("pop3", timeout=1)
     assert (imap.host, imap.port) == ("imap.example.net", 993)
     assert (pop3.host, pop3.port) == ("outlook.office365.com", 1995)
+
+
+def test_every_storage_client_trusts_the_ca_bundle(tmp_path):
+    """CA_BUNDLE reaches the requests themselves: a client's own transport ignores the client's
+    connection_verify, and trust_env is off, so it must be the transport's."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not read until a request is made", encoding="utf-8")
+    parts = components(IDENTITY | {"CA_BUNDLE": str(bundle)})
+    storage = parts.storage
+    blob: Any = storage.blob_service._pipeline._transport
+    queue: Any = storage.queue._pipeline._transport
+    table: Any = storage.table._client._client._pipeline._transport
+    assert [t.connection_config.verify for t in (blob, queue, table)] == [str(bundle)] * 3
