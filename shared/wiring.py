@@ -16,7 +16,6 @@ from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from shared.adapters.app_credentials import (
     CertificateCredential,
-    ClientCredential,
     FederatedCredential,
     SecretCredential,
 )
@@ -34,7 +33,7 @@ from shared.built_once import built_once
 from shared.fanout import QueueWorker
 from shared.mailbox_list import MailProtocol
 from shared.poll import Poller, SystemClock
-from shared.ports import ListedMailboxes, MailboxDirectory
+from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory
 from shared.settings import SETTING_NAMES, Settings
 from shared.storage_clients import StorageClients
 
