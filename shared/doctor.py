@@ -188,8 +188,7 @@ class Doctor:
             self._fail(section, f"TCP {where}", e, ids)
             return
         self._add(section, f"TCP {where}", "ok")
-        settings = components.settings
-        if (settings.imap if mailbox.protocol == "imap" else settings.pop3).security == "tls":
+        if probe.implicit_tls:
             try:
                 version = probe.tls()
             except MailferryError as e:

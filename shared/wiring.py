@@ -177,8 +177,8 @@ class Components:
     def connection_probe(self, protocol: MailProtocol, *, timeout: float) -> ConnectionProbe:
         """TCP and TLS to the server of ``protocol``, each checked alone."""
         address = self.settings.imap if protocol == "imap" else self.settings.pop3
-        return ConnectionProbe(address.host, address.port, ca_bundle=self.settings.ca_bundle,
-                               timeout=timeout)
+        return ConnectionProbe(address.host, address.port, implicit_tls=address.security == "tls",
+                               ca_bundle=self.settings.ca_bundle, timeout=timeout)
 
     def _imap_server(self, timeout: float | None = None) -> ImapServer:
         imap = self.settings.imap

@@ -173,7 +173,7 @@ def test_the_doctors_tcp_probe_names_a_refused_connection():
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    probe = ConnectionProbe("127.0.0.1", port, ca_bundle=None, timeout=5)
+    probe = ConnectionProbe("127.0.0.1", port, implicit_tls=True, ca_bundle=None, timeout=5)
     with pytest.raises(MailServerError) as caught:
         probe.tcp()
     assert caught.value.kind is FailureKind.CONNECT_FAILED
@@ -181,11 +181,12 @@ def test_the_doctors_tcp_probe_names_a_refused_connection():
 
 
 def test_the_doctor_probes_the_server_of_each_protocol():
-    parts = components(GOOD | {"IMAP_HOST": "imap.example.net", "POP3_PORT": "1995"})
+    parts = components(GOOD | {"IMAP_HOST": "imap.example.net", "POP3_PORT": "1995",
+                               "POP3_SECURITY": "starttls"})
     imap = parts.connection_probe("imap", timeout=1)
     pop3 = parts.connection_probe("pop3", timeout=1)
-    assert (imap.host, imap.port) == ("imap.example.net", 993)
-    assert (pop3.host, pop3.port) == ("outlook.office365.com", 1995)
+    assert (imap.host, imap.port, imap.implicit_tls) == ("imap.example.net", 993, True)
+    assert (pop3.host, pop3.port, pop3.implicit_tls) == ("outlook.office365.com", 1995, False)
 
 
 def test_every_storage_client_trusts_the_ca_bundle(tmp_path):

@@ -15,11 +15,16 @@ from shared.errors import MailServerError
 
 
 class ConnectionProbe:
-    """Checks one server's TCP port, and its TLS certificate against the trusted CAs."""
+    """Checks one server's TCP port, and its TLS certificate against the trusted CAs.
 
-    def __init__(self, host: str, port: int, *, ca_bundle: Path | None, timeout: float) -> None:
+    ``implicit_tls``: the port speaks TLS from the start (993, 995), so ``tls`` applies.
+    """
+
+    def __init__(self, host: str, port: int, *, implicit_tls: bool, ca_bundle: Path | None,
+                 timeout: float) -> None:
         self.host = host
         self.port = port
+        self.implicit_tls = implicit_tls
         self._ca_bundle = ca_bundle
         self._timeout = timeout
 
