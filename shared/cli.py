@@ -18,7 +18,7 @@ from rich.table import Table
 from shared import mailbox_commands
 from shared.errors import ConfigurationError, MailferryError
 from shared.model import MailboxResult, PollReport
-from shared.wiring import build_state_store, get_mailbox_directory, get_poller, load_settings
+from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -99,9 +99,9 @@ def summary_table(report: PollReport) -> Table:
 
 
 def command_poll(env: Mapping[str, str], console: Console) -> int:
-    settings = load_settings(env)
-    poller = get_poller(settings)
-    mailboxes = get_mailbox_directory(settings).list_mailboxes()
+    components = components_for(load_settings(env))
+    poller = components.poller
+    mailboxes = components.mailbox_directory.list_mailboxes()
     if not mailboxes:
         console.print("No mailbox is registered: add some with `mailferry mailboxes add` or "
                       "`mailferry mailboxes import`.")
@@ -118,8 +118,7 @@ def command_poll(env: Mapping[str, str], console: Console) -> int:
 
 
 def command_status(env: Mapping[str, str], console: Console) -> int:
-    settings = load_settings(env)
-    store = build_state_store(settings)
+    store = components_for(load_settings(env)).state
     checkpoints = Table(title="Checkpoints")
     for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID"):
         checkpoints.add_column(column)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.setting_specs import from_setting
+
 
 class Secret:
     """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
@@ -32,13 +34,13 @@ class Secret:
 
 @dataclass(frozen=True)
 class PollOptions:
-    """How one poll behaves; from settings."""
+    """How one poll behaves: each field is read from the setting it names, with its default."""
 
-    max_concurrent_mailboxes: int = 4
-    fetch_batch_size: int = 100
-    upload_concurrency: int = 16
-    large_message_bytes: int = 16 * 1024 * 1024
-    deadline_seconds: float = 480.0
+    max_concurrent_mailboxes: int = from_setting("MAX_CONCURRENT_MAILBOXES")
+    fetch_batch_size: int = from_setting("FETCH_BATCH_SIZE")
+    upload_concurrency: int = from_setting("UPLOAD_CONCURRENCY")
+    large_message_bytes: int = from_setting("LARGE_MESSAGE_BYTES")
+    deadline_seconds: float = from_setting("POLL_DEADLINE_SECONDS")
 
 
 @dataclass(frozen=True)
