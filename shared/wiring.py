@@ -99,7 +99,7 @@ def build_poller(settings: Settings) -> Poller:
     pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
                           ca_bundle=settings.ca_bundle)
     return Poller(tokens, server, sink, state, state, options, SystemClock(),
-                  pop3=pop3, pop3_checkpoints=state)
+                  pop3=pop3, pop3_checkpoints=state, leases=build_lease_store(settings))
 
 
 def build_client_credential(settings: Settings, identity: TokenCredential) -> ClientCredential:

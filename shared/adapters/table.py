@@ -118,6 +118,11 @@ class TableStateStore:
     def list_health(self) -> list[Health]:
         return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
 
+    def get_health(self, mailbox: str) -> Health | None:
+        """The mailbox's health row (one point read), or None when it has none yet."""
+        health, etag = self._get_health(mailbox)
+        return health if etag is not None else None
+
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
         """Note in the health row that the mailbox's fan-out message was given up.
 
@@ -228,8 +233,14 @@ def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
 
 
 def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[str, Any]:
-    """The health row after ``result``, from the row before it."""
-    failed = not result.ok
+    """The health row after ``result``, from the row before it.
+
+    A throttled run is neither a success nor a failure: it keeps both, and records the
+    server's words (LastError) and when to try again; a success ends the throttle streak.
+    """
+    failed = result.failed
+    throttled = result.throttled_until is not None
+    succeeded = result.ok
     folder_errors = "; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
     row: dict[str, Any] = {
         "PartitionKey": _key(result.address.lower()),
@@ -238,16 +249,25 @@ def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[s
         "LastAttemptAt": at,
         "LastRunDelivered": result.delivered,
         "DeliveredTotal": previous.delivered_total + result.delivered,
-        "LastSuccessAt": previous.last_success_at if failed else at,
+        "LastSuccessAt": at if succeeded else previous.last_success_at,
         # The last error stays visible after a recovery, with its time.
-        "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
+        "LastError": f"{result.error_type}: {result.error}"[:2000] if not succeeded
                      else previous.last_error,
-        "LastErrorAt": at if failed else previous.last_error_at,
-        "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
-        "FailingSince": (previous.failing_since or at) if failed else None,
+        "LastErrorAt": previous.last_error_at if succeeded else at,
+        "ConsecutiveFailures": previous.consecutive_failures + 1 if failed
+                               else previous.consecutive_failures if throttled else 0,
+        "FailingSince": (previous.failing_since or at) if failed
+                        else previous.failing_since if throttled else None,
         # Folders that could not be opened in the last run (cleared when they open again);
         # a failed run may not have reached them, so it keeps what the last one found.
-        "FolderErrors": (folder_errors[:2000] or None) if not failed else previous.folder_errors,
+        "FolderErrors": (folder_errors[:2000] or None) if succeeded else previous.folder_errors,
+        # No poll before ThrottledUntil; the streak (since, count) lasts until a success.
+        "ThrottledUntil": result.throttled_until if throttled
+                          else None if succeeded else previous.throttled_until,
+        "ThrottledSince": (previous.throttled_since or at) if throttled
+                          else None if succeeded else previous.throttled_since,
+        "ThrottleCount": previous.throttle_count + 1 if throttled
+                         else None if succeeded else previous.throttle_count or None,
     }
     return {k: v for k, v in row.items() if v is not None}
 
@@ -264,6 +284,9 @@ def _health(entity: dict[str, Any] | Any) -> Health:
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
         folder_errors=entity.get("FolderErrors"),
+        throttled_until=entity.get("ThrottledUntil"),
+        throttled_since=entity.get("ThrottledSince"),
+        throttle_count=int(entity.get("ThrottleCount", 0)),
     )
 
 
