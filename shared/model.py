@@ -42,6 +42,27 @@ class PollOptions:
 
 
 @dataclass(frozen=True)
+class VaultSecret:
+    """One secret version as Key Vault returned it."""
+
+    name: str
+    value: Secret
+    content_type: str | None = None
+    expires_on: datetime | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialFacts:
+    """What can be said about a credential without revealing it (for diagnostics)."""
+
+    kind: str
+    source: str
+    expires_on: datetime | None = None
+    thumbprint: str | None = None
+
+
+@dataclass(frozen=True)
 class FolderState:
     """What EXAMINE tells about a folder."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
+    CredentialFacts,
     FetchedMessage,
     FolderState,
     Health,
@@ -17,6 +18,7 @@ from shared.model import (
     MessageInfo,
     Pop3Checkpoint,
     Secret,
+    VaultSecret,
 )
 
 ThreadStart = Callable[[], None]
@@ -51,6 +53,29 @@ class ListedMailboxes:
 
     def get_mailbox(self, address: str) -> MailboxConfig | None:
         return self._by_address.get(address.strip().lower())
+
+
+class SecretReader(Protocol):
+    """Reads one secret of the vault holding the app's credential."""
+
+    @property
+    def vault_url(self) -> str: ...
+
+    def read(self, name: str, *, setting: str = "CLIENT_SECRET_NAME") -> VaultSecret:
+        """The secret's current version; ``setting`` names the setting that chose it."""
+        ...
+
+
+class ClientCredential(Protocol):
+    """Gives MSAL its ``client_credential``; ``refresh`` re-reads it after a rotation."""
+
+    def get(self) -> str | dict[str, Any]: ...
+
+    def refresh(self) -> bool:
+        """Re-read the credential; False when there is nothing to re-read."""
+        ...
+
+    def facts(self) -> CredentialFacts: ...
 
 
 class TokenSource(Protocol):

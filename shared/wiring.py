@@ -22,7 +22,6 @@ from requests.adapters import HTTPAdapter
 
 from shared.adapters.app_credentials import (
     CertificateCredential,
-    ClientCredential,
     FederatedCredential,
     SecretCredential,
 )
@@ -39,7 +38,7 @@ from shared.errors import ConfigurationError
 from shared.fanout import ENQUEUE_CONCURRENCY, QueueWorker
 from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions, SystemClock
-from shared.ports import ListedMailboxes, MailboxDirectory
+from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory
 from shared.settings import SETTING_NAMES, Settings
 
 log = logging.getLogger("mailferry")

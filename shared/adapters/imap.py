@@ -15,17 +15,13 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
+from shared.adapters.sasl import xoauth2_string
 from shared.errors import FolderUnavailable, MailServerError
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
 
 INFO_CHUNK = 1000
-
-
-def xoauth2_string(address: str, token: Secret) -> bytes:
-    """The SASL XOAUTH2 initial response (never logged)."""
-    return f"user={address}\x01auth=Bearer {token.reveal()}\x01\x01".encode()
 
 
 class _XOAuth2:

@@ -8,12 +8,17 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError
 
-from shared.adapters.mail_failures import connect_failure, dropped, throttle_notice, throttled
-from shared.diagnoses import Ids, hint
+from shared.adapters.mail_failures import (
+    connect_failure,
+    dropped,
+    login_refused,
+    throttle_notice,
+    throttled,
+)
+from shared.diagnoses import hint
 from shared.errors import (
     AuthenticationError,
     FailureKind,
-    MailboxAccessError,
     MailferryError,
     MailServerError,
 )
@@ -40,12 +45,7 @@ def imap_failure(error: BaseException, *, doing: str, server: str, mailbox: str 
     if _dropped(error):
         return dropped(subject, doing, error, words)
     if doing == AUTHENTICATE and mailbox is not None:
-        ids = Ids(mailbox=mailbox)
-        if "not connected" in words.lower():
-            return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
-        return AuthenticationError(
-            f"{mailbox}: the IMAP server refused the app's token ({words}). "
-            f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)
+        return login_refused(mailbox, words, protocol="IMAP")
     if doing.startswith("EXAMINE") and "exist" in words.lower():
         return MailServerError(
             f"{mailbox or subject}: {doing} failed: the folder does not exist ({words}). "

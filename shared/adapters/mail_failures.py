@@ -11,8 +11,14 @@ import re
 import ssl
 from dataclasses import dataclass
 
-from shared.diagnoses import hint
-from shared.errors import FailureKind, MailboxThrottled, MailServerError
+from shared.diagnoses import Ids, hint
+from shared.errors import (
+    AuthenticationError,
+    FailureKind,
+    MailboxAccessError,
+    MailboxThrottled,
+    MailServerError,
+)
 
 # Exchange: "Request is throttled. Suggested Backoff Time: 299961 milliseconds", tagged NO or
 # BAD, or untagged BYE, on any command. Twelve digits at most: a longer number is no usable
@@ -80,3 +86,13 @@ def dropped(subject: str, doing: str, error: BaseException, words: str) -> MailS
     else:
         text = f"{subject}: the connection was lost during {doing} ({words or type(error).__name__})."
     return MailServerError(text, kind=FailureKind.CONNECTION_DROPPED)
+
+
+def login_refused(mailbox: str, words: str, *, protocol: str) -> AuthenticationError:
+    """The server refused the login: this mailbox is not granted, or the token itself."""
+    ids = Ids(mailbox=mailbox)
+    if "not connected" in words.lower():
+        return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
+    return AuthenticationError(
+        f"{mailbox}: the {protocol} server refused the app's token ({words}). "
+        f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from shared.adapters.imap import xoauth2_string
 from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
+from shared.adapters.sasl import xoauth2_string
 from shared.errors import MailferryError, MailServerError
 from shared.model import Secret
 

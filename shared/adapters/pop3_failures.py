@@ -3,12 +3,17 @@ server's own words, in; the project's errors, each with a ``kind``, out."""
 
 from __future__ import annotations
 
-from shared.adapters.mail_failures import connect_failure, dropped, throttle_notice, throttled
-from shared.diagnoses import Ids, hint
+from shared.adapters.mail_failures import (
+    connect_failure,
+    dropped,
+    login_refused,
+    throttle_notice,
+    throttled,
+)
+from shared.diagnoses import hint
 from shared.errors import (
     AuthenticationError,
     FailureKind,
-    MailboxAccessError,
     MailferryError,
     MailServerError,
 )
@@ -42,12 +47,7 @@ def pop3_failure(error: BaseException, *, doing: str, server: str,
             f"POP3 server {server} does not accept AUTH XOAUTH2 ({words}). "
             f"{hint(FailureKind.NO_XOAUTH2)}", kind=FailureKind.NO_XOAUTH2)
     if doing == LOGIN and mailbox is not None:
-        ids = Ids(mailbox=mailbox)
-        if "not connected" in words.lower():
-            return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
-        return AuthenticationError(
-            f"{mailbox}: the POP3 server refused the app's token ({words}). "
-            f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)
+        return login_refused(mailbox, words, protocol="POP3")
     return MailServerError(f"{mailbox or subject}: {doing} failed: {words}")
 
 

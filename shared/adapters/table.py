@@ -1,7 +1,8 @@
-"""Checkpoints and health rows in one Table, with ETag-guarded checkpoint writes.
+"""Checkpoints, POP3 delivered sets and health rows in one Table, every write ETag-guarded.
 
-PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint and
-``health`` for the mailbox's health row, ``pop3`` for a POP3 mailbox's delivered set.
+PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint,
+``pop3`` for a POP3 mailbox's delivered set and ``health`` for the mailbox's health row.
+(The mailbox registry shares the table under PartitionKey ``mailboxes``.)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _key(text: str) -> str:
 
 
 class TableStateStore:
-    """Implements both CheckpointStore and HealthStore over one table."""
+    """CheckpointStore, Pop3CheckpointStore and HealthStore over one table."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table

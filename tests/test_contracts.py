@@ -1,0 +1,177 @@
+"""The in-memory fakes and the real adapters pass the same contract tests.
+
+Unit tests of the core trust the fakes to behave like Blob and Table storage and like an
+IMAP server; these tests hold each fake to what the real adapter does on the local stack.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+import pytest
+from azure.data.tables import TableClient
+from azure.storage.blob import BlobServiceClient
+
+from devstack.stack import Stack
+from shared.adapters.blob import BlobMessageSink
+from shared.adapters.imap import ImapServer
+from shared.adapters.table import TableStateStore
+from shared.errors import CheckpointConflict, FolderUnavailable
+from shared.model import Checkpoint, FolderResult, MailboxResult, Secret
+from shared.ports import CheckpointStore, HealthStore, MailSession, MessageSink
+from tests.fakes import FakeServer, FakeSink, FakeStateStore
+
+KINDS = ["fake", "real"]
+A = "contract@contoso.com"
+
+
+@pytest.fixture(params=KINDS)
+def sink(request: pytest.FixtureRequest) -> MessageSink:
+    if request.param == "fake":
+        return FakeSink()
+    stack: Stack = request.getfixturevalue("stack")
+    service = BlobServiceClient.from_connection_string(stack.storage_connection_string)
+    real = BlobMessageSink(service.get_container_client(f"contract-{uuid.uuid4().hex[:12]}"))
+    real.ensure_container()
+    return real
+
+
+class StateStore(CheckpointStore, HealthStore):
+    """What FakeStateStore and TableStateStore both are."""
+
+
+@pytest.fixture(params=KINDS)
+def state(request: pytest.FixtureRequest) -> StateStore:
+    if request.param == "fake":
+        return FakeStateStore()  # type: ignore[return-value]
+    stack: Stack = request.getfixturevalue("stack")
+    table = TableClient.from_connection_string(stack.storage_connection_string,
+                                               f"contract{uuid.uuid4().hex[:12]}")
+    real = TableStateStore(table)
+    real.ensure_table()
+    return real  # type: ignore[return-value]
+
+
+MESSAGES = [b"Subject: one\r\nMessage-ID: <1@x>\r\n\r\nfirst\r\n",
+            b"Subject: two\r\n\r\nsecond, a bit longer\r\n",
+            b"Subject: three\r\n\r\n" + bytes(range(32, 127)) * 40 + b"\r\n"]
+
+
+@pytest.fixture(params=KINDS)
+def session(request: pytest.FixtureRequest) -> Iterator[MailSession]:
+    """A session on INBOX holding MESSAGES (UIDs 1..3) and an empty folder 'Empty'."""
+    with ExitStack() as stack_of_contexts:
+        if request.param == "fake":
+            server = FakeServer()
+            for raw in MESSAGES:
+                server.folder(A).append(raw)
+            server.folder(A, "Empty")
+            yield stack_of_contexts.enter_context(server.open(A, Secret("good-token")))
+            return
+        stack: Stack = request.getfixturevalue("stack")
+        address = f"contract-{uuid.uuid4().hex[:10]}@contoso.com"
+        stack.add_mailbox(address)
+        stack.create_folder(address, "Empty")
+        stack.append_many(address, "INBOX", MESSAGES)
+        imap = ImapServer("127.0.0.1", stack.imaps_port, ca_bundle=stack.ca_bundle)
+        yield stack_of_contexts.enter_context(imap.open(address, Secret(stack.issue_token())))
+
+
+# --- MessageSink ------------------------------------------------------------------------
+
+
+def test_a_blob_is_created_once_and_kept_byte_for_byte(sink: MessageSink) -> None:
+    raw = b"Subject: x\r\n\r\n\x00\xff bytes\r\n"
+    assert sink.create("a/b/1/0000000001.eml", raw, {"dedup_key": "k1"}) is True
+    assert sink.create("a/b/1/0000000001.eml", b"other", {"dedup_key": "k2"}) is False
+    assert sink.exists("a/b/1/0000000001.eml") and not sink.exists("a/b/1/0000000002.eml")
+    assert list(sink.list_dedup_keys("a/b/")) == [("a/b/1/0000000001.eml", "k1")]
+
+
+def test_a_chunked_blob_is_committed_whole_or_not_at_all(sink: MessageSink) -> None:
+    def failing() -> Iterator[bytes]:
+        yield b"part one"
+        raise RuntimeError("the server went away")
+
+    with pytest.raises(RuntimeError):
+        sink.create_from_chunks("c/x/1/0000000001.eml", failing(), lambda: {"dedup_key": "k"})
+    assert not sink.exists("c/x/1/0000000001.eml")
+    assert sink.create_from_chunks("c/x/1/0000000001.eml", iter([b"one ", b"two"]),
+                                   lambda: {"dedup_key": "k"}) is True
+    assert sink.create_from_chunks("c/x/1/0000000001.eml", iter([b"again"]),
+                                   lambda: {"dedup_key": "k"}) is False
+    assert list(sink.list_dedup_keys("c/")) == [("c/x/1/0000000001.eml", "k")]
+
+
+def test_dedup_keys_are_listed_only_under_their_prefix(sink: MessageSink) -> None:
+    sink.create("m/f/1/0000000001.eml", b"x", {"dedup_key": "k1"})
+    sink.create("m/f/2/0000000001.eml", b"y", {"dedup_key": "k2"})
+    sink.create("m/g/1/0000000001.eml", b"z", {"dedup_key": "k3"})
+    assert sorted(key for _, key in sink.list_dedup_keys("m/f/")) == ["k1", "k2"]
+
+
+# --- CheckpointStore and HealthStore ------------------------------------------------------
+
+
+def test_checkpoints_are_written_only_over_the_version_read(state: StateStore) -> None:
+    assert state.get_checkpoint(A, "INBOX") is None
+    first = state.put_checkpoint(Checkpoint(A, "INBOX", 7))
+    with pytest.raises(CheckpointConflict):
+        state.put_checkpoint(Checkpoint(A, "INBOX", 7))  # another "create"
+    moved = state.put_checkpoint(Checkpoint(A, "INBOX", 7, last_uid=5, etag=first.etag))
+    with pytest.raises(CheckpointConflict):
+        state.put_checkpoint(Checkpoint(A, "INBOX", 7, last_uid=9, etag=first.etag))  # stale
+    stored = state.get_checkpoint(A.upper(), "INBOX")  # addresses are case-insensitive
+    assert stored is not None and stored.last_uid == 5 and stored.etag == moved.etag
+    assert state.get_checkpoint(A, "inbox") is None  # folder names are not
+    assert [(c.folder, c.last_uid) for c in state.list_checkpoints()] == [("INBOX", 5)]
+
+
+def test_health_counts_deliveries_and_failure_streaks(state: StateStore) -> None:
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    ok = MailboxResult(A, [FolderResult("INBOX", delivered=3)])
+    failed = MailboxResult(A, [], error="refused", error_type="AuthenticationError")
+    assert state.record_result(ok, at=at).delivered_total == 3
+    state.record_result(failed, at=at)
+    health = state.record_result(failed, at=at)
+    assert health.consecutive_failures == 2 and health.failing_since is not None
+    assert health.delivered_total == 3 and health.last_success_at is not None
+    recovered = state.record_result(ok, at=at)
+    assert recovered.consecutive_failures == 0 and recovered.failing_since is None
+    assert recovered.delivered_total == 6
+    [listed] = state.list_health()
+    assert listed.delivered_total == 6
+
+
+# --- MailSession --------------------------------------------------------------------------
+
+
+def test_a_session_examines_searches_and_fetches_byte_for_byte(session: MailSession) -> None:
+    folder = session.select_folder("INBOX")
+    assert folder.uidvalidity > 0 and folder.exists == 3
+    assert sorted(session.search_uids_from(1)) == [1, 2, 3]
+    # `UID n:*` includes the highest UID even when it is below n.
+    assert session.search_uids_from(10) == [3]
+    assert [(m.uid, m.raw) for m in session.fetch([1, 2, 3])] == list(enumerate(MESSAGES, 1))
+    assert [(i.uid, i.size) for i in session.fetch_info([1, 2, 3])] == [
+        (n, len(raw)) for n, raw in enumerate(MESSAGES, 1)]
+
+
+def test_ranges_end_short_and_a_missing_message_reads_as_none(session: MailSession) -> None:
+    session.select_folder("INBOX")
+    whole = MESSAGES[2]
+    first, rest = session.fetch_range(3, 0, 1000), session.fetch_range(3, 1000, 10_000)
+    assert first is not None and rest is not None and first + rest == whole
+    assert session.fetch_range(3, len(whole) + 10, 100) == b""
+    assert session.fetch_range(99, 0, 100) is None
+    assert session.fetch([99]) == []
+
+
+def test_an_empty_folder_and_a_missing_one(session: MailSession) -> None:
+    assert session.select_folder("Empty").exists == 0
+    assert session.search_uids_from(1) == []
+    with pytest.raises(FolderUnavailable):
+        session.select_folder("No Such Folder")
