@@ -251,33 +251,34 @@ class FakeStateStore:
         return list(self.rows.values())
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
-        previous = self.health.get(result.address, Health(result.address))
+        key = result.address.lower()  # addresses are case-insensitive, as in the table
+        previous = self.health.get(key, Health(result.address))
         if result.throttled_until is not None:
-            self.health[result.address] = replace(
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
                 delivered_total=previous.delivered_total + result.delivered,
                 throttled_until=result.throttled_until,
                 throttled_since=previous.throttled_since or at,
                 throttle_count=previous.throttle_count + 1)
         elif result.ok:
-            self.health[result.address] = replace(
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
                 delivered_total=previous.delivered_total + result.delivered, failing_since=None,
                 folder_errors="; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
                 or None, throttled_until=None, throttled_since=None, throttle_count=0)
         else:
-            self.health[result.address] = replace(
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
                 consecutive_failures=previous.consecutive_failures + 1,
                 failing_since=previous.failing_since or at)
-        return self.health[result.address]
+        return self.health[key]
 
     def list_health(self) -> list[Health]:
         return list(self.health.values())
 
     def get_health(self, mailbox: str) -> Health | None:
         self.health_reads += 1
-        return self.health.get(mailbox)
+        return self.health.get(mailbox.lower())
 
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
         return self.pop3_rows.get(mailbox.lower())
@@ -297,13 +298,15 @@ class FakeClock:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.tick = 0.0
+        # The wall clock; tests move it to let time pass.
+        self.at = datetime(2026, 11, 28, tzinfo=UTC)
 
     def monotonic(self) -> float:
         self.seconds += self.tick
         return self.seconds
 
     def now(self) -> datetime:
-        return datetime(2026, 11, 28, tzinfo=UTC)
+        return self.at
 
 
 class FakePop3Session:
