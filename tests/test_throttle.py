@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 from shared.errors import StorageError
 from shared.fanout import Outcome, QueueWorker, outcome_of, poll_message
 from shared.log_texts import FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT, THROTTLED_LOG_TEXT
+from shared.metrics import METRICS_LOG_PREFIX
 from shared.model import Health, MailboxResult
 from shared.poll import LEASE_SKIP, Poller, PollOptions
 from shared.settings import MailboxConfig
@@ -92,10 +94,11 @@ def test_a_throttled_mailbox_waits_its_time_and_the_others_deliver(caplog):
         world.fill(address, 3)
     world.server.refuse(A, throttled(30))
     with caplog.at_level(logging.INFO):
-        first = world.run(A, B, C)
+        report = world.poller.run([MailboxConfig(A), MailboxConfig(B), MailboxConfig(C)])
+    first = {r.address: r for r in report.mailboxes}
     assert first[B].delivered == first[C].delivered == 3
     assert first[A].throttled_until == NOW + timedelta(seconds=30) and not first[A].failed
-    assert world.poller.run([MailboxConfig(A)]).failed == []
+    assert report.failed == [] and report.throttled == [first[A]]
     [warning] = lines(caplog, f"{THROTTLED_LOG_TEXT}: {A}")
     assert warning.levelno == logging.WARNING and "until 2026-11-28 00:00:30 UTC" in warning.getMessage()
     assert lines(caplog, FAILURE_LOG_TEXT) == []
@@ -103,6 +106,10 @@ def test_a_throttled_mailbox_waits_its_time_and_the_others_deliver(caplog):
     assert (health.throttled_until, health.throttled_since, health.throttle_count) == (
         NOW + timedelta(seconds=30), NOW, 1)
     assert health.consecutive_failures == 0 and "Request is throttled" in (health.last_error or "")
+    [metrics] = [json.loads(r.getMessage()[len(METRICS_LOG_PREFIX):]) for r in caplog.records
+                 if r.getMessage().startswith(METRICS_LOG_PREFIX) and A in r.getMessage()]
+    assert metrics["throttled_until"] == "2026-11-28T00:00:30+00:00" and metrics["error_type"] == (
+        "MailboxThrottled")
 
 
 def test_inside_its_wait_a_mailbox_is_skipped_without_a_token_or_a_login(caplog):
