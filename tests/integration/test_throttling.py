@@ -17,6 +17,7 @@ from devstack.faults import FaultFront
 from devstack.stack import Stack
 from shared.entry import run_queue_poll, run_timer_poll
 from shared.fanout import poll_message
+from shared.log_texts import THROTTLED_LOG_TEXT
 from shared.model import Health
 from shared.naming import folder_prefix
 from shared.poll import FAILURE_LOG_TEXT, Poller, SilentObserver
@@ -328,3 +329,23 @@ def test_hours_of_throttling_log_the_failure_line_so_the_alert_fires(stack, faul
     with caplog.at_level(logging.INFO):
         [skipped] = poller.run(settings.mailboxes).mailboxes
     assert skipped.skipped and len(failure_lines(caplog)) == 1
+
+
+def test_a_throttled_only_run_is_no_failure_for_the_timer_or_the_command_line(
+        stack, faults, new_mailbox, tmp_path):
+    address = new_mailbox()
+    stack.append_many(address, "INBOX", messages(address, 0, 2))
+    env = faults.settings_env(address)
+    faults.throttle(address, on="AUTHENTICATE", backoff_ms=2000)
+    report = run_timer_poll(past_due=False, env=env)  # every mailbox throttled: no raise
+    assert report.failed == [] and len(report.throttled) == 1
+    time.sleep(2.2)
+    faults.throttle(address, on="AUTHENTICATE", backoff_ms=60_000)
+
+    by_hand = run_cli(env, "poll", cwd=tmp_path)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert "throttled until" in by_hand.stdout and f"{THROTTLED_LOG_TEXT}: {address}" in by_hand.stderr
+    assert FAILURE_LOG_TEXT not in by_hand.stderr
+    again = run_cli(env, "poll", cwd=tmp_path)
+    assert again.returncode == 0 and "not polled: throttled until" in again.stdout
+    assert faults.connections(address).total == 2 and stored_blobs(env) == {}
