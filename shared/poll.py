@@ -177,7 +177,9 @@ class Poller:
             return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
         try:
             lease = self.leases.acquire(address)
-        except MailferryError as e:
+        except Exception as e:  # storage failing (or a bug) costs this mailbox only
+            if not isinstance(e, MailferryError):
+                log.exception("unexpected error taking the poll lease of %s", address)
             result = self._failed(address, e)
             self._record(result)
             watcher.mailbox_finished(result)

@@ -15,7 +15,7 @@ import logging
 import random
 from datetime import UTC, datetime, timedelta
 
-from shared.errors import MailboxThrottled, MailferryError
+from shared.errors import MailboxThrottled
 from shared.log_texts import FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT, THROTTLED_LOG_TEXT
 from shared.model import FolderResult, Health, MailboxResult
 from shared.ports import HealthReader
@@ -46,9 +46,9 @@ def read_health(store: HealthReader, address: str) -> Health | None:
     """The mailbox's health row; None when it has none or it cannot be read (then it is polled)."""
     try:
         return store.get_health(address)
-    except MailferryError as e:
+    except Exception as e:  # storage failing (or a bug): the poll itself will say what failed
         log.warning("could not read the health of %s, so it is polled without checking for a "
-                    "throttle: %s", address, e)
+                    "throttle: %s: %s", address, type(e).__name__, e)
         return None
 
 

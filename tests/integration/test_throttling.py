@@ -19,7 +19,7 @@ from shared.entry import run_queue_poll, run_timer_poll
 from shared.fanout import poll_message
 from shared.log_texts import THROTTLED_LOG_TEXT
 from shared.model import Health
-from shared.naming import folder_prefix
+from shared.naming import folder_prefix, lease_container_name
 from shared.poll import FAILURE_LOG_TEXT, Poller, SilentObserver
 from tests.integration.helpers import new_poller, run_cli, stored_blobs
 
@@ -349,3 +349,19 @@ def test_a_throttled_only_run_is_no_failure_for_the_timer_or_the_command_line(
     again = run_cli(env, "poll", cwd=tmp_path)
     assert again.returncode == 0 and "not polled: throttled until" in again.stdout
     assert faults.connections(address).total == 2 and stored_blobs(env) == {}
+
+
+def test_a_lease_storage_cannot_grant_costs_that_mailbox_only(stack, faults, new_mailbox):
+    addresses = [new_mailbox() for _ in range(2)]
+    broken, fine = addresses
+    for address in addresses:
+        stack.append_many(address, "INBOX", messages(address, 0, 3))
+    env = faults.settings_env(", ".join(addresses))
+    lease_path = (f"/devstoreaccount1/{lease_container_name(env['BLOB_CONTAINER'])}/"
+                  f"{broken.split('@', maxsplit=1)[0]}")
+    faults.storage_reset(service="blob", path_prefix=lease_path, times=None, seconds=60)
+    poller, settings = new_poller(env)
+    results = {r.address: r for r in poller.run(settings.mailboxes).mailboxes}
+    assert results[fine].ok and results[fine].delivered == 3
+    assert results[broken].failed and "poll lease" in (results[broken].error or "")
+    assert faults.connections(broken).total == 0
