@@ -52,7 +52,7 @@ log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
 
 TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
-LEASE_SKIP = "another run is polling it now"
+LEASE_SKIP = "another run holds its lease"
 
 
 class SystemClock:
@@ -187,8 +187,10 @@ class Poller:
         if lease is None:
             # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
             # hand, a queued one) never open a second connection to a mailbox.
-            log.info("%s: %s: %s", SKIPPED_LOG_TEXT, address, LEASE_SKIP)
-            return MailboxResult(address, skipped=LEASE_SKIP)
+            reason = (f"{LEASE_SKIP}: it is polling the mailbox now, or was killed less than "
+                      f"{self.leases.duration_seconds:g} s ago")
+            log.info("%s: %s: %s", SKIPPED_LOG_TEXT, address, reason)
+            return MailboxResult(address, skipped=reason)
         with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
                          on_thread_start=on_thread_start):
             return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)

@@ -227,7 +227,7 @@ def test_a_mailbox_whose_lease_another_run_holds_is_skipped_without_a_login(capl
     holder = leases.acquire(A)
     with caplog.at_level(logging.INFO):
         results = world.run(A, B)
-    assert results[A].skipped == LEASE_SKIP and results[A].ok and results[B].delivered == 1
+    assert (results[A].skipped or "").startswith(LEASE_SKIP) and results[A].ok and results[B].delivered == 1
     assert world.server.peak.get(A) is None and world.server.peak[B] == 1
     assert lines(caplog, f"{SKIPPED_LOG_TEXT}: {A}") and lines(caplog, FAILURE_LOG_TEXT) == []
     assert leases.held[A] is holder and B not in leases.held  # B's was given back
