@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 from shared import mailbox_commands
 from shared.errors import ConfigurationError, MailferryError
 from shared.model import MailboxResult, PollReport
+from shared.throttle import when
 from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -60,7 +62,9 @@ class LiveProgress:
         task = self._tasks.get(result.address)
         if task is None:
             task = self._tasks[result.address] = self._progress.add_task(result.address, total=None)
-        status = f"[green]done[/], {result.delivered} new" if result.ok else "[red]failed[/]"
+        status = (f"[green]done[/], {result.delivered} new" if result.ok
+                  else f"[yellow]throttled[/], {result.delivered} new" if not result.failed
+                  else "[red]failed[/]")
         self._progress.update(task, total=1, completed=1, status=status)
 
 
@@ -91,6 +95,8 @@ def summary_table(report: PollReport) -> Table:
                 status += f" (left to another run: {escape(', '.join(yielded))})"
             for folder in m.folder_errors:
                 status += f"\n[red]folder {escape(folder.folder)!r} failed[/]: {escape(folder.error or '')}"
+        elif m.throttled_until is not None:
+            status = f"[yellow]throttled until {when(m.throttled_until)}[/]: {escape(m.error or '')}"
         else:
             status = f"[red]{m.error_type}[/]: {escape(m.error or '')}"
         table.add_row(escape(m.address), str(m.delivered), _size(m.bytes_delivered),
@@ -127,8 +133,12 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
+    now = datetime.now(UTC)
     for h in sorted(store.list_health(), key=lambda h: h.mailbox):
         problems = []
+        if h.throttled_until is not None and h.throttled_until > now:
+            since = f" (since {when(h.throttled_since)})" if h.throttled_since else ""
+            problems.append(f"[yellow]throttled until {when(h.throttled_until)}[/]{since}")
         if h.folder_errors:
             problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
         if h.last_error and h.last_error_at:

@@ -78,8 +78,11 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
     report = components.poller.run(mailboxes, on_thread_start=carry_invocation(context))
     for result in report.mailboxes:
         _log_polled(result)
-    log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed",
-             report.delivered, len(report.mailboxes), report.seconds, len(report.failed))
+    log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed, %d throttled, "
+             "%d skipped", report.delivered, len(report.mailboxes), report.seconds,
+             len(report.failed), len(report.throttled),
+             sum(m.skipped is not None for m in report.mailboxes))
+    # Throttled and skipped mailboxes are delays, not failures.
     if report.mailboxes and len(report.failed) == len(report.mailboxes):
         first = report.failed[0]
         raise EveryMailboxFailed(
@@ -121,7 +124,8 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] 
     on_thread_start = carry_invocation(context)
 
     def poll(mailbox: MailboxConfig) -> MailboxResult:
-        [result] = poller.run([mailbox], on_thread_start=on_thread_start).mailboxes
+        # The queue worker holds the mailbox's lease and found it not throttled.
+        [result] = poller.run([mailbox], on_thread_start=on_thread_start, lease_held=True).mailboxes
         return result
 
     result = components.queue_worker.handle(body, dequeue_count=dequeue_count,
@@ -133,8 +137,9 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] 
 
 
 def _log_polled(result: MailboxResult) -> None:
-    """One line per mailbox polled without error (failures are logged by the poller)."""
-    if result.ok:
+    """One line per mailbox polled without error (failures, throttles and skips are logged by
+    the poller)."""
+    if result.ok and result.skipped is None:
         log.info("mailbox polled: %s: %d new messages, %d bytes in %.1f s%s", result.address,
                  result.delivered, result.bytes_delivered, result.seconds,
                  "" if result.complete else " (time box reached; next run resumes)")

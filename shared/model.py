@@ -141,6 +141,9 @@ class Health:
     folder_errors: str | None = None
     # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
     throttled_until: datetime | None = None
+    # The first throttle since the last success, and how many polls were throttled since.
+    throttled_since: datetime | None = None
+    throttle_count: int = 0
 
 
 @dataclass
@@ -173,10 +176,18 @@ class MailboxResult:
     error_type: str | None = None
     # Why this run did not poll the mailbox at all (not a failure), e.g. the time box.
     skipped: str | None = None
+    # The server throttled the mailbox (``error`` says how): no poll of it before this time.
+    # A delay, not a failure.
+    throttled_until: datetime | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """The poll failed; a throttled mailbox did not fail, it waits."""
+        return self.error is not None and self.throttled_until is None
 
     @property
     def delivered(self) -> int:
@@ -214,4 +225,8 @@ class PollReport:
 
     @property
     def failed(self) -> list[MailboxResult]:
-        return [m for m in self.mailboxes if not m.ok]
+        return [m for m in self.mailboxes if m.failed]
+
+    @property
+    def throttled(self) -> list[MailboxResult]:
+        return [m for m in self.mailboxes if m.throttled_until is not None]

@@ -148,7 +148,7 @@ class Components:
         self.state.ensure_table()
         return Poller(self.tokens, self._imap_server(), sink, self.state, self.state,
                       self.settings.poll, SystemClock(), pop3=self._pop3_server(),
-                      pop3_checkpoints=self.state)
+                      pop3_checkpoints=self.state, leases=self.leases)
 
     @built_once
     def poll_queue(self) -> StoragePollQueue:
