@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.history_scope import ALL, FirstRunScope
+
 
 class Secret:
     """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
@@ -39,6 +41,8 @@ class PollOptions:
     upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     deadline_seconds: float = 480.0
+    # The FIRST_RUN setting: for folders of mailboxes that do not set their own.
+    first_run: FirstRunScope = ALL
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class Checkpoint:
     ``dedup_through_uid``: after a UIDVALIDITY change, messages up to this UID may have
     been delivered under the old UIDVALIDITY and are checked against what is stored.
     ``etag`` is the store's version of the row; None for a row not yet written.
+    ``first_run`` is the scope the folder's first poll took (``shared.history_scope``), and
+    what it resolved to: a UID up to ``scope_through_uid`` is delivered only if the server
+    received it at or after ``not_before``; None lets every message through.
     """
 
     mailbox: str
@@ -108,6 +115,9 @@ class Checkpoint:
     last_uid: int = 0
     dedup_through_uid: int = 0
     etag: str | None = None
+    first_run: str = "all"
+    not_before: datetime | None = None
+    scope_through_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,8 @@ class Pop3Checkpoint:
     mailbox: str
     delivered: frozenset[bytes] = frozenset()
     etag: str | None = None
+    # The scope the first poll took: all, or new (the maildrop of then marked delivered).
+    first_run: str = "all"
 
 
 @dataclass(frozen=True)
