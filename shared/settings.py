@@ -16,6 +16,7 @@ from shared.clouds import CLOUDS, Cloud
 from shared.connection_string import connection_string_problems, endpoint_problem
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
+from shared.history_scope import ALL, FirstRunScope, parse_first_run
 from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
 from shared.model import Secret
 from shared.ncrontab import ncrontab_problems
@@ -101,6 +102,7 @@ class Settings:
     upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     poll_deadline_seconds: float = 480.0
+    first_run: FirstRunScope = ALL
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -222,6 +224,7 @@ class _Reader:
         uploads = self.integer("UPLOAD_CONCURRENCY", 1, 64)
         large = self.integer("LARGE_MESSAGE_BYTES", 1024 * 1024, 1024 * 1024 * 1024)
         deadline = self.integer("POLL_DEADLINE_SECONDS", 10, 86_400)
+        first_run = self.first_run(mailboxes)
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
@@ -248,6 +251,7 @@ class _Reader:
             upload_concurrency=uploads,
             large_message_bytes=large,
             poll_deadline_seconds=float(deadline),
+            first_run=first_run,
         )
 
     def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:
@@ -302,6 +306,21 @@ class _Reader:
             self.problems.append(f"MAILBOXES is not valid: {' '.join(e.problems)}")
             return ()
         return parsed
+
+    def first_run(self, mailboxes: tuple[MailboxConfig, ...]) -> FirstRunScope:
+        value = self.raw("FIRST_RUN") or "all"
+        try:
+            scope = parse_first_run(value)
+        except ValueError as e:
+            self.problems.append(f"FIRST_RUN is {e}.")
+            return ALL
+        pop3 = [m.address for m in mailboxes if m.protocol == "pop3" and m.first_run is None]
+        if scope.kind == "since" and pop3:
+            self.problems.append(
+                f"FIRST_RUN is {quoted(value)}, but {', '.join(pop3[:3])}{' …' if len(pop3) > 3 else ''} "
+                "is read over POP3, which gives no dates to choose messages by: give it "
+                '"first_run": "new" (or "all") in MAILBOXES (JSON form), or set FIRST_RUN to all or new.')
+        return scope
 
     def schedule(self) -> str:
         value = self.raw("POLL_SCHEDULE") or ""

@@ -94,6 +94,7 @@ def build_poller(settings: Settings) -> Poller:
         upload_concurrency=settings.upload_concurrency,
         large_message_bytes=settings.large_message_bytes,
         deadline_seconds=settings.poll_deadline_seconds,
+        first_run=settings.first_run,
     )
     pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
                           ca_bundle=settings.ca_bundle)
