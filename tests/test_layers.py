@@ -31,7 +31,7 @@ CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout"
         "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.first_run"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
-                   "shared.adapters.sasl"}
+                   "shared.adapters.sasl", "shared.adapters.table_rows"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",
               "shared.connection_string", "shared.wiring", "shared.storage_clients",
               "shared.built_once", "shared.entry", "shared.cli", "shared.doctor",
