@@ -25,7 +25,8 @@ PACKAGE = ROOT / "shared"
 BOTTOM = {"shared", "shared.model", "shared.ports", "shared.errors", "shared.naming", "shared.dedup",
           "shared.mailbox_list", "shared.error_text", "shared.diagnoses"}
 CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout", "shared.resync",
-        "shared.metrics", "shared.summary", "shared.delivery"}
+        "shared.metrics", "shared.summary", "shared.delivery", "shared.notices",
+        "shared.notice_document"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl"}
