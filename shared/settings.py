@@ -91,6 +91,9 @@ class Settings:
     # "table": the mailboxes come from the registry; ``mailboxes`` is then empty.
     mailboxes_source: Literal["setting", "table"] = "setting"
     poll_queue: str = "mailferry-polls"
+    # Empty: no notices.
+    notify_queue: str = ""
+    summary_blobs: bool = False
     blob_container: str = "mail"
     checkpoint_table: str = "mailferrycheckpoints"
     imap: MailServerAddress = MailServerAddress(GLOBAL.mail_host, 993)
@@ -210,10 +213,16 @@ class _Reader:
                               "3 to 63 lowercase letters, digits and single dashes")
         table = self.text("CHECKPOINT_TABLE", _TABLE,
                           "3 to 63 letters and digits, starting with a letter")
-        storage = self.storage(needs_queue=poll_mode == "fanout")
+        notify_queue = self.text("NOTIFY_QUEUE", _QUEUE,
+                                 "3 to 63 lowercase letters, digits and single dashes")
+        summary_blobs = self.boolean("SUMMARY_BLOBS")
+        storage = self.storage(needs_queue=poll_mode == "fanout" or bool(notify_queue))
         if poll_mode == "fanout" and not (storage.connection_string or storage.queue_service_uri):
             self.problems.append(f"POLL_MODE is fanout but {STORAGE}__queueServiceUri is not set: the "
                                  "fan-out queue lives in the mail storage account.")
+        if notify_queue and not (storage.connection_string or storage.queue_service_uri):
+            self.problems.append(f"NOTIFY_QUEUE is set but {STORAGE}__queueServiceUri is not set: the "
+                                 "notice queue lives in the mail storage account.")
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
@@ -238,6 +247,8 @@ class _Reader:
             token_scope=token_scope,
             poll_mode="fanout" if poll_mode == "fanout" else "inline",
             poll_queue=queue,
+            notify_queue=notify_queue,
+            summary_blobs=summary_blobs,
             blob_container=container,
             checkpoint_table=table,
             imap=imap,

@@ -26,19 +26,22 @@ from shared.adapters.app_credentials import (
     SecretCredential,
 )
 from shared.adapters.blob import BlobMessageSink
+from shared.adapters.delivered_blobs import BlobDeliveredMessages
 from shared.adapters.entra import MsalTokenSource
 from shared.adapters.imap import ImapServer
 from shared.adapters.keyvault import KeyVault
 from shared.adapters.lease import BlobLeaseStore
 from shared.adapters.mailbox_table import TableMailboxRegistry
+from shared.adapters.notice_queue import StorageNoticeQueue
 from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError
 from shared.fanout import ENQUEUE_CONCURRENCY, QueueWorker
 from shared.naming import LEASE_SECONDS, lease_container_name
+from shared.notices import AnnouncingSink
 from shared.poll import Poller, PollOptions, SystemClock
-from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory
+from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory, MessageSink
 from shared.settings import SETTING_NAMES, Settings
 
 log = logging.getLogger("mailferry")
@@ -97,7 +100,8 @@ def build_poller(settings: Settings) -> Poller:
     )
     pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
                           ca_bundle=settings.ca_bundle)
-    return Poller(tokens, server, sink, state, state, options, SystemClock(),
+    return Poller(tokens, server, with_notices(sink, container, settings, identity, verify), state,
+                  state, options, SystemClock(),
                   pop3=pop3, pop3_checkpoints=state)
 
 
@@ -264,3 +268,27 @@ def _storage_credential(settings: Settings, identity: TokenCredential,
     if client_id:
         return ManagedIdentityCredential(client_id=client_id, connection_verify=verify)
     return identity
+
+
+def with_notices(sink: MessageSink, container: ContainerClient, settings: Settings,
+                 identity: TokenCredential, verify: str | bool) -> MessageSink:
+    """The sink, describing and announcing each message if NOTIFY_QUEUE or SUMMARY_BLOBS asks."""
+    if not (settings.notify_queue or settings.summary_blobs):
+        return sink
+    queue = None
+    if settings.notify_queue:
+        pool = settings.max_concurrent_mailboxes * settings.upload_concurrency + 4
+        options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
+                                   "connection_verify": verify, "transport": _http_transport(pool)}
+        storage = settings.storage
+        if storage.connection_string is not None:
+            client = QueueClient.from_connection_string(storage.connection_string.reveal(),
+                                                        settings.notify_queue, **options, **STORAGE_RETRY)
+        else:
+            assert storage.queue_service_uri  # checked by Settings
+            client = QueueClient(storage.queue_service_uri, settings.notify_queue,
+                                 credential=_storage_credential(settings, identity, verify),
+                                 **options, **STORAGE_RETRY)
+        queue = StorageNoticeQueue(client)
+    return AnnouncingSink(sink, BlobDeliveredMessages(container), container=container.container_name,
+                          container_url=container.url, queue=queue, summary_blobs=settings.summary_blobs)
