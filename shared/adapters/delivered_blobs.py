@@ -30,7 +30,11 @@ class BlobDeliveredMessages:
         try:
             yield from self._container.download_blob(name, offset=0 if length else None,
                                                       length=length).chunks()
-        except (HttpResponseError, ServiceRequestError) as e:
+        except HttpResponseError as e:
+            if length and e.status_code == 416:  # an empty blob has no range to read
+                return
+            raise storage_error(f"read blob '{name}'", e, role=_ROLE) from e
+        except ServiceRequestError as e:
             raise storage_error(f"read blob '{name}'", e, role=_ROLE) from e
 
     def create_json(self, name: str, text: str) -> bool:
