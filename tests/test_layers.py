@@ -32,7 +32,7 @@ ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.
                    "shared.adapters.sasl"}
 ROOT_LAYER = {"shared.settings", "shared.setting_specs", "shared.clouds", "shared.ncrontab",
               "shared.connection_string", "shared.wiring", "shared.entry", "shared.cli",
-              "shared.doctor", "shared.mailbox_commands", "shared.composition"}
+              "shared.doctor", "shared.mailbox_commands", "shared.composition", "shared.report_json"}
 # Libraries that do I/O or belong to one service: the bottom and the core stay free of them.
 IO_LIBRARIES = ("azure", "msal", "imapclient", "requests", "rich", "imaplib", "poplib", "socket",
                 "ssl", "urllib.request", "http")
