@@ -162,7 +162,8 @@ def hostile_attachment_mail() -> bytes:
              "a\u2400b\u2215c\uff0f.pdf", "CON.txt", "zero\u200bwidth.txt", "\x01\x7fctl.bin"]
     parts = b"".join(
         b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
-        b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
+        # Backslashes escaped, as a quoted-string needs them to reach the parameter's value.
+        b'Content-Disposition: attachment; filename="' + name.replace("\\", "\\\\").encode() + b'"\r\n\r\n'
         + base64.b64encode(name.encode()) + b"\r\n" for name in names)
     return (b"Subject: " + "\u00e9".encode("latin-1") + b" broken \xff\r\nX-Long: " + b"L" * 10_000
             + b"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n" + parts + b"--B--\r\n")
