@@ -278,8 +278,7 @@ def with_notices(sink: MessageSink, container: ContainerClient, settings: Settin
     queue = None
     if settings.notify_queue:
         pool = settings.max_concurrent_mailboxes * settings.upload_concurrency + 4
-        options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
-                                   "connection_verify": verify, "transport": _http_transport(pool)}
+        options: dict[str, Any] = {"connection_verify": verify, "transport": _http_transport(pool)}
         storage = settings.storage
         if storage.connection_string is not None:
             client = QueueClient.from_connection_string(storage.connection_string.reveal(),

@@ -23,8 +23,11 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from devstack.seed import demo_messages
 from devstack.stack import Stack
 from shared.adapters.delivered_blobs import BlobDeliveredMessages
+from shared.adapters.notice_queue import StorageNoticeQueue
+from shared.errors import StorageError
 from shared.notice_document import SCHEMA, notice_id, summary_blob_name
 from shared.summary import safe_filename
+from shared.wiring import STORAGE_RETRY
 from tests.integration.helpers import cli_command, cli_environment, container, poll, stored_blobs
 from tests.integration.test_pop3 import settings_env as pop3_settings_env
 
@@ -213,3 +216,24 @@ def test_reading_back_and_summary_documents_on_real_storage(stack):
     blob = client.download_blob("a/1.json")
     assert blob.readall() == '{"a": "é"}'.encode()
     assert (blob.properties.content_settings.content_type or "").startswith("application/json")
+
+
+def test_the_notice_queue_is_made_when_missing_and_its_notices_never_expire(stack):
+    name = f"notices-{uuid.uuid4().hex[:12]}"
+    client = QueueClient.from_connection_string(stack.storage_connection_string, name)
+    notices = StorageNoticeQueue(client)
+    notices.send('{"subject": "Grüße \\u2713"}')
+    notices.send("{}")
+    [first, second] = client.peek_messages(max_messages=5)
+    assert base64.b64decode(first.content).decode() == '{"subject": "Grüße \\u2713"}'
+    assert base64.b64decode(second.content) == b"{}"
+    assert first.expires_on is not None and first.expires_on.year >= 9999
+
+
+def test_a_notice_queue_that_keeps_failing_fails_the_send_with_a_clear_error(stack, faults):
+    # With the app's own retry policy: three retries about 2 s apart, then the error.
+    client = QueueClient.from_connection_string(faults.storage_connection_string, f"notices-{uuid.uuid4().hex[:12]}",
+                                                **STORAGE_RETRY)
+    faults.storage_busy(service="queue", times=None, seconds=60)
+    with pytest.raises(StorageError, match="send a message notice to queue 'notices-"):
+        StorageNoticeQueue(client).send("{}")
