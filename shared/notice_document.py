@@ -84,8 +84,11 @@ def notice_document(delivery: Delivery) -> dict[str, Any]:
         "truncated": sorted(k.removesuffix("_truncated") for k in metadata if k.endswith("_truncated")),
         "summary": delivery.summary.to_json(),
     }
-    valid: dict[str, Any] = _valid_text(document)
-    return valid
+    try:
+        _dumps(document).encode()
+    except UnicodeEncodeError:  # rare: only mail with undecodable header bytes gets here
+        document = _valid_text(document)
+    return document
 
 
 def notice_text(delivery: Delivery, *, limit: int = NOTICE_BYTES) -> str:
