@@ -35,7 +35,7 @@ from bench.measure import RESULT_PREFIX, Measured, Meter
 from bench.messages import read_messages
 from devstack.stack import Stack
 from shared.settings import Settings
-from shared.wiring import build_poller
+from shared.wiring import Components
 
 Spec = dict[str, Any]
 
@@ -141,7 +141,7 @@ def run_mailferry(spec: Spec) -> Measured:
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
     settings = Settings.from_mapping(env)
     t0 = time.perf_counter()
-    poller = build_poller(settings)
+    poller = Components(settings).poller
     setup_seconds = time.perf_counter() - t0
     counting = CountingServer(poller.server)
     poller = dataclasses.replace(poller, server=counting)
@@ -151,9 +151,9 @@ def run_mailferry(spec: Spec) -> Measured:
     extra: dict[str, Any] = {
         "setup_seconds": setup_seconds,
         "settings": {
-            "FETCH_BATCH_SIZE": settings.fetch_batch_size,
-            "UPLOAD_CONCURRENCY": settings.upload_concurrency,
-            "MAX_CONCURRENT_MAILBOXES": settings.max_concurrent_mailboxes,
+            "FETCH_BATCH_SIZE": settings.poll.fetch_batch_size,
+            "UPLOAD_CONCURRENCY": settings.poll.upload_concurrency,
+            "MAX_CONCURRENT_MAILBOXES": settings.poll.max_concurrent_mailboxes,
         },
         "failed": failed[:5],
         "imap_commands": sum(int(getattr(s, "commands", 0)) for s in counting.sessions),

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +20,8 @@ from shared import mailbox_commands
 from shared.errors import ConfigurationError, MailferryError
 from shared.model import MailboxResult, PollReport
 from shared.report_json import poll_document, status_document
-from shared.wiring import build_state_store, get_mailbox_directory, get_poller, load_settings
+from shared.throttle import when
+from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 # EX_USAGE of sysexits.h: the command line itself is wrong (argparse's own 2 means bad settings here).
@@ -68,7 +70,9 @@ class LiveProgress:
         task = self._tasks.get(result.address)
         if task is None:
             task = self._tasks[result.address] = self._progress.add_task(result.address, total=None)
-        status = f"[green]done[/], {result.delivered} new" if result.ok else "[red]failed[/]"
+        status = (f"[green]done[/], {result.delivered} new" if result.ok
+                  else f"[yellow]throttled[/], {result.delivered} new" if not result.failed
+                  else "[red]failed[/]")
         self._progress.update(task, total=1, completed=1, status=status)
 
 
@@ -99,6 +103,8 @@ def summary_table(report: PollReport) -> Table:
                 status += f" (left to another run: {escape(', '.join(yielded))})"
             for folder in m.folder_errors:
                 status += f"\n[red]folder {escape(folder.folder)!r} failed[/]: {escape(folder.error or '')}"
+        elif m.throttled_until is not None:
+            status = f"[yellow]throttled until {when(m.throttled_until)}[/]: {escape(m.error or '')}"
         else:
             status = f"[red]{m.error_type}[/]: {escape(m.error or '')}"
         table.add_row(escape(m.address), str(m.delivered), _size(m.bytes_delivered),
@@ -107,9 +113,9 @@ def summary_table(report: PollReport) -> Table:
 
 
 def command_poll(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
-    settings = load_settings(env)
-    poller = get_poller(settings)
-    mailboxes = get_mailbox_directory(settings).list_mailboxes()
+    components = components_for(load_settings(env))
+    poller = components.poller
+    mailboxes = components.mailbox_directory.list_mailboxes()
     if as_json:
         report = poller.run(mailboxes) if mailboxes else PollReport([], 0.0)
         _print_json(poll_document(report))
@@ -130,8 +136,7 @@ def command_poll(env: Mapping[str, str], console: Console, *, as_json: bool = Fa
 
 
 def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
-    settings = load_settings(env)
-    store = build_state_store(settings)
+    store = components_for(load_settings(env)).state
     if as_json:
         _print_json(status_document(store.list_checkpoints(), store.list_health()))
         return EXIT_OK
@@ -143,8 +148,12 @@ def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = 
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
+    now = datetime.now(UTC)
     for h in sorted(store.list_health(), key=lambda h: h.mailbox):
         problems = []
+        if h.throttled_until is not None and h.throttled_until > now:
+            since = f" (since {when(h.throttled_since)})" if h.throttled_since else ""
+            problems.append(f"[yellow]throttled until {when(h.throttled_until)}[/]{since}")
         if h.folder_errors:
             problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
         if h.last_error and h.last_error_at:

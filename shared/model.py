@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.setting_specs import from_setting
+
 
 class Secret:
     """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
@@ -32,13 +34,13 @@ class Secret:
 
 @dataclass(frozen=True)
 class PollOptions:
-    """How one poll behaves; from settings."""
+    """How one poll behaves: each field is read from the setting it names, with its default."""
 
-    max_concurrent_mailboxes: int = 4
-    fetch_batch_size: int = 100
-    upload_concurrency: int = 16
-    large_message_bytes: int = 16 * 1024 * 1024
-    deadline_seconds: float = 480.0
+    max_concurrent_mailboxes: int = from_setting("MAX_CONCURRENT_MAILBOXES")
+    fetch_batch_size: int = from_setting("FETCH_BATCH_SIZE")
+    upload_concurrency: int = from_setting("UPLOAD_CONCURRENCY")
+    large_message_bytes: int = from_setting("LARGE_MESSAGE_BYTES")
+    deadline_seconds: float = from_setting("POLL_DEADLINE_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class Health:
     folder_errors: str | None = None
     # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
     throttled_until: datetime | None = None
+    # The first throttle since the last success, and how many polls were throttled since.
+    throttled_since: datetime | None = None
+    throttle_count: int = 0
 
 
 @dataclass
@@ -171,10 +176,18 @@ class MailboxResult:
     error_type: str | None = None
     # Why this run did not poll the mailbox at all (not a failure), e.g. the time box.
     skipped: str | None = None
+    # The server throttled the mailbox (``error`` says how): no poll of it before this time.
+    # A delay, not a failure.
+    throttled_until: datetime | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """The poll failed; a throttled mailbox did not fail, it waits."""
+        return self.error is not None and self.throttled_until is None
 
     @property
     def delivered(self) -> int:
@@ -212,4 +225,8 @@ class PollReport:
 
     @property
     def failed(self) -> list[MailboxResult]:
-        return [m for m in self.mailboxes if not m.ok]
+        return [m for m in self.mailboxes if m.failed]
+
+    @property
+    def throttled(self) -> list[MailboxResult]:
+        return [m for m in self.mailboxes if m.throttled_until is not None]

@@ -9,18 +9,23 @@ blobs it already wrote.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
+from shared.errors import CheckpointConflict, FolderUnavailable, MailboxThrottled, MailferryError
+from shared.fanout import LeaseKeeper
 from shared.folder_poll import FolderPoll
+from shared.log_texts import FAILURE_LOG_TEXT, FOLDER_FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
     FolderResult,
+    Health,
     MailboxResult,
     PollOptions,
     PollReport,
@@ -31,6 +36,7 @@ from shared.ports import (
     CheckpointStore,
     Clock,
     HealthStore,
+    LeaseStore,
     MailServer,
     MessageSink,
     PollObserver,
@@ -40,17 +46,13 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
+from shared.throttle import read_health, skip_if_throttled, throttled_result
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
 
-FAILURE_LOG_TEXT = "mailbox poll failed"
-# A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
-# in the mailbox were still delivered.
-FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
 TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
-
-
+LEASE_SKIP = "another run holds its lease"
 
 
 class SystemClock:
@@ -76,6 +78,29 @@ class SilentObserver:
         pass
 
 
+class _RunToken:
+    """The run's access token, fetched when the first mailbox needs it: a run whose
+    mailboxes are all throttled asks for none. A failure is kept and given to every mailbox."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._token: Secret | None = None
+        self._error: MailferryError | None = None
+
+    def get(self) -> Secret:
+        with self._lock:
+            if self._token is None and self._error is None:
+                try:
+                    self._token = self._tokens.get_token()
+                except MailferryError as e:
+                    self._error = e
+            if self._error is not None:
+                raise self._error
+            assert self._token is not None
+            return self._token
+
+
 @dataclass
 class Poller:
     """Everything a poll needs, wired once per process."""
@@ -89,32 +114,30 @@ class Poller:
     clock: Clock
     pop3: Pop3Server | None = None
     pop3_checkpoints: Pop3CheckpointStore | None = None
+    # The per-mailbox leases fan-out takes; None: overlapping runs are not kept apart.
+    leases: LeaseStore | None = None
+    # Draws the jitter of throttling back-offs.
+    jitter: random.Random = field(default_factory=random.Random)
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
-        on_thread_start: ThreadStart = no_thread_setup,
+        on_thread_start: ThreadStart = no_thread_setup, lease_held: bool = False,
     ) -> PollReport:
         """Poll every mailbox with bounded concurrency; one failing never stops the others.
 
-        ``on_thread_start`` runs first in every thread the poll starts.
+        ``on_thread_start`` runs first in every thread the poll starts. ``lease_held``: the
+        caller holds the mailboxes' leases and has checked they are not throttled (fan-out).
         """
         watcher = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
-        try:
-            token = self.tokens.get_token()
-        except MailferryError as e:
-            results = [self._failed(m.address, e) for m in mailboxes]
-            for result in results:
-                self._record(result)
-                watcher.mailbox_finished(result)
-            return PollReport(results, self.clock.monotonic() - started)
-
+        token = _RunToken(self.tokens)
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start),
+                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start,
+                                             lease_held=lease_held),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
@@ -137,22 +160,61 @@ class Poller:
         return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        on_thread_start: ThreadStart, *, lease_held: bool,
+    ) -> MailboxResult:
+        if self.clock.monotonic() >= deadline:
+            # Not even a login once the time box is spent: the run must end on time.
+            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
+        address = mailbox.address
+        if not lease_held:
+            # One health read: a throttled mailbox costs nothing more (no lease, token or login).
+            skipped = skip_if_throttled(address, read_health(self.health, address),
+                                        now=self.clock.now())
+            if skipped is not None:
+                return skipped
+        if lease_held or self.leases is None:
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+        try:
+            lease = self.leases.acquire(address)
+        except Exception as e:  # storage failing (or a bug) costs this mailbox only
+            if not isinstance(e, MailferryError):
+                log.exception("unexpected error taking the poll lease of %s", address)
+            result = self._failed(address, e)
+            self._record(result)
+            watcher.mailbox_finished(result)
+            return result
+        if lease is None:
+            # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
+            # hand, a queued one) never open a second connection to a mailbox.
+            reason = (f"{LEASE_SKIP}: it is polling the mailbox now, or was killed less than "
+                      f"{self.leases.duration_seconds:g} s ago")
+            log.info("%s: %s: %s", SKIPPED_LOG_TEXT, address, reason)
+            return MailboxResult(address, skipped=reason)
+        with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
+                         on_thread_start=on_thread_start):
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+
+    def _poll_and_record(
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
-        if started >= deadline:
-            # Not even a login once the time box is spent: the run must end on time.
-            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
         watcher.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
+            secret = token.get()
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox.address, secret, deadline, watcher, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, token, deadline, watcher, result, on_thread_start)
+                self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
+        except MailboxThrottled as e:
+            # A delay, not a failure: what was delivered stays; no poll before the server's time.
+            previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
+            result = throttled_result(mailbox.address, e, previous, result.folders,
+                                      now=self.clock.now(), rng=self.jitter)
         except MailferryError as e:
             result = self._failed(mailbox.address, e, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
@@ -228,4 +290,5 @@ class Poller:
         metrics_log.info("%s", message)
 
 
-__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]
+__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "LEASE_SKIP", "PollOptions", "Poller",
+           "SystemClock"]

@@ -151,7 +151,15 @@ class CheckpointStore(Protocol):
     def list_checkpoints(self) -> list[Checkpoint]: ...
 
 
-class HealthStore(Protocol):
+class HealthReader(Protocol):
+    """Reads one mailbox's health row (one point read)."""
+
+    def get_health(self, mailbox: str) -> Health | None:
+        """The mailbox's health, or None when it has no row yet."""
+        ...
+
+
+class HealthStore(HealthReader, Protocol):
     """Per-mailbox health rows."""
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
@@ -232,8 +240,8 @@ class LeaseStore(Protocol):
         ...
 
 
-class QueueHealth(Protocol):
-    """The part of the health row the fan-out writes."""
+class QueueHealth(HealthReader, Protocol):
+    """The part of the health row the fan-out reads and writes."""
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
 

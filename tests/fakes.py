@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from shared.errors import AuthenticationError, CheckpointConflict, FolderUnavailable, StorageError
+from shared.errors import (
+    AuthenticationError,
+    CheckpointConflict,
+    FolderUnavailable,
+    MailboxThrottled,
+    StorageError,
+)
 from shared.model import (
     Checkpoint,
     FetchedMessage,
@@ -19,6 +25,7 @@ from shared.model import (
     Pop3Checkpoint,
     Secret,
 )
+from shared.naming import LEASE_SECONDS
 
 ARRIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -56,17 +63,40 @@ class FakeFolder:
         return None if uid in self.withheld else self.messages.get(uid)
 
 
+def throttled(retry_after_seconds: float | None = 30.0) -> MailboxThrottled:
+    """What the adapters raise for Exchange's ``Request is throttled``."""
+    wait = f" Suggested Backoff Time: {retry_after_seconds * 1000:.0f} milliseconds" \
+        if retry_after_seconds is not None else ""
+    return MailboxThrottled(f"NO Request is throttled.{wait}", retry_after_seconds=retry_after_seconds)
+
+
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
-                 after: dict[str, Callable[[], None]] | None = None) -> None:
+                 after: dict[str, Callable[[], None]] | None = None,
+                 refusals: list[tuple[str, int, Exception]] | None = None) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
         self.commands: list[str] = []
         # Something another client does right after this session's command of that name.
         self.after = after or {}
+        # (command, how many of them first pass, the error answered instead), used up in order.
+        self.refusals = refusals if refusals is not None else []
+
+    def _answer(self, command: str) -> None:
+        self.commands.append(command)
+        self.refuse_if_scripted(command)
+
+    def refuse_if_scripted(self, command: str) -> None:
+        for index, (name, passing, error) in enumerate(self.refusals):
+            if name == command:
+                if passing:
+                    self.refusals[index] = (name, passing - 1, error)
+                    return
+                del self.refusals[index]
+                raise error
 
     def select_folder(self, folder: str) -> FolderState:
-        self.commands.append("EXAMINE")
+        self._answer("EXAMINE")
         if folder not in self.folders:
             raise FolderUnavailable(f"EXAMINE {folder} failed: Mailbox doesn't exist: {folder}")
         self.selected = self.folders[folder]
@@ -74,7 +104,7 @@ class FakeSession:
                            len(self.selected.messages))
 
     def search_uids_from(self, first_uid: int) -> list[int]:
-        self.commands.append("UID SEARCH")
+        self._answer("UID SEARCH")
         assert self.selected is not None
         uids = [u for u in self.selected.messages if u >= first_uid]
         # Like real servers, `n:*` includes the highest UID even when it is below n.
@@ -83,14 +113,14 @@ class FakeSession:
         return uids
 
     def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         folder = self.selected
         assert folder is not None
         sent = [(u, folder.sent(u)) for u in uids]
         return [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         folder = self.selected
         assert folder is not None
         infos = [MessageInfo(u, len(folder.messages[u]), folder.arrived[u])
@@ -99,7 +129,7 @@ class FakeSession:
         return infos
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
         self._then("fetch_range")
@@ -118,17 +148,37 @@ class FakeServer:
         self.sessions: list[FakeSession] = []
         # Handed to the next session: see FakeSession.after.
         self.after: dict[str, Callable[[], None]] = {}
+        # Per mailbox: errors answered instead, at login ("AUTHENTICATE") or a command.
+        self.refusals: dict[str, list[tuple[str, int, Exception]]] = {}
+        # Sessions open now per mailbox, and the most at once.
+        self.open_now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def refuse(self, address: str, error: Exception, *, at: str = "AUTHENTICATE",
+               after: int = 0) -> None:
+        """Answer the mailbox's ``at`` command with ``error`` once, after ``after`` of them pass."""
+        self.refusals.setdefault(address, []).append((at, after, error))
 
     def folder(self, address: str, name: str = "INBOX") -> FakeFolder:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
 
     @contextmanager
     def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
-        if address in self.refused or token.reveal() != "good-token":
-            raise AuthenticationError(f"{address}: AUTHENTICATE failed")
-        session = FakeSession(self.mailboxes[address], self.after)
-        self.sessions.append(session)
-        yield session
+        with self._lock:
+            self.open_now[address] = self.open_now.get(address, 0) + 1
+            self.peak[address] = max(self.peak.get(address, 0), self.open_now[address])
+        try:
+            if address in self.refused or token.reveal() != "good-token":
+                raise AuthenticationError(f"{address}: AUTHENTICATE failed")
+            session = FakeSession(self.mailboxes[address], self.after,
+                                  self.refusals.setdefault(address, []))
+            session.refuse_if_scripted("AUTHENTICATE")
+            self.sessions.append(session)
+            yield session
+        finally:
+            with self._lock:
+                self.open_now[address] -= 1
 
 
 class FakeTokens:
@@ -179,6 +229,7 @@ class FakeStateStore:
         self.rows: dict[tuple[str, str], Checkpoint] = {}
         self.pop3_rows: dict[str, Pop3Checkpoint] = {}
         self.health: dict[str, Health] = {}
+        self.health_reads = 0
         self.version = 0
         self.writes = 0
 
@@ -200,22 +251,34 @@ class FakeStateStore:
         return list(self.rows.values())
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
-        previous = self.health.get(result.address, Health(result.address))
-        if result.ok:
-            self.health[result.address] = replace(
+        key = result.address.lower()  # addresses are case-insensitive, as in the table
+        previous = self.health.get(key, Health(result.address))
+        if result.throttled_until is not None:
+            self.health[key] = replace(
+                previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
+                delivered_total=previous.delivered_total + result.delivered,
+                throttled_until=result.throttled_until,
+                throttled_since=previous.throttled_since or at,
+                throttle_count=previous.throttle_count + 1)
+        elif result.ok:
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
                 delivered_total=previous.delivered_total + result.delivered, failing_since=None,
                 folder_errors="; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
-                or None)
+                or None, throttled_until=None, throttled_since=None, throttle_count=0)
         else:
-            self.health[result.address] = replace(
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
                 consecutive_failures=previous.consecutive_failures + 1,
                 failing_since=previous.failing_since or at)
-        return self.health[result.address]
+        return self.health[key]
 
     def list_health(self) -> list[Health]:
         return list(self.health.values())
+
+    def get_health(self, mailbox: str) -> Health | None:
+        self.health_reads += 1
+        return self.health.get(mailbox.lower())
 
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
         return self.pop3_rows.get(mailbox.lower())
@@ -235,13 +298,15 @@ class FakeClock:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.tick = 0.0
+        # The wall clock; tests move it to let time pass.
+        self.at = datetime(2026, 11, 28, tzinfo=UTC)
 
     def monotonic(self) -> float:
         self.seconds += self.tick
         return self.seconds
 
     def now(self) -> datetime:
-        return datetime(2026, 11, 28, tzinfo=UTC)
+        return self.at
 
 
 class FakePop3Session:
@@ -262,6 +327,8 @@ class FakePop3Server:
     def __init__(self) -> None:
         self.maildrops: dict[str, list[tuple[str, bytes]]] = {}
         self.refused: set[str] = set()
+        # Answered at the next login instead of +OK, once.
+        self.throttled: dict[str, MailboxThrottled] = {}
         self.sessions: list[FakePop3Session] = []
 
     def deliver(self, address: str, uidl: str, raw: bytes) -> None:
@@ -275,9 +342,54 @@ class FakePop3Server:
     def open(self, address: str, token: Secret) -> Iterator[FakePop3Session]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: -ERR Authentication failure")
+        if address in self.throttled:
+            raise self.throttled.pop(address)
         session = FakePop3Session(self.maildrops.setdefault(address, []))
         self.sessions.append(session)
         yield session
+
+
+class FakeLease:
+    def __init__(self, store: FakeLeaseStore, mailbox: str) -> None:
+        self.store = store
+        self.mailbox = mailbox
+        self.renewals = 0
+        self.released = False
+        self.renew_fails = False
+
+    def renew(self) -> None:
+        if self.renew_fails:
+            raise StorageError("lease lost")
+        self.renewals += 1
+
+    def release(self) -> None:
+        self.released = True
+        with self.store.lock:
+            if self.store.held.get(self.mailbox) is self:
+                del self.store.held[self.mailbox]
+
+
+class FakeLeaseStore:
+    """At most one holder per mailbox; ``expire`` is what the service does to an unrenewed lease."""
+
+    def __init__(self, duration_seconds: float = LEASE_SECONDS) -> None:
+        self.duration_seconds = duration_seconds
+        self.held: dict[str, FakeLease] = {}
+        self.granted: list[FakeLease] = []
+        self.lock = threading.Lock()
+
+    def acquire(self, mailbox: str) -> FakeLease | None:
+        with self.lock:
+            if mailbox.lower() in self.held:
+                return None
+            lease = FakeLease(self, mailbox.lower())
+            self.held[mailbox.lower()] = lease
+            self.granted.append(lease)
+            return lease
+
+    def expire(self, mailbox: str) -> None:
+        with self.lock:
+            self.held.pop(mailbox.lower(), None)
 
 
 class FakeNoticeQueue:

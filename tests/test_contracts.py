@@ -9,7 +9,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.data.tables import TableClient
@@ -144,6 +145,30 @@ def test_health_counts_deliveries_and_failure_streaks(state: StateStore) -> None
     assert recovered.delivered_total == 6
     [listed] = state.list_health()
     assert listed.delivered_total == 6
+
+
+def test_a_throttle_is_a_delay_kept_until_a_success(state: StateStore) -> None:
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    assert state.get_health(A) is None
+    failed = MailboxResult(A, [], error="refused", error_type="AuthenticationError")
+    state.record_result(failed, at=at)
+    until = at + timedelta(minutes=5)
+    throttled = MailboxResult(A, [FolderResult("INBOX", delivered=2)], error="NO Request is throttled.",
+                              error_type="MailboxThrottled", throttled_until=until)
+    first = state.record_result(throttled, at=at)
+    later = at + timedelta(minutes=6)
+    again = state.record_result(replace(throttled, throttled_until=later + timedelta(minutes=9)),
+                                at=later)
+    # Neither a success nor another failure: the failure streak and the last success stay.
+    assert (first.throttled_until, first.throttled_since, first.throttle_count) == (until, at, 1)
+    assert (again.throttled_since, again.throttle_count) == (at, 2)
+    assert again.consecutive_failures == 1 and again.last_success_at is None
+    assert again.delivered_total == 4 and "throttled" in (again.last_error or "")
+    assert state.get_health(A.upper()) == again
+    recovered = state.record_result(MailboxResult(A, [FolderResult("INBOX")]), at=later)
+    assert (recovered.throttled_until, recovered.throttled_since, recovered.throttle_count) == (
+        None, None, 0)
+    assert recovered.consecutive_failures == 0
 
 
 # --- MailSession --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from shared.clouds import CLOUDS
 from shared.naming import blob_name, lease_blob_name, lease_container_name
 from shared.poll import FAILURE_LOG_TEXT
 from shared.settings import SETTING_NAMES, SETTINGS, Settings
-from tests.bicep_evaluator import Deployment, InvalidParameter, deploy, deploy_with_bicepparam
+from tests.bicep_evaluator import BicepFile, Deployment, InvalidParameter, deploy, deploy_with_bicepparam
 
 ROOT = Path(__file__).resolve().parent.parent
 BICEP = ROOT / "infra" / "bicep"
@@ -368,21 +368,48 @@ def bicep_param_defaults(text: str) -> dict[str, str]:
     return {name: value.strip("'") for name, value in found}
 
 
+def bicep_sources(text: str) -> dict[str, tuple[str | None, str | None]]:
+    """Each app setting Bicep sets plainly: (the param it comes from, or None; its literal, or None)."""
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for name, expression in app_settings(text).items():
+        match = re.fullmatch(r"(?:string\()?(\w+)\)?|'([^']*)'", expression)
+        if match is not None:
+            found[name] = (match.group(1), match.group(2))
+    return found
+
+
 def test_bicep_defaults_are_the_apps_defaults() -> None:
     text = read_bicep(MAIN)
     params = bicep_param_defaults(text)
-    settings = app_settings(text)
-    compared = 0
+    sources = bicep_sources(text)
     for spec in SETTINGS:
-        expression = settings.get(spec.name, "")
-        match = re.fullmatch(r"(?:string\()?(\w+)\)?|'([^']*)'", expression)
-        if spec.default is None or match is None:
+        if spec.default is None or spec.name not in app_settings(text):
             continue
-        value = params.get(match.group(1)) if match.group(1) else match.group(2)
-        if value is not None:
-            assert value == spec.default, spec.name
-            compared += 1
-    assert compared >= 10
+        # Every setting with a default is a literal or a param with a literal default in Bicep.
+        assert spec.name in sources, f"{spec.name}: Bicep sets it to an expression, not its default"
+        param, literal = sources[spec.name]
+        value = params.get(param) if param else literal
+        assert value == spec.default, (spec.name, value, spec.default)
+
+
+def test_bicep_params_refuse_what_the_app_refuses() -> None:
+    """An integer setting's param has the spec's range, a choice setting's the spec's choices."""
+    main = BicepFile(MAIN)
+    checked = 0
+    for spec in SETTINGS:
+        param = bicep_sources(read_bicep(MAIN)).get(spec.name, (None, None))[0]
+        if param is None or spec.kind not in ("integer", "choice"):
+            continue
+        decorators = main.params[param].decorators
+        if spec.kind == "integer":
+            assert "minValue" in decorators and "maxValue" in decorators, (spec.name, param)
+            assert (main.decorator_value(param, "minValue"), main.decorator_value(param, "maxValue")) == (
+                spec.low, spec.high), spec.name
+        else:
+            assert "allowed" in decorators, (spec.name, param)
+            assert list(main.decorator_value(param, "allowed")) == list(spec.choices), spec.name
+        checked += 1
+    assert checked == 10  # the five integer knobs; cloud, auth mode, protocol, mailbox source, poll mode
 
 
 def test_cloud_specific_settings_come_from_m365_cloud() -> None:

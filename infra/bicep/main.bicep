@@ -34,9 +34,11 @@ param m365TenantId string = ''
 param m365ClientId string = ''
 
 @description('Microsoft 365 cloud of the mailboxes: global (also GCC), usgov (GCC High), usgovdod or china. The app derives the sign-in host, token scope and mail hosts from it.')
+@allowed(['global', 'usgov', 'usgovdod', 'china'])
 param m365Cloud string = 'global'
 
 @description('How the app proves itself to Entra ID: secret (client secret in Key Vault), certificate (certificate in Key Vault) or federated (the managed identity, nothing stored).')
+@allowed(['secret', 'certificate', 'federated'])
 param authMode string = 'secret'
 
 @description('Mailboxes to read, in the MAILBOXES format: "a@contoso.com, b@contoso.com:INBOX|Invoices".')
@@ -49,6 +51,7 @@ param clientSecretName string = 'mailferry-client-secret'
 param clientCertificateName string = 'mailferry-client-cert'
 
 @description('imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise.')
+@allowed(['imap', 'pop3'])
 param mailProtocol string = 'imap'
 
 @description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
@@ -61,6 +64,7 @@ param mailboxesSource string = 'setting'
 param pollSchedule string = '0 */5 * * * *'
 
 @description('inline (the timer polls every mailbox) or fanout (one queue message per mailbox, polled by queue-triggered instances).')
+@allowed(['inline', 'fanout'])
 param pollMode string = 'inline'
 
 param mailContainerName string = 'mail'
@@ -82,10 +86,13 @@ param fetchBatchSize int = 100
 param uploadConcurrency int = 16
 
 @description('Messages above this many bytes are fetched and uploaded in pieces.')
+@minValue(1048576)
+@maxValue(1073741824)
 param largeMessageBytes int = 16777216
 
 @description('A run stops starting work after this many seconds; keep it below host.json functionTimeout.')
 @minValue(10)
+@maxValue(86400)
 param pollDeadlineSeconds int = 480
 
 @description('Python of the Function App: the versions Flex Consumption offers from 3.11 on (requirements.txt pins azure-functions per version).')

@@ -119,6 +119,10 @@ class TableStateStore:
     def list_health(self) -> list[Health]:
         return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
 
+    def get_health(self, mailbox: str) -> Health | None:
+        health, etag = self._get_health(mailbox)  # one point read
+        return health if etag is not None else None
+
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
         """Note in the health row that the mailbox's fan-out message was given up.
 
@@ -229,8 +233,9 @@ def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
 
 
 def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[str, Any]:
-    """The health row after ``result``, from the row before it."""
-    failed = not result.ok
+    """The health row after ``result``, from the row before it. A throttled run is neither a
+    success nor a failure: both streaks stay; a success ends the throttle streak."""
+    failed, throttled, succeeded = result.failed, result.throttled_until is not None, result.ok
     folder_errors = "; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
     row: dict[str, Any] = {
         "PartitionKey": _key(result.address.lower()),
@@ -239,16 +244,20 @@ def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[s
         "LastAttemptAt": at,
         "LastRunDelivered": result.delivered,
         "DeliveredTotal": previous.delivered_total + result.delivered,
-        "LastSuccessAt": previous.last_success_at if failed else at,
+        "LastSuccessAt": at if succeeded else previous.last_success_at,
         # The last error stays visible after a recovery, with its time.
-        "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
-                     else previous.last_error,
-        "LastErrorAt": at if failed else previous.last_error_at,
-        "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
-        "FailingSince": (previous.failing_since or at) if failed else None,
+        "LastError": previous.last_error if succeeded
+                     else f"{result.error_type}: {result.error}"[:2000],
+        "LastErrorAt": previous.last_error_at if succeeded else at,
+        "ConsecutiveFailures": 0 if succeeded else previous.consecutive_failures + failed,
+        "FailingSince": None if succeeded else previous.failing_since or (at if failed else None),
         # Folders that could not be opened in the last run (cleared when they open again);
         # a failed run may not have reached them, so it keeps what the last one found.
-        "FolderErrors": (folder_errors[:2000] or None) if not failed else previous.folder_errors,
+        "FolderErrors": (folder_errors[:2000] or None) if succeeded else previous.folder_errors,
+        # No poll before ThrottledUntil; the streak (since, count) lasts until a success.
+        "ThrottledUntil": None if succeeded else result.throttled_until or previous.throttled_until,
+        "ThrottledSince": None if succeeded else previous.throttled_since or (at if throttled else None),
+        "ThrottleCount": None if succeeded else previous.throttle_count + throttled or None,
     }
     return {k: v for k, v in row.items() if v is not None}
 
@@ -265,6 +274,9 @@ def _health(entity: dict[str, Any] | Any) -> Health:
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
         folder_errors=entity.get("FolderErrors"),
+        throttled_until=entity.get("ThrottledUntil"),
+        throttled_since=entity.get("ThrottledSince"),
+        throttle_count=int(entity.get("ThrottleCount", 0)),
     )
 
 

@@ -26,8 +26,8 @@ from shared.adapters.delivered_blobs import BlobDeliveredMessages
 from shared.adapters.notice_queue import StorageNoticeQueue
 from shared.errors import StorageError
 from shared.notice_document import SCHEMA, notice_id, summary_blob_name
+from shared.storage_clients import STORAGE_RETRY
 from shared.summary import safe_filename
-from shared.wiring import STORAGE_RETRY
 from tests.integration.helpers import cli_command, cli_environment, container, poll, stored_blobs
 from tests.integration.test_pop3 import settings_env as pop3_settings_env
 
