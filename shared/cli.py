@@ -17,9 +17,13 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from shared import mailbox_commands
+from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError, MailferryError
+from shared.first_run import describe
+from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult, PollReport
 from shared.report_json import poll_document, status_document
+from shared.settings import Settings
 from shared.throttle import when
 from shared.wiring import components_for, load_settings
 
@@ -136,15 +140,22 @@ def command_poll(env: Mapping[str, str], console: Console, *, as_json: bool = Fa
 
 
 def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
-    store = components_for(load_settings(env)).state
+    settings = load_settings(env)
+    components = components_for(settings)
+    store = components.state
     if as_json:
         _print_json(status_document(store.list_checkpoints(), store.list_health()))
         return EXIT_OK
     checkpoints = Table(title="Checkpoints")
-    for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID"):
+    for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID", "First run"):
         checkpoints.add_column(column)
+    started = set()
     for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
-        checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid))
+        started.add((c.mailbox.lower(), c.folder))
+        checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid),
+                            describe(c.first_run, c.not_before))
+    for row in _other_folders(settings, components.mailbox_directory.list_mailboxes(), store, started):
+        checkpoints.add_row(*map(escape, row))
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
@@ -168,6 +179,24 @@ def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = 
     console.print(checkpoints)
     console.print(health)
     return EXIT_OK
+
+
+def _other_folders(settings: Settings, mailboxes: list[MailboxConfig], store: TableStateStore,
+                   started: set[tuple[str, str]]) -> list[tuple[str, str, str, str, str]]:
+    """POP3 maildrops, and the configured folders no poll has started yet with the scope
+    their first poll will take."""
+    rows = []
+    for mailbox in mailboxes:
+        scope = f"{mailbox.first_run or settings.poll.first_run} (when first polled)"
+        if mailbox.protocol == "pop3":
+            pop3 = store.get_pop3_checkpoint(mailbox.address)
+            rows.append((mailbox.address, "INBOX (POP3)", "", f"{len(pop3.delivered)} in checkpoint",
+                         pop3.first_run) if pop3 else
+                        (mailbox.address, "INBOX (POP3)", "", "not polled yet", scope))
+            continue
+        rows += [(mailbox.address, folder, "", "not polled yet", scope) for folder in mailbox.folders
+                 if (mailbox.address.lower(), folder) not in started]
+    return rows
 
 
 _MARKS = {"ok": "[green]✓[/]", "fail": "[red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]-[/]"}

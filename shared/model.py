@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.history_scope import ALL, FirstRunScope
 from shared.setting_specs import from_setting
 
 
@@ -41,6 +42,8 @@ class PollOptions:
     upload_concurrency: int = from_setting("UPLOAD_CONCURRENCY")
     large_message_bytes: int = from_setting("LARGE_MESSAGE_BYTES")
     deadline_seconds: float = from_setting("POLL_DEADLINE_SECONDS")
+    # The FIRST_RUN setting: for folders of mailboxes that do not set their own.
+    first_run: FirstRunScope = ALL
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class Checkpoint:
     ``dedup_through_uid``: after a UIDVALIDITY change, messages up to this UID may have
     been delivered under the old UIDVALIDITY and are checked against what is stored.
     ``etag`` is the store's version of the row; None for a row not yet written.
+    ``first_run`` is the scope the folder's first poll took (``shared.history_scope``), and
+    what it resolved to: a UID up to ``scope_through_uid`` is delivered only if the server
+    received it at or after ``not_before``; None lets every message through.
     """
 
     mailbox: str
@@ -110,6 +116,9 @@ class Checkpoint:
     last_uid: int = 0
     dedup_through_uid: int = 0
     etag: str | None = None
+    first_run: str = "all"
+    not_before: datetime | None = None
+    scope_through_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,8 @@ class Pop3Checkpoint:
     mailbox: str
     delivered: frozenset[bytes] = frozenset()
     etag: str | None = None
+    # The scope the first poll took: all, or new (the maildrop of then marked delivered).
+    first_run: str = "all"
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ class Poller:
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, secret, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox, secret, deadline, watcher, inbox, on_thread_start)
             else:
                 self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
         except MailboxThrottled as e:
@@ -236,7 +236,8 @@ class Poller:
                     FolderPoll(session, mailbox.address, folder, sink=self.sink,
                                checkpoints=self.checkpoints, options=self.options,
                                clock=self.clock, result=folder_result, deadline=deadline,
-                               watcher=watcher, on_thread_start=on_thread_start).run()
+                               watcher=watcher, on_thread_start=on_thread_start,
+                               scope=mailbox.first_run or self.options.first_run).run()
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -251,10 +252,11 @@ class Poller:
                 if not folder_result.complete:
                     break
 
-    def _poll_pop3(self, address: str, token: Secret, deadline: float,
+    def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    watcher: PollObserver, result: FolderResult,
                    on_thread_start: ThreadStart) -> None:
         """POP3 sees the Inbox only; see pop3_poll."""
+        address = mailbox.address
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
         with self.pop3.open(address, token) as session:
@@ -263,7 +265,8 @@ class Poller:
                          clock=self.clock, deadline=deadline, watcher=watcher,
                          batch_size=self.options.fetch_batch_size,
                          upload_concurrency=self.options.upload_concurrency, result=result,
-                         on_thread_start=on_thread_start).run()
+                         on_thread_start=on_thread_start,
+                         scope=mailbox.first_run or self.options.first_run).run()
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from shared.mailbox_list import MailboxConfig
@@ -107,6 +107,11 @@ class MailSession(Protocol):
         """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
         fewer at the end, empty past it; None when the server has no such message (it sent
         no FETCH data for it, or NIL)."""
+        ...
+
+    def search_uids_since(self, day: date) -> list[int]:
+        """UIDs of the messages received on or after ``day`` (``UID SEARCH SINCE``): by internal
+        date but to the day, as the server reads that date's time zone."""
         ...
 
 

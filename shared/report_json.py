@@ -58,11 +58,14 @@ def status_document(checkpoints: list[Checkpoint], health: list[Health]) -> dict
     ordered = sorted(checkpoints, key=lambda c: (c.mailbox, c.folder))
     return {
         "schema": STATUS_SCHEMA,
-        "checkpoints": [{"mailbox": c.mailbox, "folder": c.folder, "uidvalidity": c.uidvalidity,
-                         "last_uid": c.last_uid} for c in ordered],
-        "health": [{key: _time(value) if isinstance(value, datetime) else value
-                    for key, value in asdict(h).items()} for h in sorted(health, key=lambda h: h.mailbox)],
+        # The store's etag is its own concern, not the folder's state.
+        "checkpoints": [{k: v for k, v in _plain(c).items() if k != "etag"} for c in ordered],
+        "health": [_plain(h) for h in sorted(health, key=lambda h: h.mailbox)],
     }
+
+
+def _plain(row: Checkpoint | Health) -> dict[str, Any]:
+    return {key: _time(value) if isinstance(value, datetime) else value for key, value in asdict(row).items()}
 
 
 __all__ = ["POLL_SCHEMA", "STATUS_SCHEMA", "poll_document", "status_document"]

@@ -99,7 +99,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
           GLOBAL.token_scope),
     _spec("MAILBOXES",
           "Mailboxes to read, comma- or semicolon-separated; each may name folders after ':' "
-          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works. "
+          "separated by '|' (default INBOX). A JSON list of {address, folders, protocol, first_run} also "
+          "works. "
           "Required unless MAILBOXES_SOURCE is table.",
           "ops@contoso.com, billing@contoso.com:INBOX|Invoices"),
     _choice("MAILBOXES_SOURCE", "setting (the MAILBOXES setting) or table (the mailbox registry in the "
@@ -107,6 +108,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
             ("setting", "table"), default="setting"),
     _choice("MAIL_PROTOCOL", "imap or pop3: how mailboxes are read unless a MAILBOXES entry says "
             "otherwise. POP3 sees the Inbox only.", ("imap", "pop3"), default="imap"),
+    _spec("FIRST_RUN", "How much existing mail a folder's first poll takes: all, new (only mail "
+          "arriving from then on) or since:YYYY-MM-DD (mail the server received on or after that "
+          "day, UTC). A MAILBOXES JSON entry may set its own first_run. A folder already polled "
+          "keeps the scope it started with.", "all", default="all"),
     _spec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",
           "0 */5 * * * *", required=True),
     _choice("POLL_MODE", "inline (the timer polls every mailbox) or fanout (the timer queues one message "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +16,7 @@ from shared.clouds import CLOUDS, Cloud
 from shared.connection_string import connection_string_problems, endpoint_problem
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
+from shared.history_scope import ALL, FirstRunScope, parse_first_run
 from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
 from shared.model import PollOptions, Secret
 from shared.ncrontab import ncrontab_problems
@@ -146,7 +147,7 @@ class _Reader(SettingReader):
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
-        poll = self.options(PollOptions)
+        poll = replace(self.options(PollOptions), first_run=self.first_run(mailboxes))
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
@@ -225,6 +226,21 @@ class _Reader(SettingReader):
             self.problems.append(f"MAILBOXES is not valid: {' '.join(e.problems)}")
             return ()
         return parsed
+
+    def first_run(self, mailboxes: tuple[MailboxConfig, ...]) -> FirstRunScope:
+        value = self.raw("FIRST_RUN") or "all"
+        try:
+            scope = parse_first_run(value)
+        except ValueError as e:
+            self.problems.append(f"FIRST_RUN is {e}.")
+            return ALL
+        pop3 = [m.address for m in mailboxes if m.protocol == "pop3" and m.first_run is None]
+        if scope.kind == "since" and pop3:
+            self.problems.append(
+                f"FIRST_RUN is {quoted(value)}, but {', '.join(pop3[:3])}{' …' if len(pop3) > 3 else ''} "
+                "is read over POP3, which gives no dates to choose messages by: give it "
+                '"first_run": "new" (or "all") in MAILBOXES (JSON form), or set FIRST_RUN to all or new.')
+        return scope
 
     def schedule(self) -> str:
         value = self.raw("POLL_SCHEDULE") or ""

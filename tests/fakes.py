@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from shared.errors import (
     AuthenticationError,
@@ -139,6 +139,13 @@ class FakeSession:
         action = self.after.pop(command, None)
         if action is not None:
             action()
+
+    def search_uids_since(self, day: date) -> list[int]:
+        self.commands.append("UID SEARCH SINCE")
+        folder = self.selected
+        assert folder is not None
+        # Like servers, to the day of the internal date as written, its time zone disregarded.
+        return sorted(u for u in folder.messages if folder.arrived[u].date() >= day)
 
 
 class FakeServer:

@@ -26,10 +26,10 @@ PACKAGE = ROOT / "shared"
 # PollOptions takes its defaults from it.
 BOTTOM = {"shared", "shared.model", "shared.ports", "shared.errors", "shared.naming", "shared.dedup",
           "shared.mailbox_list", "shared.error_text", "shared.diagnoses", "shared.setting_specs",
-          "shared.clouds", "shared.log_texts"}
+          "shared.clouds", "shared.log_texts", "shared.history_scope"}
 CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout", "shared.resync",
-        "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.notices",
-        "shared.notice_document"}
+        "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.first_run",
+        "shared.notices", "shared.notice_document"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl"}

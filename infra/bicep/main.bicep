@@ -54,6 +54,9 @@ param clientCertificateName string = 'mailferry-client-cert'
 @allowed(['imap', 'pop3'])
 param mailProtocol string = 'imap'
 
+@description('How much existing mail a folder\'s first poll takes: all, new (only mail arriving from then on) or since:YYYY-MM-DD (received on or after that day, UTC). Folders already polled keep theirs.')
+param firstRun string = 'all'
+
 @description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
 @allowed(['setting', 'table'])
 param mailboxesSource string = 'setting'
@@ -335,6 +338,7 @@ var appSettings = {
   POP3_HOST: ''
   MAILBOXES: mailboxes
   MAIL_PROTOCOL: mailProtocol
+  FIRST_RUN: firstRun
   MAILBOXES_SOURCE: mailboxesSource
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode

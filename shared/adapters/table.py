@@ -78,7 +78,11 @@ class TableStateStore:
             "UidValidity": checkpoint.uidvalidity,
             "LastUid": checkpoint.last_uid,
             "DedupThroughUid": checkpoint.dedup_through_uid,
+            "FirstRun": checkpoint.first_run,
+            "ScopeThroughUid": checkpoint.scope_through_uid,
         }
+        if checkpoint.not_before is not None:
+            entity["NotBefore"] = checkpoint.not_before
         etag = self._write_guarded(entity, checkpoint.etag,
                                    what=f"checkpoint of {checkpoint.mailbox}/{checkpoint.folder}",
                                    scope="folder")
@@ -196,13 +200,14 @@ class TableStateStore:
             "RowKey": _POP3,
             "Mailbox": mailbox,
             "Count": count,
+            "FirstRun": checkpoint.first_run,
         }
         for index, start in enumerate(range(0, len(packed), _POP3_CHUNK_BYTES)):
             entity[f"{_POP3_CHUNK_PREFIX}{index}"] = packed[start:start + _POP3_CHUNK_BYTES]
         # REPLACE (in _write_guarded) drops chunk properties a smaller set no longer needs.
         etag = self._write_guarded(entity, checkpoint.etag, what=f"POP3 checkpoint of {mailbox}",
                                    scope="mailbox")
-        return Pop3Checkpoint(mailbox, checkpoint.delivered, etag)
+        return replace(checkpoint, etag=etag)
 
     def _write_guarded(self, entity: dict[str, Any], etag: str | None, *, what: str,
                        scope: str) -> str:
@@ -228,8 +233,12 @@ def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
     metadata = getattr(entity, "metadata", {}) or {}
     mailbox = entity.get("Mailbox") or unquote(entity["PartitionKey"])
     folder = entity.get("Folder") or unquote(str(entity["RowKey"])[len(_FOLDER):])
+    # Rows written before first-run scopes existed took all the folder's mail.
     return Checkpoint(mailbox, folder, int(entity["UidValidity"]), int(entity["LastUid"]),
-                      int(entity.get("DedupThroughUid", 0)), metadata.get("etag"))
+                      int(entity.get("DedupThroughUid", 0)), metadata.get("etag"),
+                      first_run=str(entity.get("FirstRun") or "all"),
+                      not_before=entity.get("NotBefore"),
+                      scope_through_uid=int(entity.get("ScopeThroughUid", 0)))
 
 
 def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[str, Any]:
@@ -295,4 +304,5 @@ def _pop3_checkpoint(mailbox: str, entity: dict[str, Any] | Any) -> Pop3Checkpoi
         chunks.append(bytes(entity[f"{_POP3_CHUNK_PREFIX}{len(chunks)}"]))
     packed = b"".join(chunks)
     digests = frozenset(packed[i:i + DIGEST_BYTES] for i in range(0, len(packed), DIGEST_BYTES))
-    return Pop3Checkpoint(entity.get("Mailbox") or mailbox, digests, metadata.get("etag"))
+    return Pop3Checkpoint(entity.get("Mailbox") or mailbox, digests, metadata.get("etag"),
+                          first_run=str(entity.get("FirstRun") or "all"))
