@@ -22,11 +22,19 @@ from shared.errors import ConfigurationError, MailferryError
 from shared.first_run import describe
 from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult, PollReport
+from shared.report_json import poll_document, status_document
 from shared.settings import Settings
 from shared.throttle import when
 from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# EX_USAGE of sysexits.h: the command line itself is wrong (argparse's own 2 means bad settings here).
+EXIT_USAGE = 64
+
+
+def _print_json(document: object) -> None:
+    # Plain print: one JSON document on stdout, never wrapped or coloured.
+    print(json.dumps(document, ensure_ascii=False, indent=2))
 
 
 def read_environment(settings_file: Path | None) -> dict[str, str]:
@@ -108,10 +116,14 @@ def summary_table(report: PollReport) -> Table:
     return table
 
 
-def command_poll(env: Mapping[str, str], console: Console) -> int:
+def command_poll(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
     components = components_for(load_settings(env))
     poller = components.poller
     mailboxes = components.mailbox_directory.list_mailboxes()
+    if as_json:
+        report = poller.run(mailboxes) if mailboxes else PollReport([], 0.0)
+        _print_json(poll_document(report))
+        return EXIT_FAILED if report.failed else EXIT_OK
     if not mailboxes:
         console.print("No mailbox is registered: add some with `mailferry mailboxes add` or "
                       "`mailferry mailboxes import`.")
@@ -127,10 +139,13 @@ def command_poll(env: Mapping[str, str], console: Console) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def command_status(env: Mapping[str, str], console: Console) -> int:
+def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
     settings = load_settings(env)
     components = components_for(settings)
     store = components.state
+    if as_json:
+        _print_json(status_document(store.list_checkpoints(), store.list_health()))
+        return EXIT_OK
     checkpoints = Table(title="Checkpoints")
     for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID", "First run"):
         checkpoints.add_column(column)
@@ -213,21 +228,34 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mailferry`` console script."""
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; a usage error exits with EXIT_USAGE (argparse's own 2 means bad
+    settings here) once argparse has printed the usage and the error."""
     parser = argparse.ArgumentParser(prog="mailferry", description=__doc__)
     parser.add_argument("--settings", type=Path, default=None,
                         help="local.settings.json to read (default: ./local.settings.json if present)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
-    commands.add_parser("status", help="show checkpoints and mailbox health")
+    poll = commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
+    poll.add_argument("--json", action="store_true", help="print the result as JSON (mailferry.poll.v1)")
+    status = commands.add_parser("status", help="show checkpoints and mailbox health")
+    status.add_argument("--json", action="store_true",
+                        help="print checkpoints and health as JSON (mailferry.status.v1)")
     doctor = commands.add_parser("doctor", help="check every step of a poll and say how to fix "
                                  "what fails")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     mailbox_commands.add_parser(commands)
-    args = parser.parse_args(argv)
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2:
+            raise SystemExit(EXIT_USAGE) from None
+        raise
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mailferry`` console script."""
+    args = parse_arguments(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
@@ -235,12 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env = read_environment(args.settings)
         if args.command == "poll":
-            return command_poll(env, console)
+            return command_poll(env, console, as_json=args.json)
         if args.command == "doctor":
             return command_doctor(env, console, as_json=args.json)
         if args.command == "mailboxes":
             return mailbox_commands.run(args, env, console)
-        return command_status(env, console)
+        return command_status(env, console, as_json=args.json)
     except ConfigurationError as e:
         errors.print(f"[red]Configuration error[/]\n{escape(str(e))}", highlight=False)
         return EXIT_CONFIG

@@ -200,6 +200,28 @@ class PollQueue(Protocol):
         ...
 
 
+class NoticeQueue(Protocol):
+    """Where a notice of each delivered message goes (NOTIFY_QUEUE)."""
+
+    def send(self, text: str) -> None:
+        """Add one message; raises StorageError when it could not be added."""
+        ...
+
+
+class DeliveredBlobs(Protocol):
+    """Reads back delivered messages, and writes the summary documents beside them."""
+
+    def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]: ...
+
+    def read(self, name: str, *, length: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes in pieces, from the start; ``length`` bytes at most."""
+        ...
+
+    def create_json(self, name: str, text: str) -> bool:
+        """Write a new JSON blob; False when one of that name exists already."""
+        ...
+
+
 class Lease(Protocol):
     """A held lease on one mailbox."""
 

@@ -117,6 +117,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
     _choice("POLL_MODE", "inline (the timer polls every mailbox) or fanout (the timer queues one message "
             "per mailbox and queue-triggered instances poll them).", ("inline", "fanout"), default="inline"),
     _spec("POLL_QUEUE", "Storage queue of the fan-out mode.", "mailferry-polls", default="mailferry-polls"),
+    _spec("NOTIFY_QUEUE", "Storage queue (in the mail storage account) that gets one JSON notice per "
+          "delivered message, schema mailferry.message.v1 (docs/downstream.md). Empty: no notices.",
+          "mailferry-messages"),
+    _boolean("SUMMARY_BLOBS", "Also write each message's summary as a .json blob beside its .eml.",
+             default=False),
     _spec("BLOB_CONTAINER", "Blob container that receives one .eml blob per message.", "mail",
           default="mail"),
     _spec("CHECKPOINT_TABLE", "Table holding each folder's checkpoint and each mailbox's health.",

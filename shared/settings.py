@@ -84,6 +84,8 @@ class Settings:
     # "table": the mailboxes come from the registry; ``mailboxes`` is then empty.
     mailboxes_source: Literal["setting", "table"]
     poll_queue: str
+    notify_queue: str  # empty: no notices
+    summary_blobs: bool
     blob_container: str
     checkpoint_table: str
     imap: MailServerAddress
@@ -131,10 +133,14 @@ class _Reader(SettingReader):
                               "3 to 63 lowercase letters, digits and single dashes")
         table = self.text("CHECKPOINT_TABLE", _TABLE,
                           "3 to 63 letters and digits, starting with a letter")
-        storage = self.storage(needs_queue=poll_mode == "fanout")
+        notify_queue = self.text("NOTIFY_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits, single dashes")
+        summary_blobs = self.boolean("SUMMARY_BLOBS")
+        storage = self.storage(needs_queue=poll_mode == "fanout" or bool(notify_queue))
         if poll_mode == "fanout" and not (storage.connection_string or storage.queue_service_uri):
             self.problems.append(f"POLL_MODE is fanout but {STORAGE}__queueServiceUri is not set: the "
                                  "fan-out queue lives in the mail storage account.")
+        if notify_queue and not (storage.connection_string or storage.queue_service_uri):
+            self.problems.append(f"NOTIFY_QUEUE is set but {STORAGE}__queueServiceUri is not: set it too.")
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
@@ -155,6 +161,7 @@ class _Reader(SettingReader):
             token_scope=token_scope,
             poll_mode="fanout" if poll_mode == "fanout" else "inline",
             poll_queue=queue,
+            notify_queue=notify_queue, summary_blobs=summary_blobs,
             blob_container=container,
             checkpoint_table=table,
             imap=imap,

@@ -89,6 +89,11 @@ class StorageClients:
                             transport=http_transport(ENQUEUE_CONCURRENCY + 4, verify=self._verify),
                             **STORAGE_RETRY)
 
+    def queue_client(self, name: str, *, connections: int) -> QueueClient:
+        """Another queue of the mail account (the notices), with room for ``connections`` requests."""
+        return self._client(QueueClient, "queue", queue_name=name,
+                            transport=http_transport(connections, verify=self._verify), **STORAGE_RETRY)
+
     def _client(self, kind: type[Client], service: str, **options: Any) -> Client:
         """The connection string when there is one, else the service's endpoint and the identity."""
         if self._connection.connection_string is not None:

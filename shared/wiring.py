@@ -20,11 +20,13 @@ from shared.adapters.app_credentials import (
     SecretCredential,
 )
 from shared.adapters.blob import BlobMessageSink
+from shared.adapters.delivered_blobs import BlobDeliveredMessages
 from shared.adapters.entra import MsalTokenSource
 from shared.adapters.imap import ImapProbe, ImapServer
 from shared.adapters.keyvault import KeyVault
 from shared.adapters.lease import BlobLeaseStore
 from shared.adapters.mailbox_table import TableMailboxRegistry
+from shared.adapters.notice_queue import StorageNoticeQueue
 from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.reachability import ConnectionProbe
@@ -32,8 +34,9 @@ from shared.adapters.table import TableStateStore
 from shared.built_once import built_once
 from shared.fanout import QueueWorker
 from shared.mailbox_list import MailProtocol
+from shared.notices import AnnouncingSink
 from shared.poll import Poller, SystemClock
-from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory
+from shared.ports import ClientCredential, ListedMailboxes, MailboxDirectory, MessageSink
 from shared.settings import SETTING_NAMES, Settings
 from shared.storage_clients import StorageClients
 
@@ -146,9 +149,21 @@ class Components:
         sink = BlobMessageSink(self.storage.container)
         sink.ensure_container()
         self.state.ensure_table()
-        return Poller(self.tokens, self._imap_server(), sink, self.state, self.state,
+        return Poller(self.tokens, self._imap_server(), self._announcing(sink), self.state, self.state,
                       self.settings.poll, SystemClock(), pop3=self._pop3_server(),
                       pop3_checkpoints=self.state, leases=self.leases)
+
+    def _announcing(self, sink: MessageSink) -> MessageSink:
+        """The sink, describing and announcing each message if NOTIFY_QUEUE or SUMMARY_BLOBS asks."""
+        settings, poll = self.settings, self.settings.poll
+        if not (settings.notify_queue or settings.summary_blobs):
+            return sink
+        queue = StorageNoticeQueue(self.storage.queue_client(
+            settings.notify_queue, connections=poll.max_concurrent_mailboxes * poll.upload_concurrency + 4,
+        )) if settings.notify_queue else None
+        container = self.storage.container
+        return AnnouncingSink(sink, BlobDeliveredMessages(container), container=container.container_name,
+                              container_url=container.url, queue=queue, summary_blobs=settings.summary_blobs)
 
     @built_once
     def poll_queue(self) -> StoragePollQueue:

@@ -397,3 +397,42 @@ class FakeLeaseStore:
     def expire(self, mailbox: str) -> None:
         with self.lock:
             self.held.pop(mailbox.lower(), None)
+
+
+class FakeNoticeQueue:
+    """The notice queue: messages in order; ``fail`` makes each send raise."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def send(self, text: str) -> None:
+        if self.fail:
+            raise StorageError("the notice queue went away")
+        with self._lock:
+            self.messages.append(text)
+
+
+class FakeDeliveredBlobs:
+    """Reads the blobs of a FakeSink back; keeps summary documents beside them."""
+
+    def __init__(self, sink: FakeSink) -> None:
+        self.sink = sink
+        self.documents: dict[str, str] = {}
+
+    def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]:
+        raw, metadata = self.sink.blobs[name]
+        return len(raw), dict(metadata)
+
+    def read(self, name: str, *, length: int | None = None) -> Iterator[bytes]:
+        raw = self.sink.blobs[name][0]
+        data = raw if length is None else raw[:length]
+        for start in range(0, len(data), 1000):
+            yield data[start:start + 1000]
+
+    def create_json(self, name: str, text: str) -> bool:
+        if name in self.documents:
+            return False
+        self.documents[name] = text
+        return True

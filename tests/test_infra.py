@@ -71,6 +71,7 @@ BUILTIN_ROLES = {
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageQueueDataMessageSender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
@@ -109,6 +110,13 @@ REQUIRED_GRANTS = (
         f"{_MAIL}/'${{fanoutQueueName}}-poison'",
         "storageQueueDataContributor",
         "MAIL_STORAGE__queueServiceUri",
+    ),
+    # Send only: the app never reads its own notices.
+    (
+        f"{_STORAGE}/queueServices/queues",
+        f"{_MAIL}/messageQueueName",
+        "storageQueueDataMessageSender",
+        "NOTIFY_QUEUE",
     ),
     (
         "Microsoft.Insights/components",
@@ -468,6 +476,7 @@ def test_roles_module_gets_the_resources_the_settings_point_at() -> None:
         assert settings[f"MAIL_STORAGE__{kind}ServiceUri"] == f"mailStorage.outputs.{kind}ServiceUri"
     assert params["mailContainerName"] == settings["BLOB_CONTAINER"]
     assert params["fanoutQueueName"] == settings["POLL_QUEUE"]
+    assert settings["NOTIFY_QUEUE"] == f"messageNotices ? {params['messageQueueName']} : ''"
     for name in ("MANAGED_IDENTITY_CLIENT_ID", "MAIL_STORAGE__clientId", "AzureWebJobsStorage__clientId"):
         assert settings[name] == "identity.properties.clientId", name
     assert (
@@ -483,7 +492,7 @@ def test_mail_storage_creates_what_the_roles_are_scoped_to() -> None:
     )
     assert params["containers"] == "[mailContainerName, '${mailContainerName}-leases']"
     assert params["tables"] == "[checkpointTableName]"
-    assert params["queues"] == "[fanoutQueueName, '${fanoutQueueName}-poison']"
+    assert params["queues"] == "[fanoutQueueName, '${fanoutQueueName}-poison', messageQueueName]"
 
 
 # --- Hardening the issue asks for ------------------------------------------------------------------

@@ -107,6 +107,30 @@ param pythonVersion string = '3.11'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+// --- Building on the mail: notices, summaries, Event Grid (docs/downstream.md) ----------------
+
+@description('One JSON notice per delivered message on the queue messageQueueName (NOTIFY_QUEUE). false: none (the queue still exists).')
+param messageNotices bool = true
+
+@description('Queue of the mail account for the message notices; the app may only send to it.')
+param messageQueueName string = 'mailferry-messages'
+
+@description('Also write each message summary as a .json blob beside its .eml (SUMMARY_BLOBS).')
+param summaryBlobs bool = false
+
+@description('Where Event Grid sends a BlobCreated event for each new .eml blob: storageQueue (blobEventsQueueName, created here), serviceBusQueue (your queue, blobEventsServiceBusQueueId), webhook (blobEventsWebhookUrl) or none.')
+@allowed(['storageQueue', 'serviceBusQueue', 'webhook', 'none'])
+param blobEvents string = 'storageQueue'
+
+@description('Queue of the mail account for the BlobCreated events (blobEvents storageQueue).')
+param blobEventsQueueName string = 'mailferry-blob-events'
+
+@description('Resource ID of your Service Bus queue (blobEvents serviceBusQueue); grant the output BLOB_EVENTS_PRINCIPAL_ID Azure Service Bus Data Sender on it.')
+param blobEventsServiceBusQueueId string = ''
+
+@description('Your HTTPS endpoint for the events (blobEvents webhook); it must answer Event Grid\'s validation handshake.')
+param blobEventsWebhookUrl string = ''
+
 // --- Retention of the mail: tiers, deletion, immutability (all off by default) ---------------
 
 @description('Move message blobs to the Cool tier this many days after they were written. 0 or -1: never.')
@@ -196,7 +220,7 @@ module mailStorage 'modules/storage-account.bicep' = {
     tags: tags
     containers: [mailContainerName, '${mailContainerName}-leases']
     tables: [checkpointTableName]
-    queues: [fanoutQueueName, '${fanoutQueueName}-poison']
+    queues: [fanoutQueueName, '${fanoutQueueName}-poison', messageQueueName]
     // Immutability covers the mail only: lease blobs and the checkpoint table stay writable.
     versioning: mailImmutable
     immutableContainers: mailImmutable ? [mailContainerName] : []
@@ -214,6 +238,21 @@ module mailRetention 'modules/mail-retention.bicep' = {
     deleteAfterDays: mailDeleteAfterDays
     retentionDays: mailRetentionDays
     retentionLocked: mailRetentionLocked
+  }
+}
+
+// BlobCreated events of new message blobs, delivered with the system topic's own identity.
+module blobEventsGrid 'modules/blob-events.bicep' = {
+  name: 'blob-events'
+  params: {
+    location: location
+    tags: tags
+    mailStorageName: mailStorage.outputs.name
+    mailContainerName: mailContainerName
+    destination: blobEvents
+    queueName: blobEventsQueueName
+    serviceBusQueueId: blobEventsServiceBusQueueId
+    webhookUrl: blobEventsWebhookUrl
   }
 }
 
@@ -264,6 +303,7 @@ module roleAssignments 'modules/role-assignments.bicep' = {
     mailStorageName: mailStorage.outputs.name
     mailContainerName: mailContainerName
     fanoutQueueName: fanoutQueueName
+    messageQueueName: messageQueueName
     appInsightsName: monitoring.outputs.appInsightsName
   }
 }
@@ -303,6 +343,8 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode
   POLL_QUEUE: fanoutQueueName
+  NOTIFY_QUEUE: messageNotices ? messageQueueName : ''
+  SUMMARY_BLOBS: string(summaryBlobs)
   BLOB_CONTAINER: mailContainerName
   CHECKPOINT_TABLE: checkpointTableName
   MAIL_STORAGE__blobServiceUri: mailStorage.outputs.blobServiceUri
@@ -358,6 +400,10 @@ output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output MAIL_STORAGE_ACCOUNT_NAME string = mailStorage.outputs.name
 output MAIL_BLOB_CONTAINER string = mailContainerName
 output FANOUT_QUEUE_NAME string = fanoutQueueName
+output MESSAGE_QUEUE_NAME string = messageNotices ? messageQueueName : ''
+output BLOB_EVENTS_QUEUE_NAME string = blobEventsGrid.outputs.queueName
+// The identity Event Grid delivers with: grant it Azure Service Bus Data Sender on your queue.
+output BLOB_EVENTS_PRINCIPAL_ID string = blobEventsGrid.outputs.principalId
 output HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output ALERT_RULE_NAME string = monitoring.outputs.alertRuleName
