@@ -101,7 +101,7 @@ def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoi
     if failed:
         row.status = status_of(failed[0].error)
         summary["status"] = f"{row.variant}: {row.status}"
-        log(f"fan-out, {workers} workers: {row.status}")
+        log(f"fan-out x{workers}: {row.status}")
         return startups
     last = max(float(r.extra.get("last_done") or 0.0) for r in results)
     seconds = last - float(timer.extra["started"])
@@ -121,7 +121,7 @@ def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoi
                  "CPU = all workers + timer; RSS = largest worker")
     if not complete:
         row.status = f"failed: {blobs} blobs, per mailbox {sorted(set(per.values()))}"
-    log(f"fan-out, {workers} workers: {row.status}; {seconds:.1f} s")
+    log(f"fan-out x{workers}: {row.status}; {seconds:.1f} s")
     return startups
 
 
@@ -136,13 +136,13 @@ def run_fanout(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoin
     inline.variant = "inline"
     inline.note = (inline.note + "; " if inline.note else "") + \
         "one process, poller built and token cached before the timed run"
-    startups: list[dict[str, float]] = []
+    summary["startup"] = {}
     for count in sorted({1, workers}):
-        startups.extend(_fanout_run(bench, workload, seeded, ends, count, summary))
-    if startups:
-        summary["startup"] = {phase: median([s[phase] for s in startups if phase in s])
-                              for phase in startups[0]}
-        summary["startup_workers"] = len(startups)
+        startups = _fanout_run(bench, workload, seeded, ends, count, summary)
+        if startups:
+            # Median per phase over the workers that started together.
+            summary["startup"][str(count)] = {
+                phase: median([s[phase] for s in startups if phase in s]) for phase in startups[0]}
 
 
 def run_idle(bench: Harness, seeded: Seeded, ends: Endpoints) -> None:

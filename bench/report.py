@@ -174,14 +174,19 @@ def _sweep_section(results: Results) -> list[str]:
 
 
 def _fanout_section(fan: dict[str, Any] | None) -> list[str]:
-    if not fan or not fan.get("startup"):
+    startup: dict[str, dict[str, float]] = (fan or {}).get("startup") or {}
+    if not startup:
         return []
-    startup: dict[str, float] = fan["startup"]
-    rows = [[phase, f"{seconds:.3f}"] for phase, seconds in startup.items()]
+    runs = sorted(startup, key=int)
+    phases = list(dict.fromkeys(p for run in runs for p in startup[run]))
+    rows = [[phase, *(fmt(startup[run].get(phase), 3) for run in runs)] for phase in phases]
+    header = ["phase", *("1 worker alone" if run == "1" else f"{run} workers starting together"
+                         for run in runs)]
     return ["## Fan-out worker start-up", "",
-            f"Per worker process before it takes its first message (median of "
-            f"{fan.get('startup_workers', 0)} workers; not in the fan-out rows' seconds, as "
-            "on warm instances):", "", *_table(["phase", "seconds"], rows), ""]
+            "Seconds per worker process before it takes its first message (median over the "
+            "workers of a run; not in the fan-out rows' seconds, which start from warm "
+            "workers). Workers starting together share the machine's cores.", "",
+            *_table(header, rows), ""]
 
 
 def _idle_section(idle: dict[str, Any] | None) -> list[str]:

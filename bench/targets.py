@@ -127,7 +127,7 @@ def _fanout_targets(results: Results) -> list[Target]:
                 one, 3.0, "1 worker"),
         speedup("Fan-out vs inline", f"{workers} workers ≥ 1.5 x inline with the default "
                 "MAX_CONCURRENT_MAILBOXES (WAN)", inline, 1.5, "inline"),
-        Target("Fan-out duplicates", "0 duplicate deliveries or polls (blobs = messages, every "
+        Target("Fan-out: exactly once", "0 duplicate deliveries or polls (blobs = messages, every "
                "mailbox complete, one poll per mailbox)", measured, None, dup_ok),
     ]
 

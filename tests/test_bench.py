@@ -207,7 +207,8 @@ def _results() -> Results:
               "blobs": {"fanout-1": 1000, "fanout-4": 1000},
               "polls": {"fanout-1": 200, "fanout-4": 201},
               "complete": {"fanout-1": True, "fanout-4": False},
-              "startup": {"imports": 0.5, "first token": 0.3}, "startup_workers": 5}
+              "startup": {"1": {"imports": 0.5, "first token": 0.3},
+                          "4": {"imports": 1.5, "first token": 0.4}}}
     idle = {"status": "ok", "mailboxes": 1000, "folders": 1000, "seconds": 120.0,
             "cpu_seconds": 15.0, "deadline": 480.0, "skipped": 0, "failed": 0,
             "first_seconds": 200.0, "first_delivered": 2000, "blob_requests": 0,
@@ -242,7 +243,7 @@ def test_targets_come_from_the_rows_of_one_run():
     assert verdicts["Fan-out vs 1 worker"] is True                 # 80 s vs 25 s
     assert targets["Fan-out vs 1 worker"].ratio == 3.2
     assert verdicts["Fan-out vs inline"] is False                  # 1.2 x
-    assert verdicts["Fan-out duplicates"] is False                 # one mailbox polled twice
+    assert verdicts["Fan-out: exactly once"] is False              # one mailbox polled twice
     assert verdicts["Idle: empty run in the time box"] is True
     assert verdicts["Idle: IMAP commands"] is True
     assert verdicts["Idle: blob writes"] is True
@@ -278,7 +279,8 @@ def test_the_report_shows_the_limit_sweep_and_the_many_mailbox_sections():
     assert "## Storage limit sweep" in text
     assert "| LAN | 1,000 x 5 KB | Put Blob via the pipeline | 16 | 1,000 | 250.0 | 1.28 | 1.00 | **best** |" in text
     assert "| LAN | 1,000 x 5 KB | SDK `upload_blob` | 16 | 1,000 | 125.0 |" in text
-    assert "| imports | 0.500 |" in text
+    assert "| phase | 1 worker alone | 4 workers starting together |" in text
+    assert "| imports | 0.500 | 1.500 |" in text
     assert "| storage requests: table | 3,000 (3.00 per mailbox) |" in text
     assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 |" in text
 
