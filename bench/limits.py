@@ -168,17 +168,23 @@ def run_storage(spec: Spec) -> Measured:
     return final
 
 
+def imap_login(spec: Spec) -> imaplib.IMAP4_SSL:
+    """imaplib over TLS, logged in with XOAUTH2 as the spec's address and token."""
+    context = ssl.create_default_context(cafile=spec["ca_file"])
+    conn = imaplib.IMAP4_SSL(spec["imap_host"], int(spec["imap_port"]), ssl_context=context,
+                             timeout=300)
+    first = f"user={spec['address']}\x01auth=Bearer {spec['token']}\x01\x01".encode()
+    answers = iter([first])
+    conn.authenticate("XOAUTH2", lambda _: next(answers, b""))
+    return conn
+
+
 def run_imap(spec: Spec) -> Measured:
     """Batched UID FETCH of every message in the INBOX over one connection; no storage."""
-    context = ssl.create_default_context(cafile=spec["ca_file"])
     count = total = 0
     with Meter() as meter:
-        conn = imaplib.IMAP4_SSL(spec["imap_host"], int(spec["imap_port"]), ssl_context=context,
-                                 timeout=300)
+        conn = imap_login(spec)
         try:
-            first = f"user={spec['address']}\x01auth=Bearer {spec['token']}\x01\x01".encode()
-            answers = iter([first])
-            conn.authenticate("XOAUTH2", lambda _: next(answers, b""))
             typ, data = conn.select('"INBOX"', readonly=True)
             if typ != "OK":
                 raise RuntimeError(f"EXAMINE failed: {data!r}")

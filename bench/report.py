@@ -127,11 +127,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _table_order(rows: Sequence[Row]) -> list[Row]:
+    """Rows by workload (in run order), then in the order of VARIANT_LABELS."""
+    workloads = list(dict.fromkeys(r.key for r in rows))
+    ranks = list(VARIANT_LABELS)
+
+    def rank(row: Row) -> tuple[int, int, str]:
+        known = ranks.index(row.variant) if row.variant in ranks else len(ranks)
+        return workloads.index(row.key), known, row.variant
+
+    return sorted(rows, key=rank)
+
+
 def _rows_section(results: Results, profile: str) -> list[str]:
     body = []
-    for r in results.rows:
-        if r.profile != profile:
-            continue
+    for r in _table_order([r for r in results.rows if r.profile == profile]):
         status = r.status if not r.note else f"{r.status}; {r.note}"
         body.append([variant_label(r.variant), r.workload, fmt(r.msgs_per_s), fmt(r.mb_per_s, 2),
                      fmt(r.rss_growth_mb), fmt(r.cpu_ms_per_msg, 2), fmt(r.seconds, 2), status])

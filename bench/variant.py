@@ -16,7 +16,6 @@ import imaplib
 import json
 import os
 import pwd
-import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 from requests.adapters import HTTPAdapter
 
+from bench.limits import imap_login
 from bench.measure import RESULT_PREFIX, CountingServer, Measured, Meter
 from shared.settings import Settings
 from shared.wiring import build_poller
@@ -48,16 +48,6 @@ def _blob_service(connection_string: str, pool: int) -> Any:
 
 
 # -- (b) the naive loop ------------------------------------------------------------------
-def _imap_login(spec: Spec) -> imaplib.IMAP4_SSL:
-    context = ssl.create_default_context(cafile=spec["ca_file"])
-    conn = imaplib.IMAP4_SSL(spec["imap_host"], int(spec["imap_port"]), ssl_context=context,
-                             timeout=120)
-    first = f"user={spec['address']}\x01auth=Bearer {spec['token']}\x01\x01".encode()
-    answers = iter([first])
-    conn.authenticate("XOAUTH2", lambda _: next(answers, b""))
-    return conn
-
-
 def run_naive(spec: Spec) -> Measured:
     container = _blob_service(spec["connection_string"], 1).get_container_client(
         spec["container"])
@@ -65,7 +55,7 @@ def run_naive(spec: Spec) -> Measured:
     address = spec["address"]
     count = total = 0
     with Meter() as meter:
-        conn = _imap_login(spec)
+        conn = imap_login(spec)
         try:
             typ, data = conn.select('"INBOX"', readonly=True)
             if typ != "OK":

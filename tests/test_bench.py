@@ -285,6 +285,15 @@ def test_the_report_shows_the_limit_sweep_and_the_many_mailbox_sections():
     assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 |" in text
 
 
+def test_rows_are_shown_by_workload_then_variant_whatever_the_run_order():
+    rows = [_row("LAN", "5k", "mailferry", 10, 1.0, 1.0), _row("LAN", "5k", "limit", 10, 1.0, 1.0),
+            _row("LAN", "200k", "naive", 10, 1.0, 1.0), _row("LAN", "5k", "imap", 10, 1.0, 1.0)]
+    text = render(Results(rows=rows), [], "bench")
+    order = [text.index(label) for label in ("(a) storage limit", "(a) IMAP fetch limit",
+                                             "(c) mailferry", "(b) naive loop")]
+    assert order == sorted(order)
+
+
 def test_the_limit_row_says_how_it_was_chosen():
     extra = {"method": "put_blob", "threads": 32, "sample": 1000}
     assert limit_note(extra, 5000) == ("Put Blob via the pipeline, 32 threads (fastest of the "
