@@ -3,7 +3,7 @@
     python -m bench.enqueue SPEC.json
 
 For each sender count: ``shared.fanout.enqueue_polls`` sends one poll message per mailbox
-through the wiring's queue client (``build_poll_queue``) into a fresh queue, timed; the
+through the composition root's queue client (``Components.poll_queue``) into a fresh queue, timed; the
 queue's message count is read back. Prints one ``BENCH-RESULT {json}`` line.
 """
 
@@ -51,7 +51,7 @@ def run_enqueue(spec: Spec) -> Measured:
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
     from shared.fanout import enqueue_polls  # noqa: PLC0415
     from shared.settings import MailboxConfig  # noqa: PLC0415
-    from shared.wiring import build_poll_queue, load_settings  # noqa: PLC0415
+    from shared.wiring import Components, load_settings  # noqa: PLC0415
 
     count = int(spec["mailboxes"])
     mailboxes = [MailboxConfig(f"box{i:05d}@bench.example") for i in range(count)]
@@ -61,7 +61,7 @@ def run_enqueue(spec: Spec) -> Measured:
     total_seconds = total_cpu = 0.0
     for senders in spec["senders"]:
         name = f"{spec['queue_prefix']}-{senders}"
-        queue = build_poll_queue(load_settings({**env, "POLL_QUEUE": name}))
+        queue = Components(load_settings({**env, "POLL_QUEUE": name})).poll_queue
         discards.count = 0
         with Meter() as meter:
             sent = enqueue_polls(queue, mailboxes, concurrency=int(senders))

@@ -96,8 +96,9 @@ def start_up(env: dict[str, str], probe_mailbox: str) -> dict[str, float]:
     t1 = time.perf_counter()
     phases["imports (function_app, shared.wiring)"] = t1 - t0
     settings = wiring.load_settings(env)
-    poller = wiring.get_poller(settings)
-    wiring.get_queue_worker(settings)
+    components = wiring.components_for(settings)
+    poller = components.poller
+    assert components.queue_worker is not None  # built now, as the first invocation builds it
     t2 = time.perf_counter()
     phases["clients built, container and table ensured"] = t2 - t1
     token = poller.tokens.get_token()

@@ -49,10 +49,10 @@ def run_idle(spec: Spec) -> Measured:
     env: dict[str, str] = spec["env"]
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
     from shared.entry import run_timer_poll  # noqa: PLC0415 (after the identity variables)
-    from shared.wiring import get_poller, load_settings  # noqa: PLC0415
+    from shared.wiring import components_for, load_settings  # noqa: PLC0415
 
     settings = load_settings(env)
-    poller = get_poller(settings)  # the one run_timer_poll uses: count its sessions
+    poller = components_for(settings).poller  # the one run_timer_poll uses: count its sessions
     counting = CountingServer(poller.server)
     poller.server = counting
     started = time.perf_counter()
@@ -68,8 +68,8 @@ def run_idle(spec: Spec) -> Measured:
     extra: dict[str, Any] = {
         "mailboxes": len(settings.mailboxes),
         "folders": sum(len(m.folders) for m in settings.mailboxes),
-        "max_concurrent_mailboxes": settings.max_concurrent_mailboxes,
-        "deadline": settings.poll_deadline_seconds,
+        "max_concurrent_mailboxes": settings.poll.max_concurrent_mailboxes,
+        "deadline": settings.poll.deadline_seconds,
         "first_seconds": first_seconds,
         "first_delivered": first.delivered,
         "first_failed": len(first.failed),

@@ -247,7 +247,7 @@ def _enqueue_section(enq: dict[str, Any] | None) -> list[str]:
                      f"{run['queued']:,}", str(run["discarded_connections"])])
     return ["## Enqueue rate", "",
             f"`shared.fanout.enqueue_polls` sending {enq['mailboxes']:,} poll messages to Azurite "
-            "(LAN) through the wiring's queue client (`build_poll_queue`), a fresh queue per "
+            "(LAN) through the composition root's queue client (`Components.poll_queue`), a fresh queue per "
             "row. Discarded connections: the client's pool (sized for the default) was full.", "",
             *_table(["senders", "msgs/s", "seconds", "messages in the queue",
                      "discarded connections"], rows), ""]

@@ -183,7 +183,7 @@ def _add_notes(results: Results, args: argparse.Namespace, workloads: dict[str, 
     notes.insert(2, "Timed: storage limit = the uploads (client built, container created "
                  "before); IMAP limit = connect, login, EXAMINE, UID SEARCH and the fetches; "
                  "naive = IMAP connect + login + fetch/upload loop; mailferry = `Poller.run` "
-                 "(Key Vault secret, token, IMAP login, delivery, checkpoints; `build_poller` "
+                 "(Key Vault secret, token, IMAP login, delivery, checkpoints; `Components.poller` "
                  "before it, as on a warm instance); getmail6 = the `getmail` process.")
     notes.insert(3, "Limits are the best of several configurations measured once each on a "
                  "shared machine: the maximum of noisy figures leans high, so a ratio against "
