@@ -69,6 +69,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
           "separated by '|' (default INBOX). A JSON list of {address, folders, protocol} also works. "
           "Required unless MAILBOXES_SOURCE is table.",
           "ops@contoso.com, billing@contoso.com:INBOX|Invoices"),
+    _spec("AFTER_DELIVERY", "What happens to a message once its blob is stored: keep (read-only), seen "
+          "(mark it read), move:<folder> (created if missing) or delete. POP3: keep or delete. A "
+          "MAILBOXES JSON entry or folder may set its own (\"after_delivery\").", "keep", default="keep"),
     _spec("MAILBOXES_SOURCE", "setting (the MAILBOXES setting) or table (the mailbox registry in the "
           "checkpoint table, managed with `mailferry mailboxes`: for thousands of mailboxes).",
           "setting", default="setting"),

@@ -14,9 +14,16 @@ from urllib.parse import urlparse
 
 from shared.clouds import CLOUDS, Cloud
 from shared.connection_string import connection_string_problems, endpoint_problem
+from shared.delivery_actions import KEEP, Action
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
-from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
+from shared.mailbox_list import (
+    MailboxConfig,
+    MailboxListError,
+    MailProtocol,
+    after_delivery_setting,
+    parse_mailboxes,
+)
 from shared.model import Secret
 from shared.ncrontab import ncrontab_problems
 from shared.setting_specs import (
@@ -101,6 +108,7 @@ class Settings:
     upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     poll_deadline_seconds: float = 480.0
+    after_delivery: Action = KEEP
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -222,6 +230,8 @@ class _Reader:
         uploads = self.integer("UPLOAD_CONCURRENCY", 1, 64)
         large = self.integer("LARGE_MESSAGE_BYTES", 1024 * 1024, 1024 * 1024 * 1024)
         deadline = self.integer("POLL_DEADLINE_SECONDS", 10, 86_400)
+        after_delivery, problems = after_delivery_setting(self.raw("AFTER_DELIVERY") or "", mailboxes)
+        self.problems += problems
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
@@ -248,6 +258,7 @@ class _Reader:
             upload_concurrency=uploads,
             large_message_bytes=large,
             poll_deadline_seconds=float(deadline),
+            after_delivery=after_delivery,
         )
 
     def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:

@@ -51,6 +51,9 @@ param clientCertificateName string = 'mailferry-client-cert'
 @description('imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise.')
 param mailProtocol string = 'imap'
 
+@description('What happens to a message once its blob is stored: keep, seen, move:<folder> or delete (POP3: keep or delete). See docs/after-delivery.md.')
+param afterDelivery string = 'keep'
+
 @description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
 @allowed(['setting', 'table'])
 param mailboxesSource string = 'setting'
@@ -288,6 +291,7 @@ var appSettings = {
   POP3_HOST: ''
   MAILBOXES: mailboxes
   MAIL_PROTOCOL: mailProtocol
+  AFTER_DELIVERY: afterDelivery
   MAILBOXES_SOURCE: mailboxesSource
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode
