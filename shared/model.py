@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.delivery_actions import KEEP, Action
+
 
 class Secret:
     """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
@@ -39,6 +41,8 @@ class PollOptions:
     upload_concurrency: int = 16
     large_message_bytes: int = 16 * 1024 * 1024
     deadline_seconds: float = 480.0
+    # AFTER_DELIVERY: what happens to a message once its blob is stored, unless MAILBOXES says.
+    after_delivery: Action = KEEP
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ class Health:
     failing_since: datetime | None = None
     consecutive_failures: int = 0
     folder_errors: str | None = None
+    # Folders the patterns selected before that the server no longer lists (not an error).
+    folders_gone: str | None = None
     # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
     throttled_until: datetime | None = None
 
@@ -158,6 +164,11 @@ class FolderResult:
     yielded: bool = False
     # The folder could not be opened (missing, refused name); the other folders went on.
     error: str | None = None
+    # After delivery: messages acted on (AFTER_DELIVERY), and those left for a later run.
+    acted: int = 0
+    actions_pending: int = 0
+    # A folder the patterns selected before that the server no longer lists, since when.
+    gone_since: datetime | None = None
 
 
 @dataclass
@@ -197,6 +208,15 @@ class MailboxResult:
     def folder_errors(self) -> list[FolderResult]:
         """Folders that could not be opened in a poll that otherwise went on."""
         return [f for f in self.folders if f.error is not None]
+
+    @property
+    def folders_gone(self) -> list[FolderResult]:
+        """Folders selected by pattern before that the server no longer lists."""
+        return [f for f in self.folders if f.gone_since is not None]
+
+    @property
+    def acted(self) -> int:
+        return sum(f.acted for f in self.folders)
 
 
 @dataclass

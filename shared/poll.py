@@ -15,9 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.after_delivery import act_after_delivery
+from shared.delivery_actions import KEEP, Action
 from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
 from shared.folder_poll import FolderPoll
 from shared.mailbox_list import MailboxConfig
+from shared.mailbox_plan import plan_mailbox
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import (
     FolderResult,
@@ -26,8 +29,10 @@ from shared.model import (
     PollReport,
     Secret,
 )
+from shared.pop3_deletes import delete_delivered
 from shared.pop3_poll import Pop3Poll
 from shared.ports import (
+    ActionStateStore,
     CheckpointStore,
     Clock,
     HealthStore,
@@ -89,6 +94,8 @@ class Poller:
     clock: Clock
     pop3: Pop3Server | None = None
     pop3_checkpoints: Pop3CheckpointStore | None = None
+    # Where the after-delivery phase keeps its rows (needed unless AFTER_DELIVERY is keep).
+    action_states: ActionStateStore | None = None
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
@@ -150,7 +157,8 @@ class Poller:
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start,
+                                action=mailbox.action_for("INBOX", self.options.after_delivery))
             else:
                 self._poll_imap(mailbox, token, deadline, watcher, result, on_thread_start)
         except MailferryError as e:
@@ -167,7 +175,10 @@ class Poller:
                    watcher: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
         with self.server.open(mailbox.address, token) as session:
-            for folder in mailbox.folders:
+            plan = plan_mailbox(session, mailbox, default=self.options.after_delivery,
+                                states=self.action_states, now=self.clock.now())
+            result.folders.extend(plan.notes)
+            for folder, action in plan.folders:
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
                 try:
@@ -175,6 +186,11 @@ class Poller:
                                checkpoints=self.checkpoints, options=self.options,
                                clock=self.clock, result=folder_result, deadline=deadline,
                                watcher=watcher, on_thread_start=on_thread_start).run()
+                    act_after_delivery(session, mailbox.address, folder, action,
+                                       capabilities=plan.capabilities, sink=self.sink,
+                                       checkpoints=self.checkpoints, states=self.action_states,
+                                       options=self.options, clock=self.clock, deadline=deadline,
+                                       result=folder_result)
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -191,7 +207,7 @@ class Poller:
 
     def _poll_pop3(self, address: str, token: Secret, deadline: float,
                    watcher: PollObserver, result: FolderResult,
-                   on_thread_start: ThreadStart) -> None:
+                   on_thread_start: ThreadStart, *, action: Action = KEEP) -> None:
         """POP3 sees the Inbox only; see pop3_poll."""
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
@@ -202,6 +218,8 @@ class Poller:
                          batch_size=self.options.fetch_batch_size,
                          upload_concurrency=self.options.upload_concurrency, result=result,
                          on_thread_start=on_thread_start).run()
+                delete_delivered(session, address, action, sink=self.sink, clock=self.clock,
+                                 deadline=deadline, result=result)
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "

@@ -7,6 +7,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from shared.delivery_actions import ActionState, KnownFolders
+from shared.folder_patterns import ListedFolder
 from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
@@ -108,6 +110,36 @@ class MailSession(Protocol):
         fewer at the end, empty past it; None when the server has no such message (it sent
         no FETCH data for it, or NIL)."""
         ...
+
+    def capabilities(self) -> frozenset[str]:
+        """What the server offers now, after login (upper case, e.g. MOVE, UIDPLUS)."""
+
+    def list_folders(self) -> list[ListedFolder]:
+        """Every folder of the mailbox (``LIST "" "*"``), names decoded from modified UTF-7."""
+
+    def select_folder_writable(self, folder: str) -> FolderState:
+        """Open a folder read-write (SELECT), to set flags or move messages out of it."""
+
+    def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
+        """UIDs from ``first_uid`` to ``last_uid`` in the folder (only unseen ones if asked)."""
+
+    def folder_status(self, folder: str) -> FolderState:
+        """UIDVALIDITY, UIDNEXT and message count of a folder, without opening it (STATUS)."""
+
+    def create_folder(self, folder: str) -> None:
+        """Create a folder; nothing when it exists already."""
+
+    def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        """Add flags (``\\Seen``, ``\\Deleted``) to these messages (UID STORE +FLAGS.SILENT)."""
+
+    def uid_move(self, uids: Sequence[int], folder: str) -> None:
+        """Move these messages to ``folder`` (UID MOVE); needs MOVE."""
+
+    def uid_copy(self, uids: Sequence[int], folder: str) -> None:
+        """Copy these messages to ``folder`` (UID COPY), all or none."""
+
+    def uid_expunge(self, uids: Sequence[int]) -> None:
+        """Remove those of these flagged ``\\Deleted`` (UID EXPUNGE, UIDPLUS), and no other."""
 
 
 class MailServer(Protocol):
@@ -227,6 +259,9 @@ class Pop3Session(Protocol):
         """The message, byte for byte as the server sent it (RETR, dot-unstuffed)."""
         ...
 
+    def dele(self, number: int) -> None:
+        """Mark a message deleted (DELE): removed at QUIT, so a session that dies keeps it."""
+
 
 class Pop3Server(Protocol):
     """Opens XOAUTH2 sessions to mailboxes over POP3."""
@@ -242,3 +277,19 @@ class Pop3CheckpointStore(Protocol):
     def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
         """Write if the stored row still has ``checkpoint.etag`` (None: only if absent)."""
         ...
+
+
+class ActionStateStore(Protocol):
+    """Per folder how far the after-delivery phase acted; per mailbox the folders selected."""
+
+    def get_action_state(self, mailbox: str, folder: str) -> ActionState | None: ...
+
+    def put_action_state(self, state: ActionState) -> ActionState:
+        """Write over ``state.etag`` (None: only if absent); CheckpointConflict otherwise."""
+        ...
+
+    def list_action_states(self) -> list[ActionState]: ...
+
+    def get_known_folders(self, mailbox: str) -> KnownFolders | None: ...
+
+    def put_known_folders(self, known: KnownFolders) -> None: ...

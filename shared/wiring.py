@@ -20,6 +20,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from requests.adapters import HTTPAdapter
 
+from shared.adapters.action_table import TableActionStore
 from shared.adapters.app_credentials import (
     CertificateCredential,
     FederatedCredential,
@@ -94,11 +95,12 @@ def build_poller(settings: Settings) -> Poller:
         upload_concurrency=settings.upload_concurrency,
         large_message_bytes=settings.large_message_bytes,
         deadline_seconds=settings.poll_deadline_seconds,
+        after_delivery=settings.after_delivery,
     )
     pop3 = Pop3MailServer(settings.pop3.host, settings.pop3.port, security=settings.pop3.security,
                           ca_bundle=settings.ca_bundle)
     return Poller(tokens, server, sink, state, state, options, SystemClock(),
-                  pop3=pop3, pop3_checkpoints=state)
+                  pop3=pop3, pop3_checkpoints=state, action_states=TableActionStore(table))
 
 
 def build_client_credential(settings: Settings, identity: TokenCredential) -> ClientCredential:

@@ -23,15 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "shared"
 
 BOTTOM = {"shared", "shared.model", "shared.ports", "shared.errors", "shared.naming", "shared.dedup",
-          "shared.mailbox_list", "shared.error_text", "shared.diagnoses"}
+          "shared.mailbox_list", "shared.error_text", "shared.diagnoses", "shared.delivery_actions",
+          "shared.folder_patterns"}
 CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout", "shared.resync",
-        "shared.metrics", "shared.summary", "shared.delivery"}
+        "shared.metrics", "shared.summary", "shared.delivery", "shared.after_delivery",
+        "shared.copy_recovery", "shared.mailbox_plan", "shared.pop3_deletes"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl"}
 ROOT_LAYER = {"shared.settings", "shared.setting_specs", "shared.clouds", "shared.ncrontab",
               "shared.connection_string", "shared.wiring", "shared.entry", "shared.cli",
-              "shared.doctor", "shared.mailbox_commands", "shared.composition"}
+              "shared.doctor", "shared.mailbox_commands", "shared.composition",
+              "shared.action_status", "shared.doctor_actions"}
 # Libraries that do I/O or belong to one service: the bottom and the core stay free of them.
 IO_LIBRARIES = ("azure", "msal", "imapclient", "requests", "rich", "imaplib", "poplib", "socket",
                 "ssl", "urllib.request", "http")

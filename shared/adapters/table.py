@@ -249,6 +249,8 @@ def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[s
         # Folders that could not be opened in the last run (cleared when they open again);
         # a failed run may not have reached them, so it keeps what the last one found.
         "FolderErrors": (folder_errors[:2000] or None) if not failed else previous.folder_errors,
+        # Folders selected by pattern that the server no longer lists: a note, not an error.
+        "FoldersGone": (_gone(result) or None) if not failed else previous.folders_gone,
     }
     return {k: v for k, v in row.items() if v is not None}
 
@@ -265,7 +267,13 @@ def _health(entity: dict[str, Any] | Any) -> Health:
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
         folder_errors=entity.get("FolderErrors"),
+        folders_gone=entity.get("FoldersGone"),
     )
+
+
+def _gone(result: MailboxResult) -> str:
+    return "; ".join(f"{f.folder} (gone since {f.gone_since:%Y-%m-%d})"
+                     for f in result.folders_gone)[:2000]
 
 
 _POP3 = "pop3"
