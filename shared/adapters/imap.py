@@ -209,9 +209,11 @@ class ImapSession:
 
     # -- after delivery (AFTER_DELIVERY other than keep) -----------------------------------
     def capabilities(self) -> frozenset[str]:
-        # Read after login: Exchange offers MOVE only then, and some tenants differ.
-        found = self._call("CAPABILITY", self._client.capabilities)
-        return frozenset(bytes(c).decode("ascii", "replace").upper() for c in found)
+        # Asked now (one CAPABILITY), not the list cached at login: Exchange offers MOVE only
+        # once logged in, and a list sent during login may predate it.
+        _, data = self._call("CAPABILITY", self._client._imap.capability)
+        words = b" ".join(bytes(d) for d in data if d).split()
+        return frozenset(w.decode("ascii", "replace").upper() for w in words)
 
     def list_folders(self) -> list[ListedFolder]:
         listed = self._call("LIST", self._client.list_folders)
