@@ -16,9 +16,16 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from shared import mailbox_commands
+from shared.action_status import pending_actions, pending_actions_table
 from shared.errors import ConfigurationError, MailferryError
 from shared.model import MailboxResult, PollReport
-from shared.wiring import build_state_store, get_mailbox_directory, get_poller, load_settings
+from shared.wiring import (
+    build_action_store,
+    build_state_store,
+    get_mailbox_directory,
+    get_poller,
+    load_settings,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -83,6 +90,8 @@ def summary_table(report: PollReport) -> Table:
             status = f"[yellow]not polled[/]: {escape(m.skipped)}"
         elif m.ok:
             status = "[green]ok[/]" if m.complete else "[yellow]time box reached, resumes[/]"
+            if m.acted:
+                status += f" ({m.acted} acted on after delivery)"
             dupes = sum(f.duplicates_skipped for f in m.folders)
             if dupes:
                 status += f" ({dupes} already delivered before a UIDVALIDITY change)"
@@ -123,8 +132,11 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
     checkpoints = Table(title="Checkpoints")
     for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID"):
         checkpoints.add_column(column)
-    for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
+    listed = store.list_checkpoints()
+    for c in sorted(listed, key=lambda c: (c.mailbox, c.folder)):
         checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid))
+    actions = pending_actions(get_mailbox_directory(settings).list_mailboxes(), settings.after_delivery,
+                              listed, build_action_store(settings).list_action_states())
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
@@ -132,6 +144,8 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
         problems = []
         if h.folder_errors:
             problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
+        if h.folders_gone:
+            problems.append(f"[yellow]folders gone from the server[/]: {escape(h.folders_gone)}")
         if h.last_error and h.last_error_at:
             problems.append(escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})"))
         health.add_row(
@@ -142,6 +156,8 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
             "\n".join(problems),
         )
     console.print(checkpoints)
+    if actions:
+        console.print(pending_actions_table(actions))
     console.print(health)
     return EXIT_OK
 

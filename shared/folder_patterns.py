@@ -100,6 +100,12 @@ def entry_problem(text: str) -> str | None:
             "ends a folder and its delimiter (INBOX/*, the folders under INBOX)")
 
 
+def named_folders(entries: Sequence[str]) -> list[str]:
+    """The folders named outright (not patterns or exclusions)."""
+    return [parse_entry(e).path for e in entries
+            if entry_problem(e) is None and parse_entry(e).kind == "name"]
+
+
 def uses_patterns(entries: Sequence[str]) -> bool:
     """Whether any entry is a pattern or an exclusion (so the server's folders must be listed)."""
     return any(parse_entry(e).kind != "name" for e in entries if entry_problem(e) is None)

@@ -162,6 +162,11 @@ def build_state_store(settings: Settings) -> TableStateStore:
     return TableStateStore(_storage_clients(settings, _identity(settings), _verify(settings))[1])
 
 
+def build_action_store(settings: Settings) -> TableActionStore:
+    """Only the after-delivery rows of the checkpoint table, for read-only commands."""
+    return TableActionStore(_storage_clients(settings, _identity(settings), _verify(settings))[1])
+
+
 def _storage_clients(settings: Settings, identity: TokenCredential,
                      verify: str | bool) -> tuple[ContainerClient, TableClient]:
     storage = settings.storage

@@ -13,7 +13,15 @@ from devstack.faults import FaultFront
 from devstack.stack import Stack
 from shared.entry import run_queue_poll
 from shared.fanout import poll_message
-from tests.integration.helpers import cli_command, cli_environment, container, new_poller, poll, stored_blobs
+from tests.integration.helpers import (
+    cli_command,
+    cli_environment,
+    container,
+    new_poller,
+    poll,
+    run_cli,
+    stored_blobs,
+)
 from tests.integration.mail_view import folder_ids, folder_view, inspector, numbered, stored_ids
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
@@ -118,7 +126,8 @@ POLLED = {"INBOX", "Archive", "Sent Items", "Projekte/Übersicht", "Projekte/Üb
           'Q"uote & co'}
 
 
-def test_every_folder_by_default_and_one_created_later_is_picked_up_one_gone_is_noted(stack, new_mailbox):
+def test_every_folder_by_default_and_one_created_later_is_picked_up_one_gone_is_noted(
+        stack, new_mailbox, tmp_path):
     address = new_mailbox(folders=EXCHANGE_FOLDERS)
     for number, folder in enumerate(("INBOX", *EXCHANGE_FOLDERS)):
         stack.append(address, folder, numbered(number, "folders"))
@@ -140,6 +149,8 @@ def test_every_folder_by_default_and_one_created_later_is_picked_up_one_gone_is_
     poller, _ = new_poller(env)
     [health] = [h for h in poller.health.list_health() if h.mailbox == address]
     assert "日本語 (gone since" in (health.folders_gone or "") and not health.folder_errors
+    status = run_cli(env, "status", cwd=tmp_path)
+    assert "folders gone from the server" in status.stdout and "日本語" in status.stdout
 
 
 def pop3_env(stack: Stack, address: str, action: str, front: FaultFront | None = None) -> dict[str, str]:
@@ -186,3 +197,37 @@ def test_pop3_delete_killed_before_quit_deletes_nothing_and_the_next_run_finds_t
     [rerun] = poll(env).mailboxes
     assert rerun.ok and rerun.delivered == 0 and rerun.acted == 5, rerun
     assert folder_view(stack, address, "INBOX") == {} and stored_blobs(env) == blobs
+
+
+def test_status_shows_what_is_pending_per_folder(stack, new_mailbox, tmp_path):
+    address = new_mailbox()
+    stack.append_many(address, "INBOX", (numbered(n, "status") for n in range(5)))
+    env = stack.settings_env(address)
+    assert poll(env).delivered == 5  # kept: delivered, nothing acted on
+    moving = env | {"AFTER_DELIVERY": "move:Archive"}
+    before = run_cli(moving, "status", cwd=tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert "After delivery" in before.stdout and "up to 5 (UIDs 1-5)" in before.stdout
+    assert poll(moving).mailboxes[0].acted == 5
+    after = run_cli(moving, "status", cwd=tmp_path)
+    assert "5 of 5" in after.stdout and "up to" not in after.stdout
+
+
+def test_doctor_checks_each_action_and_creates_a_missing_move_target(stack, faults, new_mailbox, tmp_path):
+    address = new_mailbox()
+    entry = [{"address": address, "folders": ["*", {"folder": "INBOX", "after_delivery": "delete"}],
+              "after_delivery": "move:Done/mailferry"}]
+    faults.hide_move(address, times=None, seconds=120)
+    env = faults.settings_env(json.dumps(entry), storage=False)
+    result = run_cli(env, "doctor", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = {s["name"]: s for s in json.loads(result.stdout)["steps"]}
+    assert steps["after delivery: delete"]["status"] == "ok"
+    move = steps["after delivery: move:Done/mailferry"]
+    assert move["status"] == "ok" and "no MOVE offered" in move["detail"] and "now created" in move["detail"]
+    assert steps["folders by pattern"]["detail"].startswith("* | INBOX select 1 folder(s): INBOX")
+    client = inspector(stack, address)
+    try:
+        assert client.folder_exists("Done/mailferry")
+    finally:
+        client.logout()
