@@ -231,3 +231,17 @@ def test_doctor_checks_each_action_and_creates_a_missing_move_target(stack, faul
         assert client.folder_exists("Done/mailferry")
     finally:
         client.logout()
+
+
+def test_after_a_uidvalidity_reset_messages_delivered_before_are_moved_not_delivered_again(
+        stack, new_mailbox):
+    address = new_mailbox()
+    stack.append_many(address, "INBOX", (numbered(n, "reset") for n in range(4)))
+    env = stack.settings_env(address)
+    assert poll(env).delivered == 4  # kept
+    blobs = stored_blobs(env)
+    stack.set_uidvalidity(address, "INBOX", stack.mailbox_status(address, "INBOX")["uidvalidity"] + 500)
+    [result] = poll(env | {"AFTER_DELIVERY": "move:Archive"}).mailboxes
+    assert result.ok and result.delivered == 0 and result.folders[0].duplicates_skipped == 4
+    assert result.acted == 4 and folder_view(stack, address, "INBOX") == {}
+    assert stored_blobs(env) == blobs and folder_ids(stack, address, "Archive") == stored_ids(env)
