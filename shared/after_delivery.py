@@ -31,13 +31,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
+from shared.action_ports import ActionStateStore
 from shared.copy_recovery import message_keys, recover_copy
 from shared.dedup import is_current_key
 from shared.delivery_actions import Action, ActionState
 from shared.errors import ActionUnavailable, CheckpointConflict
+from shared.mailbox_plan import FolderPlan, PollParts, plan_mailbox
 from shared.model import Checkpoint, FolderResult, PollOptions
 from shared.naming import folder_prefix, uid_of, uid_range_prefixes, uidvalidity_of
-from shared.ports import ActionStateStore, CheckpointStore, Clock, MailSession, MessageSink
+from shared.pop3_deletes import delete_delivered
+from shared.ports import CheckpointStore, Clock, MailSession, MessageSink
 
 log = logging.getLogger("mailferry.actions")
 
@@ -197,23 +200,22 @@ class FolderActions:
         return True
 
 
-def act_after_delivery(session: MailSession, address: str, folder: str, action: Action, *,
-                       capabilities: frozenset[str], sink: MessageSink, checkpoints: CheckpointStore,
-                       states: ActionStateStore | None, options: PollOptions, clock: Clock,
-                       deadline: float, result: FolderResult) -> None:
+def act_after_delivery(parts: PollParts, session: MailSession, plan: FolderPlan, deadline: float,
+                       result: FolderResult) -> None:
     """The after-delivery phase of one delivered folder; nothing at all for ``keep``.
 
     An action the server refuses is recorded as the folder's error (its mail is delivered
     all the same); another run acting in the folder meanwhile leaves it to that run.
     """
+    address, folder, action = plan.address, plan.folder, plan.action
     if action.is_keep or result.error is not None:
         return
-    if states is None:
+    if parts.action_states is None:
         raise RuntimeError("this poller was built without an action state store")
     try:
-        FolderActions(session, address, folder, action, sink=sink, checkpoints=checkpoints,
-                      states=states, capabilities=capabilities, options=options, clock=clock,
-                      deadline=deadline, result=result).run()
+        FolderActions(session, address, folder, action, sink=parts.sink, checkpoints=parts.checkpoints,
+                      states=parts.action_states, capabilities=plan.capabilities,
+                      options=parts.options, clock=parts.clock, deadline=deadline, result=result).run()
     except ActionUnavailable as e:
         result.error = str(e)
         log.error("after-delivery action failed: %s/%s: %s", address, folder, e)
@@ -222,4 +224,5 @@ def act_after_delivery(session: MailSession, address: str, folder: str, action: 
                  address, folder)
 
 
-__all__ = ["FolderActions", "act_after_delivery"]
+# The poller's hooks come from here: planning a mailbox, acting after each folder, POP3 deletes.
+__all__ = ["FolderActions", "act_after_delivery", "delete_delivered", "plan_mailbox"]

@@ -27,7 +27,7 @@ _SHOWN = 12  # folder names shown in a detail line
 def after_delivery_checks(settings: Settings, mailbox: MailboxConfig, token: Secret, *,
                           timeout: float) -> list[Check]:
     """One check per distinct action of the mailbox, and one for its folder patterns."""
-    actions = sorted({a for a in mailbox.actions(settings.after_delivery) if not a.is_keep}, key=str)
+    actions = sorted({a for a in mailbox.actions(settings.poll.after_delivery) if not a.is_keep}, key=str)
     if mailbox.protocol == "pop3":
         return [_pop3_check(action) for action in actions]
     patterns = uses_patterns(mailbox.folders)

@@ -10,8 +10,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from shared import first_run
 from shared.dedup import MessageDigest, dedup_key
 from shared.errors import MailServerError
+from shared.history_scope import ALL, FirstRunScope
 from shared.model import Checkpoint, FetchedMessage, FolderResult, MessageInfo, PollOptions
 from shared.naming import blob_metadata, blob_name, folder_prefix, streamed_metadata
 from shared.ports import (
@@ -91,7 +93,8 @@ class FolderPoll:
     def __init__(self, session: MailSession, address: str, folder: str, *,
                  sink: MessageSink, checkpoints: CheckpointStore, options: PollOptions,
                  clock: Clock, result: FolderResult, deadline: float, watcher: PollObserver,
-                 on_thread_start: ThreadStart = no_thread_setup) -> None:
+                 on_thread_start: ThreadStart = no_thread_setup,
+                 scope: FirstRunScope = ALL) -> None:
         self.sink = sink
         self.checkpoints = checkpoints
         self.options = options
@@ -103,6 +106,7 @@ class FolderPoll:
         self.deadline = deadline
         self.watcher = watcher
         self.on_thread_start = on_thread_start
+        self.scope = scope  # how much history a folder without a checkpoint takes
         self.old = OldDeliveries()
         # Internal dates of the messages handed to uploaders, for the lag metric.
         self.internal_dates: dict[int, datetime] = {}
@@ -117,9 +121,10 @@ class FolderPoll:
             # far that goes, so a run that dies halfway through the resync still checks.
             self.result.resynced = checkpoint is not None
             dedup_through = max(self._new_uids(0), default=0) if self.result.resynced else 0
-            checkpoint = store.put_checkpoint(Checkpoint(
+            checkpoint = store.put_checkpoint(first_run.starting_checkpoint(Checkpoint(
                 self.address, self.folder, state.uidvalidity, last_uid=0,
-                dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None))
+                dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None),
+                previous=checkpoint, scope=self.scope, session=self.session, now=self.clock.now()))
             if self.result.resynced:
                 log.warning("%s/%s: UIDVALIDITY changed to %d; resyncing without duplicates",
                             self.address, self.folder, state.uidvalidity)
@@ -129,11 +134,13 @@ class FolderPoll:
         if checkpoint.last_uid < checkpoint.dedup_through_uid:
             self.old = load_old_deliveries(self.sink, self.session,
                                            folder_prefix(self.address, self.folder), checkpoint)
+        uids = first_run.candidates(self.session, checkpoint, uids)
         infos = self.session.fetch_info(uids)
         # A UID the size FETCH said nothing about is fetched whole: the body FETCH decides
         # whether it is gone, never this silence.
         sized = {info.uid for info in infos}
         infos += [MessageInfo(uid, 0) for uid in uids if uid not in sized]
+        checkpoint, infos = first_run.in_scope(checkpoint, infos, store)
         self._deliver_all(checkpoint, infos)
 
     def _new_uids(self, last_uid: int) -> list[int]:

@@ -1,8 +1,9 @@
 """The MAILBOXES setting: which mailboxes to read, over which protocol, and which folders.
 
 Two forms: ``a@x.com, b@x.com:INBOX|Archive`` (entries split on ``,`` ``;`` or new lines,
-folder names trimmed), or a JSON list of addresses and ``{"address", "folders", "protocol"}``
-objects (folder names exact, so a name that starts or ends with a space can be given).
+folder names trimmed), or a JSON list of addresses and ``{"address", "folders", "protocol",
+"first_run"}`` objects (folder names exact, so a name that starts or ends with a space can be
+given; ``first_run`` overrides the FIRST_RUN setting for that mailbox).
 A folder may be listed once per mailbox; ``INBOX`` is case-insensitive in IMAP, so ``Inbox``
 and ``INBOX`` are the same folder, while other names are case-sensitive. Folders may be
 given by pattern (``*``, ``INBOX/*``, ``!Junk Email``; see ``shared.folder_patterns``).
@@ -29,11 +30,12 @@ from shared.delivery_actions import (
 )
 from shared.error_text import quoted
 from shared.folder_patterns import parse_entry, selection_problems
+from shared.history_scope import FirstRunScope, parse_first_run
 
 MailProtocol = Literal["imap", "pop3"]
 
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-_KEYS = ("address", "folders", "protocol", "after_delivery")
+_KEYS = ("address", "folders", "protocol", "first_run", "after_delivery")
 _FOLDER_KEYS = ("folder", "after_delivery")
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
                bool: "true or false", type(None): "null"}
@@ -46,6 +48,8 @@ class MailboxConfig:
     address: str
     folders: tuple[str, ...] = ("INBOX",)
     protocol: MailProtocol = "imap"
+    # How much history a first poll takes; None: the FIRST_RUN setting.
+    first_run: FirstRunScope | None = None
     # None: the AFTER_DELIVERY setting applies.
     after_delivery: Action | None = None
     # Folder entries (names or patterns) with an action of their own.
@@ -169,10 +173,29 @@ def _json_object_entry(number: int, item: _JsonObject, default_protocol: MailPro
     if not isinstance(protocol, str) or protocol.lower() not in ("imap", "pop3"):
         shown = quoted(protocol) if isinstance(protocol, str) else _kind(protocol)
         problems.append(f"protocol of {who} is {shown}, expected imap or pop3.")
+    first_run = _first_run(who, fields.get("first_run"), protocol, problems)
     if len(problems) > before:
         return None
     return MailboxConfig(address.strip(), tuple(folders), "pop3" if protocol.lower() == "pop3" else "imap",
-                         after_delivery, tuple(folder_actions))
+                         first_run, after_delivery, tuple(folder_actions))
+
+
+def _first_run(who: str, value: Any, protocol: Any, problems: list[str]) -> FirstRunScope | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"first_run of {who} is {_kind(value)}, expected a string: all, new or "
+                        "since:YYYY-MM-DD.")
+        return None
+    try:
+        scope = parse_first_run(value)
+    except ValueError as e:
+        problems.append(f"first_run of {who} is {e}.")
+        return None
+    if scope.kind == "since" and isinstance(protocol, str) and protocol.lower() == "pop3":
+        problems.append(f"first_run of {who} is {quoted(value)}, but POP3 gives no dates to choose "
+                        "messages by: use all or new, or read the mailbox over IMAP.")
+    return scope
 
 
 def _json_folders(value: Any, who: str, problems: list[str]) -> tuple[list[str], list[tuple[str, Action]]]:

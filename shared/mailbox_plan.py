@@ -8,15 +8,17 @@ CAPABILITY. Move targets are created when missing and are never polled themselve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
+from shared.action_ports import ActionStateStore
 from shared.delivery_actions import Action, KnownFolders
 from shared.errors import ActionUnavailable, MailferryError
 from shared.folder_patterns import parse_entry, resolve_folders, uses_patterns
 from shared.mailbox_list import MailboxConfig
-from shared.model import FolderResult
-from shared.ports import ActionStateStore, MailSession
+from shared.model import FolderResult, MailboxResult, PollOptions
+from shared.ports import CheckpointStore, Clock, MailSession, MessageSink
 
 log = logging.getLogger("mailferry.poll")
 
@@ -24,18 +26,56 @@ log = logging.getLogger("mailferry.poll")
 GONE_NOTE_DAYS = 30
 
 
-@dataclass
-class MailboxPlan:
-    """The folders to poll in order, each with its action, and what to note in the health row."""
+class PollParts(Protocol):
+    """What the after-delivery phase uses of the poller."""
 
-    folders: list[tuple[str, Action]]
+    @property
+    def sink(self) -> MessageSink: ...
+
+    @property
+    def checkpoints(self) -> CheckpointStore: ...
+
+    @property
+    def action_states(self) -> ActionStateStore | None: ...
+
+    @property
+    def options(self) -> PollOptions: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """One folder to poll, its after-delivery action and what the server offers for it."""
+
+    address: str
+    folder: str
+    action: Action
     capabilities: frozenset[str] = frozenset()
-    notes: list[FolderResult] = field(default_factory=list)
 
 
-def plan_mailbox(session: MailSession, mailbox: MailboxConfig, *, default: Action,
-                 states: ActionStateStore | None, now: datetime) -> MailboxPlan:
-    """The run's plan for ``mailbox``: at most one CAPABILITY and one LIST."""
+def plan_mailbox(parts: PollParts, session: MailSession, mailbox: MailboxConfig,
+                 result: MailboxResult) -> list[tuple[str, FolderPlan]]:
+    """The folders to poll in order, each with its plan; what the health row should note (a
+    folder gone, a pattern that matches nothing) is added to ``result``."""
+    plan = _plan(session, mailbox, default=parts.options.after_delivery, states=parts.action_states,
+                 now=parts.clock.now())
+    result.folders.extend(plan.notes)
+    return [(folder, FolderPlan(mailbox.address, folder, action, plan.capabilities))
+            for folder, action in plan.folders]
+
+
+@dataclass
+class _MailboxPlan:
+    folders: list[tuple[str, Action]]
+    capabilities: frozenset[str]
+    notes: list[FolderResult]
+
+
+def _plan(session: MailSession, mailbox: MailboxConfig, *, default: Action,
+          states: ActionStateStore | None, now: datetime) -> _MailboxPlan:
+    """At most one CAPABILITY and one LIST."""
     entries = mailbox.folders
     actions = {entry: mailbox.action_for(entry, default) for entry in entries}
     acting = any(not a.is_keep for a in actions.values())
@@ -43,11 +83,11 @@ def plan_mailbox(session: MailSession, mailbox: MailboxConfig, *, default: Actio
     targets = sorted({a.target for a in actions.values() if a.kind == "move" and a.target})
     patterns = uses_patterns(entries)
     if not patterns and not targets:
-        return MailboxPlan([(entry, actions[entry]) for entry in entries], capabilities)
+        return _MailboxPlan([(entry, actions[entry]) for entry in entries], capabilities, [])
     listed = session.list_folders()
     resolution = resolve_folders(entries, listed, never=targets)
-    plan = MailboxPlan([(name, actions[entry]) for name, entry in resolution.folders], capabilities,
-                       [FolderResult(entry, error=why) for entry, why in resolution.problems])
+    plan = _MailboxPlan([(name, actions[entry]) for name, entry in resolution.folders], capabilities,
+                        [FolderResult(entry, error=why) for entry, why in resolution.problems])
     for entry in entries:
         if parse_entry(entry).kind == "name" and entry in targets:
             plan.notes.append(FolderResult(entry, error=f"not polled: {entry} is where "

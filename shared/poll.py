@@ -9,33 +9,29 @@ blobs it already wrote.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.after_delivery import act_after_delivery
-from shared.delivery_actions import KEEP, Action
-from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
+from shared.action_ports import ActionStateStore
+from shared.after_delivery import act_after_delivery, delete_delivered, plan_mailbox
+from shared.errors import CheckpointConflict, FolderUnavailable, MailboxThrottled, MailferryError
+from shared.fanout import LeaseKeeper
 from shared.folder_poll import FolderPoll
+from shared.log_texts import FAILURE_LOG_TEXT, FOLDER_FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
-from shared.mailbox_plan import plan_mailbox
 from shared.metrics import mailbox_metrics, metrics_message
-from shared.model import (
-    FolderResult,
-    MailboxResult,
-    PollOptions,
-    PollReport,
-    Secret,
-)
-from shared.pop3_deletes import delete_delivered
+from shared.model import FolderResult, Health, MailboxResult, PollOptions, PollReport, Secret
 from shared.pop3_poll import Pop3Poll
 from shared.ports import (
-    ActionStateStore,
     CheckpointStore,
     Clock,
     HealthStore,
+    LeaseStore,
     MailServer,
     MessageSink,
     PollObserver,
@@ -45,17 +41,13 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
+from shared.throttle import read_health, skip_if_throttled, throttled_result
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
 
-FAILURE_LOG_TEXT = "mailbox poll failed"
-# A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
-# in the mailbox were still delivered.
-FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
 TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
-
-
+LEASE_SKIP = "another run holds its lease"
 
 
 class SystemClock:
@@ -81,6 +73,29 @@ class SilentObserver:
         pass
 
 
+class _RunToken:
+    """The run's access token, fetched when the first mailbox needs it: a run whose
+    mailboxes are all throttled asks for none. A failure is kept and given to every mailbox."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._token: Secret | None = None
+        self._error: MailferryError | None = None
+
+    def get(self) -> Secret:
+        with self._lock:
+            if self._token is None and self._error is None:
+                try:
+                    self._token = self._tokens.get_token()
+                except MailferryError as e:
+                    self._error = e
+            if self._error is not None:
+                raise self._error
+            assert self._token is not None
+            return self._token
+
+
 @dataclass
 class Poller:
     """Everything a poll needs, wired once per process."""
@@ -94,34 +109,32 @@ class Poller:
     clock: Clock
     pop3: Pop3Server | None = None
     pop3_checkpoints: Pop3CheckpointStore | None = None
+    # The per-mailbox leases fan-out takes; None: overlapping runs are not kept apart.
+    leases: LeaseStore | None = None
+    # Draws the jitter of throttling back-offs.
+    jitter: random.Random = field(default_factory=random.Random)
     # Where the after-delivery phase keeps its rows (needed unless AFTER_DELIVERY is keep).
     action_states: ActionStateStore | None = None
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
-        on_thread_start: ThreadStart = no_thread_setup,
+        on_thread_start: ThreadStart = no_thread_setup, lease_held: bool = False,
     ) -> PollReport:
         """Poll every mailbox with bounded concurrency; one failing never stops the others.
 
-        ``on_thread_start`` runs first in every thread the poll starts.
+        ``on_thread_start`` runs first in every thread the poll starts. ``lease_held``: the
+        caller holds the mailboxes' leases and has checked they are not throttled (fan-out).
         """
         watcher = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
-        try:
-            token = self.tokens.get_token()
-        except MailferryError as e:
-            results = [self._failed(m.address, e) for m in mailboxes]
-            for result in results:
-                self._record(result)
-                watcher.mailbox_finished(result)
-            return PollReport(results, self.clock.monotonic() - started)
-
+        token = _RunToken(self.tokens)
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start),
+                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start,
+                                             lease_held=lease_held),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
@@ -144,23 +157,61 @@ class Poller:
         return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        on_thread_start: ThreadStart, *, lease_held: bool,
+    ) -> MailboxResult:
+        if self.clock.monotonic() >= deadline:
+            # Not even a login once the time box is spent: the run must end on time.
+            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
+        address = mailbox.address
+        if not lease_held:
+            # One health read: a throttled mailbox costs nothing more (no lease, token or login).
+            skipped = skip_if_throttled(address, read_health(self.health, address),
+                                        now=self.clock.now())
+            if skipped is not None:
+                return skipped
+        if lease_held or self.leases is None:
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+        try:
+            lease = self.leases.acquire(address)
+        except Exception as e:  # storage failing (or a bug) costs this mailbox only
+            if not isinstance(e, MailferryError):
+                log.exception("unexpected error taking the poll lease of %s", address)
+            result = self._failed(address, e)
+            self._record(result)
+            watcher.mailbox_finished(result)
+            return result
+        if lease is None:
+            # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
+            # hand, a queued one) never open a second connection to a mailbox.
+            reason = (f"{LEASE_SKIP}: it is polling the mailbox now, or was killed less than "
+                      f"{self.leases.duration_seconds:g} s ago")
+            log.info("%s: %s: %s", SKIPPED_LOG_TEXT, address, reason)
+            return MailboxResult(address, skipped=reason)
+        with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
+                         on_thread_start=on_thread_start):
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+
+    def _poll_and_record(
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
-        if started >= deadline:
-            # Not even a login once the time box is spent: the run must end on time.
-            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
         watcher.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
+            secret = token.get()
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start,
-                                action=mailbox.action_for("INBOX", self.options.after_delivery))
+                self._poll_pop3(mailbox, secret, deadline, watcher, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, token, deadline, watcher, result, on_thread_start)
+                self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
+        except MailboxThrottled as e:
+            # A delay, not a failure: what was delivered stays; no poll before the server's time.
+            previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
+            result = throttled_result(mailbox.address, e, previous, result.folders,
+                                      now=self.clock.now(), rng=self.jitter)
         except MailferryError as e:
             result = self._failed(mailbox.address, e, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
@@ -175,22 +226,16 @@ class Poller:
                    watcher: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
         with self.server.open(mailbox.address, token) as session:
-            plan = plan_mailbox(session, mailbox, default=self.options.after_delivery,
-                                states=self.action_states, now=self.clock.now())
-            result.folders.extend(plan.notes)
-            for folder, action in plan.folders:
+            for folder, plan in plan_mailbox(self, session, mailbox, result):
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
                 try:
                     FolderPoll(session, mailbox.address, folder, sink=self.sink,
                                checkpoints=self.checkpoints, options=self.options,
                                clock=self.clock, result=folder_result, deadline=deadline,
-                               watcher=watcher, on_thread_start=on_thread_start).run()
-                    act_after_delivery(session, mailbox.address, folder, action,
-                                       capabilities=plan.capabilities, sink=self.sink,
-                                       checkpoints=self.checkpoints, states=self.action_states,
-                                       options=self.options, clock=self.clock, deadline=deadline,
-                                       result=folder_result)
+                               watcher=watcher, on_thread_start=on_thread_start,
+                               scope=mailbox.first_run or self.options.first_run).run()
+                    act_after_delivery(self, session, plan, deadline, folder_result)
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -205,10 +250,11 @@ class Poller:
                 if not folder_result.complete:
                     break
 
-    def _poll_pop3(self, address: str, token: Secret, deadline: float,
+    def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    watcher: PollObserver, result: FolderResult,
-                   on_thread_start: ThreadStart, *, action: Action = KEEP) -> None:
+                   on_thread_start: ThreadStart) -> None:
         """POP3 sees the Inbox only; see pop3_poll."""
+        address = mailbox.address
         if self.pop3 is None or self.pop3_checkpoints is None:
             raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
         with self.pop3.open(address, token) as session:
@@ -217,9 +263,9 @@ class Poller:
                          clock=self.clock, deadline=deadline, watcher=watcher,
                          batch_size=self.options.fetch_batch_size,
                          upload_concurrency=self.options.upload_concurrency, result=result,
-                         on_thread_start=on_thread_start).run()
-                delete_delivered(session, address, action, sink=self.sink, clock=self.clock,
-                                 deadline=deadline, result=result)
+                         on_thread_start=on_thread_start,
+                         scope=mailbox.first_run or self.options.first_run).run()
+                delete_delivered(self, session, mailbox, deadline, result)
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "
@@ -246,4 +292,5 @@ class Poller:
         metrics_log.info("%s", message)
 
 
-__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]
+__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "LEASE_SKIP", "PollOptions", "Poller",
+           "SystemClock"]

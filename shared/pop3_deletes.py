@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from shared.delivery_actions import POP3_KINDS, Action
+from shared.delivery_actions import POP3_KINDS
+from shared.mailbox_list import MailboxConfig
+from shared.mailbox_plan import PollParts
 from shared.model import FolderResult
 from shared.naming import pop3_blob_name, pop3_prefix
-from shared.ports import Clock, MessageSink, Pop3Session
+from shared.ports import Pop3Session
 
 log = logging.getLogger("mailferry.actions")
 
@@ -21,9 +23,11 @@ log = logging.getLogger("mailferry.actions")
 _DELE_STEP = 50
 
 
-def delete_delivered(session: Pop3Session, address: str, action: Action, *, sink: MessageSink,
-                     clock: Clock, deadline: float, result: FolderResult) -> None:
+def delete_delivered(parts: PollParts, session: Pop3Session, mailbox: MailboxConfig, deadline: float,
+                     result: FolderResult) -> None:
     """Mark for deletion every message of the maildrop whose blob is stored (``delete``)."""
+    address, sink, clock = mailbox.address, parts.sink, parts.clock
+    action = mailbox.action_for("INBOX", parts.options.after_delivery)
     if action.is_keep:
         return
     if action.kind not in POP3_KINDS:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from shared.delivery_actions import ActionState, KnownFolders
-from shared.folder_patterns import ListedFolder
+from shared.action_ports import MailboxActions
 from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
@@ -86,8 +85,9 @@ class TokenSource(Protocol):
     def get_token(self) -> Secret: ...
 
 
-class MailSession(Protocol):
-    """An authenticated connection to one mailbox."""
+class MailSession(MailboxActions, Protocol):
+    """An authenticated connection to one mailbox (what the after-delivery phase does with it:
+    ``MailboxActions``)."""
 
     def select_folder(self, folder: str) -> FolderState:
         """Open a folder read-only (EXAMINE)."""
@@ -111,35 +111,10 @@ class MailSession(Protocol):
         no FETCH data for it, or NIL)."""
         ...
 
-    def capabilities(self) -> frozenset[str]:
-        """What the server offers now, after login (upper case, e.g. MOVE, UIDPLUS)."""
-
-    def list_folders(self) -> list[ListedFolder]:
-        """Every folder of the mailbox (``LIST "" "*"``), names decoded from modified UTF-7."""
-
-    def select_folder_writable(self, folder: str) -> FolderState:
-        """Open a folder read-write (SELECT), to set flags or move messages out of it."""
-
-    def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
-        """UIDs from ``first_uid`` to ``last_uid`` in the folder (only unseen ones if asked)."""
-
-    def folder_status(self, folder: str) -> FolderState:
-        """UIDVALIDITY, UIDNEXT and message count of a folder, without opening it (STATUS)."""
-
-    def create_folder(self, folder: str) -> None:
-        """Create a folder; nothing when it exists already."""
-
-    def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
-        """Add flags (``\\Seen``, ``\\Deleted``) to these messages (UID STORE +FLAGS.SILENT)."""
-
-    def uid_move(self, uids: Sequence[int], folder: str) -> None:
-        """Move these messages to ``folder`` (UID MOVE); needs MOVE."""
-
-    def uid_copy(self, uids: Sequence[int], folder: str) -> None:
-        """Copy these messages to ``folder`` (UID COPY), all or none."""
-
-    def uid_expunge(self, uids: Sequence[int]) -> None:
-        """Remove those of these flagged ``\\Deleted`` (UID EXPUNGE, UIDPLUS), and no other."""
+    def search_uids_since(self, day: date) -> list[int]:
+        """UIDs of the messages received on or after ``day`` (``UID SEARCH SINCE``): by internal
+        date but to the day, as the server reads that date's time zone."""
+        ...
 
 
 class MailServer(Protocol):
@@ -183,7 +158,15 @@ class CheckpointStore(Protocol):
     def list_checkpoints(self) -> list[Checkpoint]: ...
 
 
-class HealthStore(Protocol):
+class HealthReader(Protocol):
+    """Reads one mailbox's health row (one point read)."""
+
+    def get_health(self, mailbox: str) -> Health | None:
+        """The mailbox's health, or None when it has no row yet."""
+        ...
+
+
+class HealthStore(HealthReader, Protocol):
     """Per-mailbox health rows."""
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
@@ -219,6 +202,28 @@ class PollQueue(Protocol):
         ...
 
 
+class NoticeQueue(Protocol):
+    """Where a notice of each delivered message goes (NOTIFY_QUEUE)."""
+
+    def send(self, text: str) -> None:
+        """Add one message; raises StorageError when it could not be added."""
+        ...
+
+
+class DeliveredBlobs(Protocol):
+    """Reads back delivered messages, and writes the summary documents beside them."""
+
+    def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]: ...
+
+    def read(self, name: str, *, length: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes in pieces, from the start; ``length`` bytes at most."""
+        ...
+
+    def create_json(self, name: str, text: str) -> bool:
+        """Write a new JSON blob; False when one of that name exists already."""
+        ...
+
+
 class Lease(Protocol):
     """A held lease on one mailbox."""
 
@@ -242,8 +247,8 @@ class LeaseStore(Protocol):
         ...
 
 
-class QueueHealth(Protocol):
-    """The part of the health row the fan-out writes."""
+class QueueHealth(HealthReader, Protocol):
+    """The part of the health row the fan-out reads and writes."""
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
 
@@ -261,6 +266,7 @@ class Pop3Session(Protocol):
 
     def dele(self, number: int) -> None:
         """Mark a message deleted (DELE): removed at QUIT, so a session that dies keeps it."""
+        ...
 
 
 class Pop3Server(Protocol):
@@ -277,19 +283,3 @@ class Pop3CheckpointStore(Protocol):
     def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
         """Write if the stored row still has ``checkpoint.etag`` (None: only if absent)."""
         ...
-
-
-class ActionStateStore(Protocol):
-    """Per folder how far the after-delivery phase acted; per mailbox the folders selected."""
-
-    def get_action_state(self, mailbox: str, folder: str) -> ActionState | None: ...
-
-    def put_action_state(self, state: ActionState) -> ActionState:
-        """Write over ``state.etag`` (None: only if absent); CheckpointConflict otherwise."""
-        ...
-
-    def list_action_states(self) -> list[ActionState]: ...
-
-    def get_known_folders(self, mailbox: str) -> KnownFolders | None: ...
-
-    def put_known_folders(self, known: KnownFolders) -> None: ...

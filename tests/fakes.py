@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from shared.delivery_actions import ActionState, KnownFolders
 from shared.errors import (
@@ -14,6 +14,7 @@ from shared.errors import (
     AuthenticationError,
     CheckpointConflict,
     FolderUnavailable,
+    MailboxThrottled,
     MailServerError,
     StorageError,
 )
@@ -28,6 +29,7 @@ from shared.model import (
     Pop3Checkpoint,
     Secret,
 )
+from shared.naming import LEASE_SECONDS
 
 ARRIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,9 +71,17 @@ class FakeFolder:
         return None if uid in self.withheld else self.messages.get(uid)
 
 
+def throttled(retry_after_seconds: float | None = 30.0) -> MailboxThrottled:
+    """What the adapters raise for Exchange's ``Request is throttled``."""
+    wait = f" Suggested Backoff Time: {retry_after_seconds * 1000:.0f} milliseconds" \
+        if retry_after_seconds is not None else ""
+    return MailboxThrottled(f"NO Request is throttled.{wait}", retry_after_seconds=retry_after_seconds)
+
+
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
                  after: dict[str, Callable[[], None]] | None = None,
+                 refusals: list[tuple[str, int, Exception]] | None = None,
                  offered: frozenset[str] = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
@@ -81,9 +91,24 @@ class FakeSession:
         # (or, raising, where a run dies).
         self.after = after or {}
         self.offered = offered
+        # (command, how many of them first pass, the error answered instead), used up in order.
+        self.refusals = refusals if refusals is not None else []
+
+    def _answer(self, command: str) -> None:
+        self.commands.append(command)
+        self.refuse_if_scripted(command)
+
+    def refuse_if_scripted(self, command: str) -> None:
+        for index, (name, passing, error) in enumerate(self.refusals):
+            if name == command:
+                if passing:
+                    self.refusals[index] = (name, passing - 1, error)
+                    return
+                del self.refusals[index]
+                raise error
 
     def select_folder(self, folder: str) -> FolderState:
-        self.commands.append("EXAMINE")
+        self._answer("EXAMINE")
         if folder not in self.folders:
             raise FolderUnavailable(f"EXAMINE {folder} failed: Mailbox doesn't exist: {folder}")
         self.selected = self.folders[folder]
@@ -92,7 +117,7 @@ class FakeSession:
                            len(self.selected.messages))
 
     def search_uids_from(self, first_uid: int) -> list[int]:
-        self.commands.append("UID SEARCH")
+        self._answer("UID SEARCH")
         assert self.selected is not None
         uids = [u for u in self.selected.messages if u >= first_uid]
         # Like real servers, `n:*` includes the highest UID even when it is below n.
@@ -101,14 +126,14 @@ class FakeSession:
         return uids
 
     def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         folder = self.selected
         assert folder is not None
         sent = [(u, folder.sent(u)) for u in uids]
         return [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         folder = self.selected
         assert folder is not None
         infos = [MessageInfo(u, len(folder.messages[u]), folder.arrived[u])
@@ -117,7 +142,7 @@ class FakeSession:
         return infos
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
-        self.commands.append("UID FETCH")
+        self._answer("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
         self._then("fetch_range")
@@ -128,12 +153,19 @@ class FakeSession:
         if action is not None:
             action()
 
+    def search_uids_since(self, day: date) -> list[int]:
+        self.commands.append("UID SEARCH SINCE")
+        folder = self.selected
+        assert folder is not None
+        # Like servers, to the day of the internal date as written, its time zone disregarded.
+        return sorted(u for u in folder.messages if folder.arrived[u].date() >= day)
+
     # -- after delivery ------------------------------------------------------------------
     def capabilities(self) -> frozenset[str]:
         return self.offered
 
     def list_folders(self) -> list[ListedFolder]:
-        self.commands.append("LIST")
+        self._answer("LIST")
         names = set(self.folders)
         # Like Dovecot, a parent that is not a folder itself is listed as \Noselect.
         parents = {name.rsplit("/", i)[0] for name in names for i in range(1, name.count("/") + 1)}
@@ -149,23 +181,23 @@ class FakeSession:
         return state
 
     def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
-        self.commands.append("UID SEARCH")
+        self._answer("UID SEARCH")
         folder = self.selected
         assert folder is not None
         return sorted(u for u in folder.messages if first_uid <= u <= last_uid
                       and not (unseen and "\\Seen" in folder.flags[u]))
 
     def folder_status(self, folder: str) -> FolderState:
-        self.commands.append("STATUS")
+        self._answer("STATUS")
         found = self._folder(folder)
         return FolderState(found.uidvalidity, found.next_uid, len(found.messages))
 
     def create_folder(self, folder: str) -> None:
-        self.commands.append("CREATE")
+        self._answer("CREATE")
         self.folders.setdefault(folder, FakeFolder())
 
     def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self.commands.append("UID STORE")
+        self._answer("UID STORE")
         folder = self.selected
         assert folder is not None
         # Like Dovecot, a STORE in a folder opened read-only answers OK and changes nothing.
@@ -208,7 +240,7 @@ class FakeSession:
         return self.folders[name]
 
     def _writable(self, verb: str) -> FakeFolder:
-        self.commands.append(verb)
+        self._answer(verb)
         if self.selected is None or not self.writable:
             raise ActionUnavailable(f"{verb} failed: NO Mailbox is read-only")
         return self.selected
@@ -221,18 +253,39 @@ class FakeServer:
         self.sessions: list[FakeSession] = []
         # Handed to the next session: see FakeSession.after.
         self.after: dict[str, Callable[[], None]] = {}
+        # Per mailbox: errors answered instead, at login ("AUTHENTICATE") or a command.
+        self.refusals: dict[str, list[tuple[str, int, Exception]]] = {}
+        # Sessions open now per mailbox, and the most at once.
+        self.open_now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self._lock = threading.Lock()
+        # What sessions offer after login.
         self.offered = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})
+
+    def refuse(self, address: str, error: Exception, *, at: str = "AUTHENTICATE",
+               after: int = 0) -> None:
+        """Answer the mailbox's ``at`` command with ``error`` once, after ``after`` of them pass."""
+        self.refusals.setdefault(address, []).append((at, after, error))
 
     def folder(self, address: str, name: str = "INBOX") -> FakeFolder:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
 
     @contextmanager
     def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
-        if address in self.refused or token.reveal() != "good-token":
-            raise AuthenticationError(f"{address}: AUTHENTICATE failed")
-        session = FakeSession(self.mailboxes[address], self.after, self.offered)
-        self.sessions.append(session)
-        yield session
+        with self._lock:
+            self.open_now[address] = self.open_now.get(address, 0) + 1
+            self.peak[address] = max(self.peak.get(address, 0), self.open_now[address])
+        try:
+            if address in self.refused or token.reveal() != "good-token":
+                raise AuthenticationError(f"{address}: AUTHENTICATE failed")
+            session = FakeSession(self.mailboxes[address], self.after,
+                                  self.refusals.setdefault(address, []), self.offered)
+            session.refuse_if_scripted("AUTHENTICATE")
+            self.sessions.append(session)
+            yield session
+        finally:
+            with self._lock:
+                self.open_now[address] -= 1
 
 
 class FakeTokens:
@@ -285,6 +338,7 @@ class FakeStateStore:
         self.known: dict[str, KnownFolders] = {}
         self.pop3_rows: dict[str, Pop3Checkpoint] = {}
         self.health: dict[str, Health] = {}
+        self.health_reads = 0
         self.version = 0
         self.writes = 0
 
@@ -306,21 +360,29 @@ class FakeStateStore:
         return list(self.rows.values())
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
-        previous = self.health.get(result.address, Health(result.address))
-        if result.ok:
-            self.health[result.address] = replace(
+        key = result.address.lower()  # addresses are case-insensitive, as in the table
+        previous = self.health.get(key, Health(result.address))
+        if result.throttled_until is not None:
+            self.health[key] = replace(
+                previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
+                delivered_total=previous.delivered_total + result.delivered,
+                throttled_until=result.throttled_until,
+                throttled_since=previous.throttled_since or at,
+                throttle_count=previous.throttle_count + 1)
+        elif result.ok:
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
                 delivered_total=previous.delivered_total + result.delivered, failing_since=None,
                 folder_errors="; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
-                or None,
+                or None, throttled_until=None, throttled_since=None, throttle_count=0,
                 folders_gone="; ".join(f"{f.folder} (gone since {f.gone_since:%Y-%m-%d})"
                                        for f in result.folders_gone) or None)
         else:
-            self.health[result.address] = replace(
+            self.health[key] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
                 consecutive_failures=previous.consecutive_failures + 1,
                 failing_since=previous.failing_since or at)
-        return self.health[result.address]
+        return self.health[key]
 
     def list_health(self) -> list[Health]:
         return list(self.health.values())
@@ -348,6 +410,10 @@ class FakeStateStore:
     def put_known_folders(self, known: KnownFolders) -> None:
         self.known[known.mailbox.lower()] = known
 
+    def get_health(self, mailbox: str) -> Health | None:
+        self.health_reads += 1
+        return self.health.get(mailbox.lower())
+
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
         return self.pop3_rows.get(mailbox.lower())
 
@@ -366,13 +432,15 @@ class FakeClock:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.tick = 0.0
+        # The wall clock; tests move it to let time pass.
+        self.at = datetime(2026, 11, 28, tzinfo=UTC)
 
     def monotonic(self) -> float:
         self.seconds += self.tick
         return self.seconds
 
     def now(self) -> datetime:
-        return datetime(2026, 11, 28, tzinfo=UTC)
+        return self.at
 
 
 class FakePop3Session:
@@ -402,6 +470,8 @@ class FakePop3Server:
     def __init__(self) -> None:
         self.maildrops: dict[str, list[tuple[str, bytes]]] = {}
         self.refused: set[str] = set()
+        # Answered at the next login instead of +OK, once.
+        self.throttled: dict[str, MailboxThrottled] = {}
         self.sessions: list[FakePop3Session] = []
         # The run dies before its QUIT: what it marked with DELE stays in the maildrop.
         self.dies_before_quit = False
@@ -417,6 +487,8 @@ class FakePop3Server:
     def open(self, address: str, token: Secret) -> Iterator[FakePop3Session]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: -ERR Authentication failure")
+        if address in self.throttled:
+            raise self.throttled.pop(address)
         session = FakePop3Session(self.maildrops.setdefault(address, []))
         self.sessions.append(session)
         try:
@@ -426,3 +498,85 @@ class FakePop3Server:
             if not self.dies_before_quit:
                 gone = {session.maildrop[n - 1][0] for n in session.deleted}
                 self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u not in gone]
+
+
+class FakeLease:
+    def __init__(self, store: FakeLeaseStore, mailbox: str) -> None:
+        self.store = store
+        self.mailbox = mailbox
+        self.renewals = 0
+        self.released = False
+        self.renew_fails = False
+
+    def renew(self) -> None:
+        if self.renew_fails:
+            raise StorageError("lease lost")
+        self.renewals += 1
+
+    def release(self) -> None:
+        self.released = True
+        with self.store.lock:
+            if self.store.held.get(self.mailbox) is self:
+                del self.store.held[self.mailbox]
+
+
+class FakeLeaseStore:
+    """At most one holder per mailbox; ``expire`` is what the service does to an unrenewed lease."""
+
+    def __init__(self, duration_seconds: float = LEASE_SECONDS) -> None:
+        self.duration_seconds = duration_seconds
+        self.held: dict[str, FakeLease] = {}
+        self.granted: list[FakeLease] = []
+        self.lock = threading.Lock()
+
+    def acquire(self, mailbox: str) -> FakeLease | None:
+        with self.lock:
+            if mailbox.lower() in self.held:
+                return None
+            lease = FakeLease(self, mailbox.lower())
+            self.held[mailbox.lower()] = lease
+            self.granted.append(lease)
+            return lease
+
+    def expire(self, mailbox: str) -> None:
+        with self.lock:
+            self.held.pop(mailbox.lower(), None)
+
+
+class FakeNoticeQueue:
+    """The notice queue: messages in order; ``fail`` makes each send raise."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def send(self, text: str) -> None:
+        if self.fail:
+            raise StorageError("the notice queue went away")
+        with self._lock:
+            self.messages.append(text)
+
+
+class FakeDeliveredBlobs:
+    """Reads the blobs of a FakeSink back; keeps summary documents beside them."""
+
+    def __init__(self, sink: FakeSink) -> None:
+        self.sink = sink
+        self.documents: dict[str, str] = {}
+
+    def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]:
+        raw, metadata = self.sink.blobs[name]
+        return len(raw), dict(metadata)
+
+    def read(self, name: str, *, length: int | None = None) -> Iterator[bytes]:
+        raw = self.sink.blobs[name][0]
+        data = raw if length is None else raw[:length]
+        for start in range(0, len(data), 1000):
+            yield data[start:start + 1000]
+
+    def create_json(self, name: str, text: str) -> bool:
+        if name in self.documents:
+            return False
+        self.documents[name] = text
+        return True

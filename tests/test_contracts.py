@@ -9,13 +9,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
 
 from devstack.stack import Stack
+from shared.action_ports import ActionStateStore
 from shared.adapters.action_table import TableActionStore
 from shared.adapters.blob import BlobMessageSink
 from shared.adapters.imap import ImapServer
@@ -23,13 +25,14 @@ from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
 from shared.delivery_actions import ActionState, KnownFolders
 from shared.errors import ActionUnavailable, CheckpointConflict, FolderUnavailable
-from shared.model import Checkpoint, FolderResult, MailboxResult, Secret
+from shared.model import Checkpoint, FolderResult, MailboxResult, Pop3Checkpoint, Secret
+from shared.naming import uidl_digest
 from shared.ports import (
-    ActionStateStore,
     CheckpointStore,
     HealthStore,
     MailSession,
     MessageSink,
+    Pop3CheckpointStore,
     Pop3Server,
 )
 from tests.fakes import FakePop3Server, FakeServer, FakeSink, FakeStateStore
@@ -49,7 +52,7 @@ def sink(request: pytest.FixtureRequest) -> MessageSink:
     return real
 
 
-class StateStore(CheckpointStore, HealthStore):
+class StateStore(CheckpointStore, HealthStore, Pop3CheckpointStore):
     """What FakeStateStore and TableStateStore both are."""
 
 
@@ -86,6 +89,32 @@ def session(request: pytest.FixtureRequest) -> Iterator[MailSession]:
         stack.add_mailbox(address)
         stack.create_folder(address, "Empty")
         stack.append_many(address, "INBOX", MESSAGES)
+        imap = ImapServer("127.0.0.1", stack.imaps_port, ca_bundle=stack.ca_bundle)
+        yield stack_of_contexts.enter_context(imap.open(address, Secret(stack.issue_token())))
+
+
+# Internal dates of MESSAGES in the 'dated' session: noon UTC, the same day in any time zone.
+DATED = [datetime(2025, 3, 10, 12, tzinfo=UTC), datetime(2025, 3, 12, 12, tzinfo=UTC),
+         datetime(2025, 3, 14, 12, tzinfo=UTC)]
+
+
+@pytest.fixture(params=KINDS)
+def dated(request: pytest.FixtureRequest) -> Iterator[MailSession]:
+    """A session on INBOX holding MESSAGES (UIDs 1..3) received at DATED."""
+    with ExitStack() as stack_of_contexts:
+        if request.param == "fake":
+            server = FakeServer()
+            for raw, when in zip(MESSAGES, DATED, strict=True):
+                server.folder(A).append(raw, when)
+            yield stack_of_contexts.enter_context(server.open(A, Secret("good-token")))
+            return
+        stack: Stack = request.getfixturevalue("stack")
+        address = f"contract-{uuid.uuid4().hex[:10]}@contoso.com"
+        stack.add_mailbox(address)
+        with stack.imap_session(address) as conn:
+            for raw, when in zip(MESSAGES, DATED, strict=True):
+                typ, data = conn.append("INBOX", "", when, raw)  # APPEND sets the internal date
+                assert typ == "OK", data
         imap = ImapServer("127.0.0.1", stack.imaps_port, ca_bundle=stack.ca_bundle)
         yield stack_of_contexts.enter_context(imap.open(address, Secret(stack.issue_token())))
 
@@ -140,6 +169,26 @@ def test_checkpoints_are_written_only_over_the_version_read(state: StateStore) -
     assert [(c.folder, c.last_uid) for c in state.list_checkpoints()] == [("INBOX", 5)]
 
 
+def test_checkpoints_keep_the_first_run_scope_they_started_with(state: StateStore) -> None:
+    cut = datetime(2026, 6, 15, tzinfo=UTC)
+    state.put_checkpoint(Checkpoint(A, "INBOX", 7, first_run="since:2026-06-15", not_before=cut,
+                                    scope_through_uid=40))
+    state.put_checkpoint(Checkpoint(A, "Archive", 7))
+    scoped, plain = state.get_checkpoint(A, "INBOX"), state.get_checkpoint(A, "Archive")
+    assert scoped is not None and plain is not None
+    assert (scoped.first_run, scoped.not_before, scoped.scope_through_uid) == ("since:2026-06-15",
+                                                                               cut, 40)
+    assert (plain.first_run, plain.not_before, plain.scope_through_uid) == ("all", None, 0)
+    assert {c.folder: c.first_run for c in state.list_checkpoints()} == {
+        "INBOX": "since:2026-06-15", "Archive": "all"}
+    written = state.put_pop3_checkpoint(Pop3Checkpoint(A, frozenset({uidl_digest("u1")}),
+                                                       first_run="new"))
+    assert written.first_run == "new"
+    stored = state.get_pop3_checkpoint(A)
+    assert stored is not None and stored.first_run == "new"
+    assert stored.delivered == frozenset({uidl_digest("u1")})
+
+
 def test_health_counts_deliveries_and_failure_streaks(state: StateStore) -> None:
     at = datetime(2026, 12, 1, 9, tzinfo=UTC)
     ok = MailboxResult(A, [FolderResult("INBOX", delivered=3)])
@@ -154,6 +203,30 @@ def test_health_counts_deliveries_and_failure_streaks(state: StateStore) -> None
     assert recovered.delivered_total == 6
     [listed] = state.list_health()
     assert listed.delivered_total == 6
+
+
+def test_a_throttle_is_a_delay_kept_until_a_success(state: StateStore) -> None:
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    assert state.get_health(A) is None
+    failed = MailboxResult(A, [], error="refused", error_type="AuthenticationError")
+    state.record_result(failed, at=at)
+    until = at + timedelta(minutes=5)
+    throttled = MailboxResult(A, [FolderResult("INBOX", delivered=2)], error="NO Request is throttled.",
+                              error_type="MailboxThrottled", throttled_until=until)
+    first = state.record_result(throttled, at=at)
+    later = at + timedelta(minutes=6)
+    again = state.record_result(replace(throttled, throttled_until=later + timedelta(minutes=9)),
+                                at=later)
+    # Neither a success nor another failure: the failure streak and the last success stay.
+    assert (first.throttled_until, first.throttled_since, first.throttle_count) == (until, at, 1)
+    assert (again.throttled_since, again.throttle_count) == (at, 2)
+    assert again.consecutive_failures == 1 and again.last_success_at is None
+    assert again.delivered_total == 4 and "throttled" in (again.last_error or "")
+    assert state.get_health(A.upper()) == again
+    recovered = state.record_result(MailboxResult(A, [FolderResult("INBOX")]), at=later)
+    assert (recovered.throttled_until, recovered.throttled_since, recovered.throttle_count) == (
+        None, None, 0)
+    assert recovered.consecutive_failures == 0
 
 
 # --- MailSession --------------------------------------------------------------------------
@@ -185,6 +258,18 @@ def test_an_empty_folder_and_a_missing_one(session: MailSession) -> None:
     assert session.search_uids_from(1) == []
     with pytest.raises(FolderUnavailable):
         session.select_folder("No Such Folder")
+
+
+def test_search_since_goes_by_the_day_of_the_internal_date(dated: MailSession) -> None:
+    dated.select_folder("INBOX")
+    assert sorted(dated.search_uids_since(date(2025, 1, 1))) == [1, 2, 3]
+    assert sorted(dated.search_uids_since(date(2025, 3, 11))) == [2, 3]
+    assert sorted(dated.search_uids_since(date(2025, 3, 12))) == [2, 3]  # on the day counts
+    assert dated.search_uids_since(date(2025, 3, 15)) == []
+    # The size FETCH gives the exact moments the search rounds to days (the real adapter in
+    # local time without a zone, as IMAPClient gives it).
+    infos = dated.fetch_info([1, 2, 3])
+    assert [i.internal_date.astimezone(UTC) for i in infos if i.internal_date] == DATED
 
 
 # --- MailSession: after delivery ------------------------------------------------------------

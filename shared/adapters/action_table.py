@@ -11,7 +11,7 @@ import json
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -24,21 +24,15 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage_errors import storage_error
+from shared.adapters.table_rows import row_key as _key
 from shared.delivery_actions import ActionState, KnownFolders
 from shared.errors import CheckpointConflict
-from shared.naming import within_length
 
 _ROLE = "Storage Table Data Contributor"
 _ACTIONS = "actions:"
 _FOLDERS = "folders"
-_KEY_LIMIT = 500
 # A string property holds at most 32K characters; a longer folder list keeps its start.
 _TEXT_LIMIT = 30_000
-
-
-def _key(text: str) -> str:
-    # The same encoding as the checkpoint rows' keys, so a mailbox's rows share a partition.
-    return within_length(quote(text, safe="@.+-_ "), _KEY_LIMIT, text)
 
 
 class TableActionStore:

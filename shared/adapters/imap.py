@@ -7,7 +7,7 @@ import logging
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,6 +206,10 @@ class ImapSession:
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing=what, server=str(self._client.host), mailbox=self._address,
                                bye=last_bye(self._client)) from e
+
+    def search_uids_since(self, day: date) -> list[int]:
+        found = self._call("UID SEARCH", self._client.search, ["SINCE", day])
+        return [int(u) for u in found]
 
     # -- after delivery (AFTER_DELIVERY other than keep) -----------------------------------
     def capabilities(self) -> frozenset[str]:

@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from shared.model import PollReport
 from shared.poll import Poller
 from shared.settings import SETTING_NAMES, Settings
-from shared.wiring import build_poller
+from shared.wiring import Components
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def stored_blobs(env: dict[str, str]) -> dict[str, bytes]:
 def new_poller(env: dict[str, str]) -> tuple[Poller, Settings]:
     """A poller built the way the Function App builds it, but not shared with other tests."""
     settings = Settings.from_mapping(env)
-    return build_poller(settings), settings
+    return Components(settings).poller, settings
 
 
 def poll(env: dict[str, str]) -> PollReport:
