@@ -6,10 +6,13 @@ import re
 from collections import Counter
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 from imapclient import IMAPClient
 
 from devstack.dovecot import INSPECTOR_APPID
 from devstack.stack import Stack
+from shared.naming import lease_blob_name, lease_container_name
 from tests.integration.helpers import container
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.I | re.M)
@@ -98,3 +101,17 @@ class Watcher:
 
     def close(self) -> None:
         self.client.logout()
+
+
+def break_lease(env: dict[str, str], address: str) -> None:
+    """What an operator does after killing a run: free the mailbox's poll lease at once
+    (otherwise the next run leaves the mailbox alone for up to a minute)."""
+    blob = BlobServiceClient.from_connection_string(env["MAIL_STORAGE"]).get_blob_client(
+        lease_container_name(env["BLOB_CONTAINER"]), lease_blob_name(address))
+    try:
+        BlobLeaseClient(blob).break_lease(lease_break_period=0)
+    except ResourceNotFoundError:
+        pass  # killed before it took the lease
+    except HttpResponseError as e:
+        if e.error_code != "LeaseNotPresentWithLeaseOperation":
+            raise

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -22,7 +24,14 @@ from tests.integration.helpers import (
     run_cli,
     stored_blobs,
 )
-from tests.integration.mail_view import folder_ids, folder_view, inspector, numbered, stored_ids
+from tests.integration.mail_view import (
+    break_lease,
+    folder_ids,
+    folder_view,
+    inspector,
+    numbered,
+    stored_ids,
+)
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
@@ -102,6 +111,9 @@ def test_a_throttled_move_costs_the_mailbox_a_delay_and_nothing_else(stack, faul
     [throttled] = poll(env).mailboxes
     assert throttled.error_type == "MailboxThrottled" and throttled.delivered == 5
     assert len(folder_view(stack, address, "INBOX")) == 5
+    # No poll of the mailbox before the server's time is up (a second, here).
+    assert throttled.throttled_until is not None
+    time.sleep(max(0.0, (throttled.throttled_until - datetime.now(UTC)).total_seconds()) + 0.2)
     [later] = poll(env).mailboxes
     assert later.ok and later.acted == 5 and folder_view(stack, address, "INBOX") == {}
     assert folder_ids(stack, address, "Archive") == stored_ids(env)
@@ -191,6 +203,7 @@ def test_pop3_delete_killed_before_quit_deletes_nothing_and_the_next_run_finds_t
     finally:
         process.wait(timeout=30)
     faults.clear()
+    break_lease(env, address)
     assert len(folder_view(stack, address, "INBOX")) == 5
     blobs = stored_blobs(env)
     assert len(blobs) == 5

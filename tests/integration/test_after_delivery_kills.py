@@ -23,7 +23,14 @@ import pytest
 from devstack.faults import FaultFront
 from devstack.stack import Stack
 from tests.integration.helpers import cli_command, cli_environment, container, run_cli
-from tests.integration.mail_view import Watcher, folder_ids, numbered, stored_id_names, stored_ids
+from tests.integration.mail_view import (
+    Watcher,
+    break_lease,
+    folder_ids,
+    numbered,
+    stored_id_names,
+    stored_ids,
+)
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
@@ -92,6 +99,7 @@ def kill_at_random_points(stack: Stack, env: dict[str, str], address: str, tmp_p
                     process.wait(timeout=30)
             if process.returncode == -signal.SIGKILL:
                 kills.append(progress.now())
+                break_lease(env, address)
             assert process.returncode in (0, -signal.SIGKILL), (tmp_path / "stderr.txt").read_text()[-3000:]
             check_nothing_removed_without_its_blob(watcher, env, seeded, moved)
     finally:
