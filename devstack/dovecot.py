@@ -168,6 +168,7 @@ auth_verbose_passwords = no
 auth_cache_size = 0
 
 mail_location = maildir:~/Maildir
+mail_fsync = never
 mail_privileged_group =
 first_valid_uid = 1
 mailbox_list_index = yes

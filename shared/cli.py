@@ -17,9 +17,11 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from shared import mailbox_commands
+from shared.action_status import pending_actions, pending_actions_table
 from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError, MailferryError
 from shared.first_run import describe
+from shared.folder_patterns import named_folders
 from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult, PollReport
 from shared.report_json import poll_document, status_document
@@ -99,6 +101,8 @@ def summary_table(report: PollReport) -> Table:
             status = f"[yellow]not polled[/]: {escape(m.skipped)}"
         elif m.ok:
             status = "[green]ok[/]" if m.complete else "[yellow]time box reached, resumes[/]"
+            if m.acted:
+                status += f" ({m.acted} acted on after delivery)"
             dupes = sum(f.duplicates_skipped for f in m.folders)
             if dupes:
                 status += f" ({dupes} already delivered before a UIDVALIDITY change)"
@@ -150,12 +154,15 @@ def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = 
     for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID", "First run"):
         checkpoints.add_column(column)
     started = set()
-    for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
+    listed = store.list_checkpoints()
+    for c in sorted(listed, key=lambda c: (c.mailbox, c.folder)):
         started.add((c.mailbox.lower(), c.folder))
         checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid),
                             describe(c.first_run, c.not_before))
     for row in _other_folders(settings, components.mailbox_directory.list_mailboxes(), store, started):
         checkpoints.add_row(*map(escape, row))
+    actions = pending_actions(components.mailbox_directory.list_mailboxes(), settings.poll.after_delivery,
+                              listed, components.action_states.list_action_states())
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
@@ -167,6 +174,8 @@ def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = 
             problems.append(f"[yellow]throttled until {when(h.throttled_until)}[/]{since}")
         if h.folder_errors:
             problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
+        if h.folders_gone:
+            problems.append(f"[yellow]folders gone from the server[/]: {escape(h.folders_gone)}")
         if h.last_error and h.last_error_at:
             problems.append(escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})"))
         health.add_row(
@@ -177,6 +186,8 @@ def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = 
             "\n".join(problems),
         )
     console.print(checkpoints)
+    if actions:
+        console.print(pending_actions_table(actions))
     console.print(health)
     return EXIT_OK
 
@@ -194,8 +205,8 @@ def _other_folders(settings: Settings, mailboxes: list[MailboxConfig], store: Ta
                          pop3.first_run) if pop3 else
                         (mailbox.address, "INBOX (POP3)", "", "not polled yet", scope))
             continue
-        rows += [(mailbox.address, folder, "", "not polled yet", scope) for folder in mailbox.folders
-                 if (mailbox.address.lower(), folder) not in started]
+        rows += [(mailbox.address, folder, "", "not polled yet", scope) for folder in
+                 named_folders(mailbox.folders) if (mailbox.address.lower(), folder) not in started]
     return rows
 
 

@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.diagnoses import DIAGNOSES, Ids
+from shared.doctor_actions import after_delivery_checks
 from shared.errors import ConfigurationError, FailureKind, MailferryError
+from shared.folder_patterns import named_folders
 from shared.model import Secret
 from shared.settings import MailboxConfig, Settings
 from shared.wiring import Components, load_settings
@@ -226,11 +228,14 @@ class Doctor:
             except MailferryError as e:
                 self._fail(section, "folders", e, ids)
                 return
-            absent = [f for f in mailbox.folders if f not in folders and f.upper() != "INBOX"]
+            absent = [f for f in named_folders(mailbox.folders) if f not in folders and f.upper() != "INBOX"]
             self._add(section, "folders", "fail" if absent else "ok",
                       f"missing: {', '.join(absent)}; the mailbox has: {', '.join(folders)}" if absent
                       else f"{', '.join(mailbox.folders)} present ({len(folders)} folders)",
                       FailureKind.FOLDER_MISSING if absent else None, ids)
+            for name, status, detail, kind in after_delivery_checks(components.settings, mailbox, token,
+                                                                    timeout=self.timeout):
+                self._add(section, name, status, detail, kind, ids)
         finally:
             probe.close()
 
@@ -247,6 +252,9 @@ class Doctor:
             self._fail(section, "AUTH XOAUTH2", e, ids)
             return
         self._add(section, "AUTH XOAUTH2", "ok", f"{count} message(s) in the maildrop")
+        for name, status, detail, kind in after_delivery_checks(components.settings, mailbox, token,
+                                                                timeout=self.timeout):
+            self._add(section, name, status, detail, kind, ids)
 
 
 def run_doctor(env: Mapping[str, str]) -> DoctorReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.delivery_actions import KEEP, Action
 from shared.history_scope import ALL, FirstRunScope
 from shared.setting_specs import from_setting
 
@@ -44,6 +45,8 @@ class PollOptions:
     deadline_seconds: float = from_setting("POLL_DEADLINE_SECONDS")
     # The FIRST_RUN setting: for folders of mailboxes that do not set their own.
     first_run: FirstRunScope = ALL
+    # AFTER_DELIVERY: what happens to a message once its blob is stored, unless MAILBOXES says.
+    after_delivery: Action = KEEP
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ class Health:
     failing_since: datetime | None = None
     consecutive_failures: int = 0
     folder_errors: str | None = None
+    # Folders the patterns selected before that the server no longer lists (not an error).
+    folders_gone: str | None = None
     # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
     throttled_until: datetime | None = None
     # The first throttle since the last success, and how many polls were throttled since.
@@ -174,6 +179,11 @@ class FolderResult:
     yielded: bool = False
     # The folder could not be opened (missing, refused name); the other folders went on.
     error: str | None = None
+    # After delivery: messages acted on (AFTER_DELIVERY), and those left for a later run.
+    acted: int = 0
+    actions_pending: int = 0
+    # A folder the patterns selected before that the server no longer lists, since when.
+    gone_since: datetime | None = None
 
 
 @dataclass
@@ -221,6 +231,15 @@ class MailboxResult:
     def folder_errors(self) -> list[FolderResult]:
         """Folders that could not be opened in a poll that otherwise went on."""
         return [f for f in self.folders if f.error is not None]
+
+    @property
+    def folders_gone(self) -> list[FolderResult]:
+        """Folders selected by pattern before that the server no longer lists."""
+        return [f for f in self.folders if f.gone_since is not None]
+
+    @property
+    def acted(self) -> int:
+        return sum(f.acted for f in self.folders)
 
 
 @dataclass

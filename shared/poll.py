@@ -17,20 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from shared.action_ports import ActionStateStore
+from shared.after_delivery import act_after_delivery, delete_delivered, plan_mailbox
 from shared.errors import CheckpointConflict, FolderUnavailable, MailboxThrottled, MailferryError
 from shared.fanout import LeaseKeeper
 from shared.folder_poll import FolderPoll
 from shared.log_texts import FAILURE_LOG_TEXT, FOLDER_FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
 from shared.metrics import mailbox_metrics, metrics_message
-from shared.model import (
-    FolderResult,
-    Health,
-    MailboxResult,
-    PollOptions,
-    PollReport,
-    Secret,
-)
+from shared.model import FolderResult, Health, MailboxResult, PollOptions, PollReport, Secret
 from shared.pop3_poll import Pop3Poll
 from shared.ports import (
     CheckpointStore,
@@ -118,6 +113,8 @@ class Poller:
     leases: LeaseStore | None = None
     # Draws the jitter of throttling back-offs.
     jitter: random.Random = field(default_factory=random.Random)
+    # Where the after-delivery phase keeps its rows (needed unless AFTER_DELIVERY is keep).
+    action_states: ActionStateStore | None = None
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
@@ -229,7 +226,7 @@ class Poller:
                    watcher: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
         with self.server.open(mailbox.address, token) as session:
-            for folder in mailbox.folders:
+            for folder, plan in plan_mailbox(self, session, mailbox, result):
                 folder_result = FolderResult(folder)
                 result.folders.append(folder_result)
                 try:
@@ -238,6 +235,7 @@ class Poller:
                                clock=self.clock, result=folder_result, deadline=deadline,
                                watcher=watcher, on_thread_start=on_thread_start,
                                scope=mailbox.first_run or self.options.first_run).run()
+                    act_after_delivery(self, session, plan, deadline, folder_result)
                 except FolderUnavailable as e:
                     # One bad folder must not hide the others, run after run.
                     folder_result.error = str(e)
@@ -267,6 +265,7 @@ class Poller:
                          upload_concurrency=self.options.upload_concurrency, result=result,
                          on_thread_start=on_thread_start,
                          scope=mailbox.first_run or self.options.first_run).run()
+                delete_delivered(self, session, mailbox, deadline, result)
             except CheckpointConflict:
                 result.yielded = True
                 log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "

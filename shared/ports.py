@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from shared.action_ports import MailboxActions
 from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
@@ -84,8 +85,9 @@ class TokenSource(Protocol):
     def get_token(self) -> Secret: ...
 
 
-class MailSession(Protocol):
-    """An authenticated connection to one mailbox."""
+class MailSession(MailboxActions, Protocol):
+    """An authenticated connection to one mailbox (what the after-delivery phase does with it:
+    ``MailboxActions``)."""
 
     def select_folder(self, folder: str) -> FolderState:
         """Open a folder read-only (EXAMINE)."""
@@ -260,6 +262,10 @@ class Pop3Session(Protocol):
 
     def retrieve(self, number: int) -> bytes:
         """The message, byte for byte as the server sent it (RETR, dot-unstuffed)."""
+        ...
+
+    def dele(self, number: int) -> None:
+        """Mark a message deleted (DELE): removed at QUIT, so a session that dies keeps it."""
         ...
 
 

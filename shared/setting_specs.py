@@ -112,6 +112,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
           "arriving from then on) or since:YYYY-MM-DD (mail the server received on or after that "
           "day, UTC). A MAILBOXES JSON entry may set its own first_run. A folder already polled "
           "keeps the scope it started with.", "all", default="all"),
+    _spec("AFTER_DELIVERY", "What happens to a message once its blob is stored: keep (read-only), seen "
+          "(mark it read), move:<folder> (created if missing) or delete. POP3: keep or delete. A "
+          "MAILBOXES JSON entry or folder may set its own (\"after_delivery\").", "keep", default="keep"),
     _spec("POLL_SCHEDULE", "NCRONTAB schedule of the poll timer (six fields, seconds first).",
           "0 */5 * * * *", required=True),
     _choice("POLL_MODE", "inline (the timer polls every mailbox) or fanout (the timer queues one message "

@@ -17,7 +17,13 @@ from shared.connection_string import connection_string_problems, endpoint_proble
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
 from shared.history_scope import ALL, FirstRunScope, parse_first_run
-from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
+from shared.mailbox_list import (
+    MailboxConfig,
+    MailboxListError,
+    MailProtocol,
+    after_delivery_setting,
+    parse_mailboxes,
+)
 from shared.model import PollOptions, Secret
 from shared.ncrontab import ncrontab_problems
 from shared.setting_reader import GUID, SettingReader
@@ -144,7 +150,10 @@ class _Reader(SettingReader):
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
-        poll = replace(self.options(PollOptions), first_run=self.first_run(mailboxes))
+        after_delivery, wrong = after_delivery_setting(self.raw("AFTER_DELIVERY") or "keep", mailboxes)
+        self.problems += wrong
+        poll = replace(self.options(PollOptions), first_run=self.first_run(mailboxes),
+                       after_delivery=after_delivery)
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from azure.core.credentials import TokenCredential
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
+from shared.adapters.action_table import TableActionStore
 from shared.adapters.app_credentials import (
     CertificateCredential,
     FederatedCredential,
@@ -131,6 +132,11 @@ class Components:
         return TableStateStore(self.storage.table)
 
     @built_once
+    def action_states(self) -> TableActionStore:
+        """How far the after-delivery actions went in each folder (in the checkpoint table)."""
+        return TableActionStore(self.storage.table)
+
+    @built_once
     def mailbox_registry(self) -> TableMailboxRegistry:
         """The mailbox registry, in the checkpoint table."""
         return TableMailboxRegistry(self.storage.table)
@@ -151,7 +157,7 @@ class Components:
         self.state.ensure_table()
         return Poller(self.tokens, self._imap_server(), self._announcing(sink), self.state, self.state,
                       self.settings.poll, SystemClock(), pop3=self._pop3_server(),
-                      pop3_checkpoints=self.state, leases=self.leases)
+                      pop3_checkpoints=self.state, leases=self.leases, action_states=self.action_states)
 
     def _announcing(self, sink: MessageSink) -> MessageSink:
         """The sink, describing and announcing each message if NOTIFY_QUEUE or SUMMARY_BLOBS asks."""

@@ -8,13 +8,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
+from shared.delivery_actions import ActionState, KnownFolders
 from shared.errors import (
+    ActionUnavailable,
     AuthenticationError,
     CheckpointConflict,
     FolderUnavailable,
     MailboxThrottled,
+    MailServerError,
     StorageError,
 )
+from shared.folder_patterns import ListedFolder
 from shared.model import (
     Checkpoint,
     FetchedMessage,
@@ -40,11 +44,15 @@ class FakeFolder:
     withheld: set[int] = field(default_factory=set)
     # Listed by SEARCH, sent by FETCH, but left out of the size FETCH.
     unsized: set[int] = field(default_factory=set)
+    flags: dict[int, set[str]] = field(default_factory=dict)
+    # LIST attributes, e.g. {"\\Trash"} for a special-use folder.
+    attributes: frozenset[str] = frozenset()
 
-    def append(self, raw: bytes, arrived: datetime = ARRIVED) -> int:
+    def append(self, raw: bytes, arrived: datetime = ARRIVED, flags: set[str] | None = None) -> int:
         uid = self.next_uid
         self.messages[uid] = raw
         self.arrived[uid] = arrived
+        self.flags[uid] = set(flags or ())
         self.next_uid += 1
         return uid
 
@@ -54,10 +62,10 @@ class FakeFolder:
 
     def renumber(self, uidvalidity: int) -> None:
         """What a server does on a UIDVALIDITY reset: same messages, new UIDs."""
-        old = [(self.messages[u], self.arrived[u]) for u in sorted(self.messages)]
+        old = [(self.messages[u], self.arrived[u], self.flags.get(u)) for u in sorted(self.messages)]
         self.uidvalidity, self.messages, self.next_uid = uidvalidity, {}, 1
-        for raw, arrived in old:
-            self.append(raw, arrived)
+        for raw, arrived, flags in old:
+            self.append(raw, arrived, flags)
 
     def sent(self, uid: int) -> bytes | None:
         return None if uid in self.withheld else self.messages.get(uid)
@@ -73,12 +81,16 @@ def throttled(retry_after_seconds: float | None = 30.0) -> MailboxThrottled:
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
                  after: dict[str, Callable[[], None]] | None = None,
-                 refusals: list[tuple[str, int, Exception]] | None = None) -> None:
+                 refusals: list[tuple[str, int, Exception]] | None = None,
+                 offered: frozenset[str] = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
+        self.writable = False
         self.commands: list[str] = []
-        # Something another client does right after this session's command of that name.
+        # Something another client does right after this session's command of that name
+        # (or, raising, where a run dies).
         self.after = after or {}
+        self.offered = offered
         # (command, how many of them first pass, the error answered instead), used up in order.
         self.refusals = refusals if refusals is not None else []
 
@@ -100,6 +112,7 @@ class FakeSession:
         if folder not in self.folders:
             raise FolderUnavailable(f"EXAMINE {folder} failed: Mailbox doesn't exist: {folder}")
         self.selected = self.folders[folder]
+        self.writable = False
         return FolderState(self.selected.uidvalidity, self.selected.next_uid,
                            len(self.selected.messages))
 
@@ -147,6 +160,91 @@ class FakeSession:
         # Like servers, to the day of the internal date as written, its time zone disregarded.
         return sorted(u for u in folder.messages if folder.arrived[u].date() >= day)
 
+    # -- after delivery ------------------------------------------------------------------
+    def capabilities(self) -> frozenset[str]:
+        return self.offered
+
+    def list_folders(self) -> list[ListedFolder]:
+        self._answer("LIST")
+        names = set(self.folders)
+        # Like Dovecot, a parent that is not a folder itself is listed as \Noselect.
+        parents = {name.rsplit("/", i)[0] for name in names for i in range(1, name.count("/") + 1)}
+        listed = [ListedFolder(n, "/", frozenset({"\\HasNoChildren"}) | self.folders[n].attributes)
+                  for n in sorted(names)]
+        return listed + [ListedFolder(p, "/", frozenset({"\\Noselect", "\\HasChildren"}))
+                         for p in sorted(parents - names)]
+
+    def select_folder_writable(self, folder: str) -> FolderState:
+        state = self.select_folder(folder)
+        self.commands[-1] = "SELECT"
+        self.writable = True
+        return state
+
+    def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
+        self._answer("UID SEARCH")
+        folder = self.selected
+        assert folder is not None
+        return sorted(u for u in folder.messages if first_uid <= u <= last_uid
+                      and not (unseen and "\\Seen" in folder.flags[u]))
+
+    def folder_status(self, folder: str) -> FolderState:
+        self._answer("STATUS")
+        found = self._folder(folder)
+        return FolderState(found.uidvalidity, found.next_uid, len(found.messages))
+
+    def create_folder(self, folder: str) -> None:
+        self._answer("CREATE")
+        self.folders.setdefault(folder, FakeFolder())
+
+    def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        self._answer("UID STORE")
+        folder = self.selected
+        assert folder is not None
+        # Like Dovecot, a STORE in a folder opened read-only answers OK and changes nothing.
+        for uid in uids if self.writable else ():
+            if uid in folder.messages:
+                folder.flags[uid] |= set(flags)
+        self._then("uid_store_flags")
+
+    def uid_move(self, uids: Sequence[int], folder: str) -> None:
+        if "MOVE" not in self.offered:
+            raise ActionUnavailable("UID MOVE failed: BAD Command Error. 12")
+        source = self._copy(uids, folder, "UID MOVE")
+        for uid in uids:
+            source.messages.pop(uid, None)
+        self._then("uid_move")
+
+    def uid_copy(self, uids: Sequence[int], folder: str) -> None:
+        self._copy(uids, folder, "UID COPY")
+        self._then("uid_copy")
+
+    def _copy(self, uids: Sequence[int], folder: str, verb: str) -> FakeFolder:
+        source, target = self._writable(verb), self._folder(folder)
+        for uid in sorted(uids):
+            if uid in source.messages:
+                target.append(source.messages[uid], source.arrived[uid], source.flags[uid])
+        return source
+
+    def uid_expunge(self, uids: Sequence[int]) -> None:
+        if "UIDPLUS" not in self.offered:
+            raise ActionUnavailable("UID EXPUNGE failed: BAD Command Error. 12")
+        folder = self._writable("UID EXPUNGE")
+        for uid in uids:
+            if uid in folder.messages and "\\Deleted" in folder.flags[uid]:
+                del folder.messages[uid]
+        self._then("uid_expunge")
+
+    def _folder(self, name: str) -> FakeFolder:
+        if name not in self.folders:
+            raise ActionUnavailable(f"{name} failed: NO [TRYCREATE] Mailbox doesn't exist: {name}")
+        return self.folders[name]
+
+    def _writable(self, verb: str) -> FakeFolder:
+        self._answer(verb)
+        if self.selected is None or not self.writable:
+            raise ActionUnavailable(f"{verb} failed: NO Mailbox is read-only")
+        return self.selected
+
 
 class FakeServer:
     def __init__(self) -> None:
@@ -161,6 +259,8 @@ class FakeServer:
         self.open_now: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self._lock = threading.Lock()
+        # What sessions offer after login.
+        self.offered = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})
 
     def refuse(self, address: str, error: Exception, *, at: str = "AUTHENTICATE",
                after: int = 0) -> None:
@@ -179,7 +279,7 @@ class FakeServer:
             if address in self.refused or token.reveal() != "good-token":
                 raise AuthenticationError(f"{address}: AUTHENTICATE failed")
             session = FakeSession(self.mailboxes[address], self.after,
-                                  self.refusals.setdefault(address, []))
+                                  self.refusals.setdefault(address, []), self.offered)
             session.refuse_if_scripted("AUTHENTICATE")
             self.sessions.append(session)
             yield session
@@ -234,6 +334,8 @@ class FakeSink:
 class FakeStateStore:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Checkpoint] = {}
+        self.action_rows: dict[tuple[str, str], ActionState] = {}
+        self.known: dict[str, KnownFolders] = {}
         self.pop3_rows: dict[str, Pop3Checkpoint] = {}
         self.health: dict[str, Health] = {}
         self.health_reads = 0
@@ -272,7 +374,9 @@ class FakeStateStore:
                 previous, last_attempt_at=at, last_success_at=at, consecutive_failures=0,
                 delivered_total=previous.delivered_total + result.delivered, failing_since=None,
                 folder_errors="; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
-                or None, throttled_until=None, throttled_since=None, throttle_count=0)
+                or None, throttled_until=None, throttled_since=None, throttle_count=0,
+                folders_gone="; ".join(f"{f.folder} (gone since {f.gone_since:%Y-%m-%d})"
+                                       for f in result.folders_gone) or None)
         else:
             self.health[key] = replace(
                 previous, last_attempt_at=at, last_error=result.error, last_error_at=at,
@@ -282,6 +386,29 @@ class FakeStateStore:
 
     def list_health(self) -> list[Health]:
         return list(self.health.values())
+
+    def get_action_state(self, mailbox: str, folder: str) -> ActionState | None:
+        return self.action_rows.get((mailbox.lower(), folder))
+
+    def put_action_state(self, state: ActionState) -> ActionState:
+        key = (state.mailbox.lower(), state.folder)
+        current = self.action_rows.get(key)
+        if (current.etag if current else None) != state.etag:
+            raise CheckpointConflict("changed by another run")
+        self.version += 1
+        self.writes += 1
+        stored = replace(state, etag=f"v{self.version}")
+        self.action_rows[key] = stored
+        return stored
+
+    def list_action_states(self) -> list[ActionState]:
+        return list(self.action_rows.values())
+
+    def get_known_folders(self, mailbox: str) -> KnownFolders | None:
+        return self.known.get(mailbox.lower())
+
+    def put_known_folders(self, known: KnownFolders) -> None:
+        self.known[known.mailbox.lower()] = known
 
     def get_health(self, mailbox: str) -> Health | None:
         self.health_reads += 1
@@ -320,14 +447,23 @@ class FakePop3Session:
     def __init__(self, maildrop: list[tuple[str, bytes]]) -> None:
         self.maildrop = list(maildrop)  # a POP3 session sees the maildrop as it was at login
         self.commands: list[str] = []
+        self.deleted: set[int] = set()
 
     def list_uidls(self) -> list[tuple[int, str]]:
         self.commands.append("UIDL")
-        return [(number, uidl) for number, (uidl, _) in enumerate(self.maildrop, 1)]
+        # Like a real server, messages marked deleted are no longer listed.
+        return [(number, uidl) for number, (uidl, _) in enumerate(self.maildrop, 1)
+                if number not in self.deleted]
 
     def retrieve(self, number: int) -> bytes:
         self.commands.append("RETR")
         return self.maildrop[number - 1][1]
+
+    def dele(self, number: int) -> None:
+        self.commands.append("DELE")
+        if number in self.deleted or not 1 <= number <= len(self.maildrop):
+            raise MailServerError(f"DELE {number} failed: -ERR no such message")
+        self.deleted.add(number)
 
 
 class FakePop3Server:
@@ -337,12 +473,14 @@ class FakePop3Server:
         # Answered at the next login instead of +OK, once.
         self.throttled: dict[str, MailboxThrottled] = {}
         self.sessions: list[FakePop3Session] = []
+        # The run dies before its QUIT: what it marked with DELE stays in the maildrop.
+        self.dies_before_quit = False
 
     def deliver(self, address: str, uidl: str, raw: bytes) -> None:
         self.maildrops.setdefault(address, []).append((uidl, raw))
 
     def remove(self, address: str, uidl: str) -> None:
-        """What another client's DELE does; mailferry itself never deletes."""
+        """What another client's DELE does."""
         self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u != uidl]
 
     @contextmanager
@@ -353,7 +491,13 @@ class FakePop3Server:
             raise self.throttled.pop(address)
         session = FakePop3Session(self.maildrops.setdefault(address, []))
         self.sessions.append(session)
-        yield session
+        try:
+            yield session
+        finally:
+            # The adapter ends every session with QUIT, which commits the DELEs.
+            if not self.dies_before_quit:
+                gone = {session.maildrop[n - 1][0] for n in session.deleted}
+                self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u not in gone]
 
 
 class FakeLease:

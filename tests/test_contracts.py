@@ -17,14 +17,25 @@ from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
 
 from devstack.stack import Stack
+from shared.action_ports import ActionStateStore
+from shared.adapters.action_table import TableActionStore
 from shared.adapters.blob import BlobMessageSink
 from shared.adapters.imap import ImapServer
+from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.table import TableStateStore
-from shared.errors import CheckpointConflict, FolderUnavailable
+from shared.delivery_actions import ActionState, KnownFolders
+from shared.errors import ActionUnavailable, CheckpointConflict, FolderUnavailable
 from shared.model import Checkpoint, FolderResult, MailboxResult, Pop3Checkpoint, Secret
 from shared.naming import uidl_digest
-from shared.ports import CheckpointStore, HealthStore, MailSession, MessageSink, Pop3CheckpointStore
-from tests.fakes import FakeServer, FakeSink, FakeStateStore
+from shared.ports import (
+    CheckpointStore,
+    HealthStore,
+    MailSession,
+    MessageSink,
+    Pop3CheckpointStore,
+    Pop3Server,
+)
+from tests.fakes import FakePop3Server, FakeServer, FakeSink, FakeStateStore
 
 KINDS = ["fake", "real"]
 A = "contract@contoso.com"
@@ -259,3 +270,125 @@ def test_search_since_goes_by_the_day_of_the_internal_date(dated: MailSession) -
     # local time without a zone, as IMAPClient gives it).
     infos = dated.fetch_info([1, 2, 3])
     assert [i.internal_date.astimezone(UTC) for i in infos if i.internal_date] == DATED
+
+
+# --- MailSession: after delivery ------------------------------------------------------------
+
+
+def test_capabilities_after_login_offer_move_and_uidplus(session: MailSession) -> None:
+    assert {"MOVE", "UIDPLUS"} <= session.capabilities()
+
+
+def test_folders_are_listed_decoded_with_their_delimiter_and_created_ones_appear(
+        session: MailSession) -> None:
+    session.create_folder("Parent/Übersicht & more")
+    session.create_folder("Parent/Übersicht & more")  # already there: nothing happens
+    listed = {f.name: f for f in session.list_folders()}
+    assert {"INBOX", "Empty", "Parent/Übersicht & more"} <= set(listed)
+    assert {f.delimiter for f in listed.values()} == {"/"}
+    assert listed["Parent/Übersicht & more"].selectable
+    assert not listed["Parent"].selectable  # implied by its child, not a folder itself
+
+
+def test_a_writable_folder_takes_flags_and_searches_unseen_within_a_range(session: MailSession) -> None:
+    session.select_folder("INBOX")
+    session.uid_store_flags([1], ["\\Seen"])  # opened read-only: changes nothing
+    opened = session.select_folder_writable("INBOX")
+    assert opened.exists == 3
+    assert session.search_uids_between(1, 3, unseen=True) == [1, 2, 3]
+    session.uid_store_flags([2], ["\\Seen"])
+    assert session.search_uids_between(1, 3, unseen=True) == [1, 3]
+    assert session.search_uids_between(2, 9) == [2, 3]
+    assert session.search_uids_between(5, 9) == [] and session.search_uids_between(3, 2) == []
+
+
+def test_move_copy_and_expunge_by_uid_touch_only_the_uids_given(session: MailSession) -> None:
+    session.create_folder("Done")
+    session.select_folder_writable("INBOX")
+    session.uid_move([1], "Done")
+    session.uid_copy([2], "Done")
+    assert session.search_uids_between(1, 3) == [2, 3]
+    done = session.folder_status("Done")
+    assert done.exists == 2 and done.uidnext == 3
+    session.uid_store_flags([2, 3], ["\\Deleted"])
+    session.uid_expunge([2])  # 3 is flagged too, but not named: it stays
+    assert session.search_uids_between(1, 3) == [3]
+    session.select_folder("Done")
+    assert [m.raw for m in session.fetch([1, 2])] == MESSAGES[:2]
+
+
+def test_moving_to_a_missing_folder_is_an_action_error(session: MailSession) -> None:
+    session.select_folder_writable("INBOX")
+    with pytest.raises(ActionUnavailable):
+        session.uid_move([1], "No Such Folder")
+    with pytest.raises(ActionUnavailable):
+        session.folder_status("No Such Folder")
+    assert session.search_uids_between(1, 3) == [1, 2, 3]
+
+
+# --- ActionStateStore -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=KINDS)
+def actions(request: pytest.FixtureRequest) -> ActionStateStore:
+    if request.param == "fake":
+        return FakeStateStore()
+    stack: Stack = request.getfixturevalue("stack")
+    table = TableClient.from_connection_string(stack.storage_connection_string,
+                                               f"contract{uuid.uuid4().hex[:12]}")
+    TableStateStore(table).ensure_table()
+    return TableActionStore(table)
+
+
+def test_action_states_are_written_only_over_the_version_read(actions: ActionStateStore) -> None:
+    assert actions.get_action_state(A, "Übersicht/2024") is None
+    first = actions.put_action_state(ActionState(A, "Übersicht/2024", 7, acted_through_uid=3))
+    with pytest.raises(CheckpointConflict):
+        actions.put_action_state(ActionState(A, "Übersicht/2024", 7))
+    journal = actions.put_action_state(ActionState(
+        A, "Übersicht/2024", 7, acted_through_uid=5, pending=2, without_blob=1, copy_uids=(6, 7, 9),
+        copy_target="Archive/ü", copy_target_uidvalidity=11, copy_target_uidnext=40, etag=first.etag))
+    with pytest.raises(CheckpointConflict):
+        actions.put_action_state(ActionState(A, "Übersicht/2024", 7, etag=first.etag))
+    stored = actions.get_action_state(A.upper(), "Übersicht/2024")
+    assert stored == journal
+    assert actions.list_action_states() == [journal]
+
+
+def test_known_folders_round_trip(actions: ActionStateStore) -> None:
+    since = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    known = KnownFolders(A, ("INBOX", "Übersicht", 'Q"uote'), (("Gone/ü", since),))
+    actions.put_known_folders(known)
+    assert actions.get_known_folders(A) == known
+    assert actions.get_known_folders("nobody@contoso.com") is None
+
+
+# --- Pop3Session: DELE ----------------------------------------------------------------------
+
+POP3_MESSAGES = [b"Subject: p1\r\n\r\none\r\n", b"Subject: p2\r\n\r\ntwo\r\n"]
+
+
+@pytest.fixture(params=KINDS)
+def pop3(request: pytest.FixtureRequest) -> tuple[Pop3Server, str, Secret]:
+    if request.param == "fake":
+        fake = FakePop3Server()
+        for n, raw in enumerate(POP3_MESSAGES):
+            fake.deliver(A, f"U{n}", raw)
+        return fake, A, Secret("good-token")
+    stack: Stack = request.getfixturevalue("stack")
+    address = f"contract-{uuid.uuid4().hex[:10]}@contoso.com"
+    stack.add_mailbox(address)
+    stack.append_many(address, "INBOX", POP3_MESSAGES)
+    real = Pop3MailServer("127.0.0.1", stack.pop3s_port, ca_bundle=stack.ca_bundle)
+    return real, address, Secret(stack.issue_token())
+
+
+def test_dele_hides_a_message_at_once_and_removes_it_at_quit(pop3: tuple[Pop3Server, str, Secret]) -> None:
+    server, address, token = pop3
+    with server.open(address, token) as session:
+        [(first, _), (second, kept)] = session.list_uidls()
+        session.dele(first)
+        assert session.list_uidls() == [(second, kept)]
+    with server.open(address, token) as session:
+        assert [uidl for _, uidl in session.list_uidls()] == [kept]
+        assert session.retrieve(session.list_uidls()[0][0]) == POP3_MESSAGES[1]

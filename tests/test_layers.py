@@ -26,17 +26,20 @@ PACKAGE = ROOT / "shared"
 # PollOptions takes its defaults from it.
 BOTTOM = {"shared", "shared.model", "shared.ports", "shared.errors", "shared.naming", "shared.dedup",
           "shared.mailbox_list", "shared.error_text", "shared.diagnoses", "shared.setting_specs",
-          "shared.clouds", "shared.log_texts", "shared.history_scope"}
+          "shared.clouds", "shared.log_texts", "shared.history_scope",
+          "shared.delivery_actions", "shared.folder_patterns", "shared.action_ports"}
 CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout", "shared.resync",
         "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.first_run",
-        "shared.notices", "shared.notice_document"}
+        "shared.notices", "shared.notice_document", "shared.after_delivery",
+        "shared.copy_recovery", "shared.mailbox_plan", "shared.pop3_deletes"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl", "shared.adapters.table_rows"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",
               "shared.connection_string", "shared.wiring", "shared.storage_clients",
               "shared.built_once", "shared.entry", "shared.cli", "shared.doctor",
-              "shared.mailbox_commands", "shared.composition", "shared.report_json"}
+              "shared.mailbox_commands", "shared.composition", "shared.report_json",
+              "shared.action_status", "shared.doctor_actions"}
 # Libraries that do I/O or belong to one service: the bottom and the core stay free of them.
 IO_LIBRARIES = ("azure", "msal", "imapclient", "requests", "rich", "imaplib", "poplib", "socket",
                 "ssl", "urllib.request", "http")

@@ -170,7 +170,7 @@ def mailboxes_problem(value: str) -> str:
 
 @pytest.mark.parametrize(("value", "expected"), [
     ('[{"address": "a@b.com", "folder": ["Archive"]}]',
-     "JSON entry 1 has an unknown key 'folder'; the keys are address, folders, protocol, first_run."),
+     "JSON entry 1 has an unknown key 'folder'; the keys are address, folders, protocol, first_run, after_delivery."),
     ('[{"address": "a@b.com", "Protocol": "imap"}]', "unknown key 'Protocol'"),
     ('[{"address": "a@b.com", "address": "c@d.com"}]', "has the key 'address' twice"),
     ('[{"address": "a@b.com", "folders": []}]', "is an empty list: leave 'folders' out to read INBOX"),

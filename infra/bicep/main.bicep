@@ -57,6 +57,9 @@ param mailProtocol string = 'imap'
 @description('How much existing mail a folder\'s first poll takes: all, new (only mail arriving from then on) or since:YYYY-MM-DD (received on or after that day, UTC). Folders already polled keep theirs.')
 param firstRun string = 'all'
 
+@description('What happens to a message once its blob is stored: keep, seen, move:<folder> or delete (POP3: keep or delete). See docs/after-delivery.md.')
+param afterDelivery string = 'keep'
+
 @description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
 @allowed(['setting', 'table'])
 param mailboxesSource string = 'setting'
@@ -339,6 +342,7 @@ var appSettings = {
   MAILBOXES: mailboxes
   MAIL_PROTOCOL: mailProtocol
   FIRST_RUN: firstRun
+  AFTER_DELIVERY: afterDelivery
   MAILBOXES_SOURCE: mailboxesSource
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode

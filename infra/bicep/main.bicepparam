@@ -21,6 +21,7 @@ param authMode = readEnvironmentVariable('MAILFERRY_AUTH_MODE', 'secret')
 param mailboxes = readEnvironmentVariable('MAILFERRY_MAILBOXES', '')
 param mailboxesSource = readEnvironmentVariable('MAILFERRY_MAILBOXES_SOURCE', 'setting')
 param firstRun = readEnvironmentVariable('MAILFERRY_FIRST_RUN', 'all')
+param afterDelivery = readEnvironmentVariable('MAILFERRY_AFTER_DELIVERY', 'keep')
 param clientSecretName = readEnvironmentVariable('MAILFERRY_CLIENT_SECRET_NAME', 'mailferry-client-secret')
 
 param pollSchedule = readEnvironmentVariable('MAILFERRY_POLL_SCHEDULE', '0 */5 * * * *')

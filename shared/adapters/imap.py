@@ -16,7 +16,8 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
 from shared.adapters.sasl import xoauth2_string
-from shared.errors import FolderUnavailable, MailServerError
+from shared.errors import ActionUnavailable, FolderUnavailable, MailServerError
+from shared.folder_patterns import ListedFolder
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
@@ -209,3 +210,88 @@ class ImapSession:
     def search_uids_since(self, day: date) -> list[int]:
         found = self._call("UID SEARCH", self._client.search, ["SINCE", day])
         return [int(u) for u in found]
+
+    # -- after delivery (AFTER_DELIVERY other than keep) -----------------------------------
+    def capabilities(self) -> frozenset[str]:
+        # Asked now (one CAPABILITY), not the list cached at login: Exchange offers MOVE only
+        # once logged in, and a list sent during login may predate it.
+        _, data = self._call("CAPABILITY", self._client._imap.capability)
+        words = b" ".join(bytes(d) for d in data if d).split()
+        return frozenset(w.decode("ascii", "replace").upper() for w in words)
+
+    def list_folders(self) -> list[ListedFolder]:
+        listed = self._call("LIST", self._client.list_folders)
+        return [ListedFolder(str(name), delimiter.decode() if isinstance(delimiter, bytes) else delimiter,
+                             frozenset(bytes(f).decode("ascii", "replace") for f in flags))
+                for flags, delimiter, name in listed]
+
+    def select_folder_writable(self, folder: str) -> FolderState:
+        info = self._changing(f"SELECT {folder}", self._client.select_folder, folder, readonly=False)
+        if b"UIDVALIDITY" not in info:
+            raise MailServerError(f"{self._address}/{folder}: the server sent no UIDVALIDITY.")
+        uidnext = info.get(b"UIDNEXT")
+        return FolderState(int(info[b"UIDVALIDITY"]), int(uidnext) if uidnext is not None else None,
+                           int(info.get(b"EXISTS", 0)))
+
+    def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
+        if first_uid > last_uid:
+            return []
+        criteria = ["UID", f"{first_uid}:{last_uid}"] + (["UNSEEN"] if unseen else [])
+        found = self._call("UID SEARCH", self._client.search, criteria)
+        return sorted(int(u) for u in found if first_uid <= int(u) <= last_uid)
+
+    def folder_status(self, folder: str) -> FolderState:
+        info = self._changing(f"STATUS {folder}", self._client.folder_status, folder,
+                              ["UIDVALIDITY", "UIDNEXT", "MESSAGES"])
+        return FolderState(int(info[b"UIDVALIDITY"]), int(info[b"UIDNEXT"]), int(info.get(b"MESSAGES", 0)))
+
+    def create_folder(self, folder: str) -> None:
+        try:
+            self._changing(f"CREATE {folder}", self._client.create_folder, folder)
+        except ActionUnavailable:
+            # Another run (or a person) may have created it meanwhile: that is what we wanted.
+            if not self._call("LIST", self._client.folder_exists, folder):
+                raise
+
+    def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        if uids:
+            self._changing("UID STORE", self._client.add_flags, uid_set(uids), list(flags), silent=True)
+
+    def uid_move(self, uids: Sequence[int], folder: str) -> None:
+        if uids:
+            self._changing("UID MOVE", self._client.move, uid_set(uids), folder)
+
+    def uid_copy(self, uids: Sequence[int], folder: str) -> None:
+        if uids:
+            self._changing("UID COPY", self._client.copy, uid_set(uids), folder)
+
+    def uid_expunge(self, uids: Sequence[int]) -> None:
+        if uids:
+            self._changing("UID EXPUNGE", self._client.uid_expunge, uid_set(uids))
+
+    def _changing(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """A command of the after-delivery phase: a tagged NO or BAD to it (or a capability
+        the server lacks) concerns this folder's action; a drop or throttling, the mailbox."""
+        try:
+            return self._call(what, method, *args, **kwargs)
+        except MailServerError as e:
+            cause = e.__cause__
+            if (isinstance(cause, IMAPClientError) and not isinstance(cause, IMAPClientAbortError)
+                    and "throttled" not in str(cause).lower()):
+                raise ActionUnavailable(str(e)) from cause
+            raise
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """A UID set with runs written as ranges (``1:3,7``): one short command for a batch."""
+    ordered = sorted(set(uids))
+    runs: list[str] = []
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        runs.append(str(start) if start == previous else f"{start}:{previous}")
+        if uid is not None:
+            start = previous = uid
+    return ",".join(runs)

@@ -3,7 +3,8 @@
 Exchange Online's POP3 has no SASL-IR: the client sends ``AUTH XOAUTH2``, waits for ``+``,
 then sends the base64 string. Messages are read raw (see ``Pop3Session.retrieve``) because
 poplib's line reader drops line-end information and refuses lines over 2048 bytes.
-Nothing is ever deleted: the session ends with QUIT and no DELE.
+Nothing is deleted unless AFTER_DELIVERY is ``delete`` (``Pop3Session.dele``, committed by
+the QUIT that ends the session).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Pop3MailServer:
 
     @contextmanager
     def open(self, address: str, token: Secret) -> Iterator[Pop3Session]:
-        """A logged-in session for ``address``; ended with QUIT (never DELE) when the block ends."""
+        """A logged-in session for ``address``; ended with QUIT when the block ends."""
         client = self._connect()
         try:
             self._login(client, address, token)
@@ -113,6 +114,15 @@ class Pop3Session:
 
     def _failure(self, error: Exception, doing: str) -> MailferryError:
         return pop3_failure(error, doing=doing, server=str(self._client.host), mailbox=self._address)
+
+    def dele(self, number: int) -> None:
+        """Mark message ``number`` deleted; only the QUIT that ends the session removes it."""
+        self.commands += 1
+        what = f"DELE {number}"
+        try:
+            _command(self._client, what)
+        except (poplib.error_proto, OSError) as e:
+            raise self._failure(e, what) from e
 
 
 def _read_multiline(readline: Callable[[], bytes]) -> bytes:

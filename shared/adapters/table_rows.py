@@ -63,6 +63,8 @@ def health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[st
         # Folders that could not be opened in the last run (cleared when they open again);
         # a failed run may not have reached them, so it keeps what the last one found.
         "FolderErrors": (folder_errors[:2000] or None) if succeeded else previous.folder_errors,
+        # Folders selected by pattern that the server no longer lists: a note, not an error.
+        "FoldersGone": (_gone(result) or None) if succeeded else previous.folders_gone,
         # No poll before ThrottledUntil; the streak (since, count) lasts until a success.
         "ThrottledUntil": None if succeeded else result.throttled_until or previous.throttled_until,
         "ThrottledSince": None if succeeded else previous.throttled_since or (at if throttled else None),
@@ -84,10 +86,16 @@ def health_from(entity: dict[str, Any] | Any) -> Health:
         failing_since=entity.get("FailingSince"),
         consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
         folder_errors=entity.get("FolderErrors"),
+        folders_gone=entity.get("FoldersGone"),
         throttled_until=entity.get("ThrottledUntil"),
         throttled_since=entity.get("ThrottledSince"),
         throttle_count=int(entity.get("ThrottleCount", 0)),
     )
+
+
+def _gone(result: MailboxResult) -> str:
+    return "; ".join(f"{f.folder} (gone since {f.gone_since:%Y-%m-%d})"
+                     for f in result.folders_gone)[:2000]
 
 
 POP3 = "pop3"

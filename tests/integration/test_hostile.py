@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
@@ -212,6 +213,9 @@ class _Session:
 
     def search_uids_since(self, day: date) -> list[int]:
         return self._session.search_uids_since(day)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)  # the rest of MailSession, unchanged
 
 
 class ExpungingAfterSizes:
