@@ -36,7 +36,7 @@ ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl", "shared.adapters.table_rows"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",
-              "shared.connection_string", "shared.wiring", "shared.storage_clients",
+              "shared.connection_string", "shared.storage_settings", "shared.wiring", "shared.storage_clients",
               "shared.built_once", "shared.entry", "shared.cli", "shared.doctor",
               "shared.mailbox_commands", "shared.composition", "shared.report_json",
               "shared.action_status", "shared.doctor_actions"}
