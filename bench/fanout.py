@@ -2,10 +2,13 @@
 for Functions instances) each take messages from the queue and poll that one mailbox.
 
     python -m bench.fanout timer SPEC.json    # run_timer_poll in fan-out mode (enqueues)
-    python -m bench.fanout worker SPEC.json   # receive → run_queue_poll → delete, until idle
+    python -m bench.fanout worker SPEC.json   # start up, then receive → run_queue_poll →
+                                              # delete, until idle
 
-Each prints one ``BENCH-RESULT {json}`` line; times are wall-clock (``time.time()``) so
-the parent can line up the processes.
+A worker first starts up as an instance would and times each step (imports, clients,
+first token, first IMAP connection), then prints ``BENCH-READY {json}`` and waits for
+messages. Each process ends with one ``BENCH-RESULT {json}`` line; times are wall-clock
+(``time.time()``) so the parent can line up the processes.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from bench.measure import (
     RESULT_PREFIX,
     Measured,
@@ -33,6 +34,7 @@ from bench.measure import (
 )
 
 NOT_AVAILABLE = "not available"
+READY_PREFIX = "BENCH-READY "
 
 
 def decode_body(content: Any) -> str:
@@ -85,9 +87,37 @@ def run_timer(spec: dict[str, Any]) -> Measured:
                     extra={"started": started, "finished": time.time()})
 
 
+def start_up(env: dict[str, str], probe_mailbox: str) -> dict[str, float]:
+    """What a cold instance does before its first poll, step by step, in seconds."""
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    importlib.import_module("function_app")
+    wiring = importlib.import_module("shared.wiring")  # loaded on the first invocation
+    t1 = time.perf_counter()
+    phases["imports (function_app, shared.wiring)"] = t1 - t0
+    settings = wiring.load_settings(env)
+    components = wiring.components_for(settings)
+    poller = components.poller
+    assert components.queue_worker is not None  # built now, as the first invocation builds it
+    t2 = time.perf_counter()
+    phases["clients built, container and table ensured"] = t2 - t1
+    token = poller.tokens.get_token()
+    t3 = time.perf_counter()
+    phases["first token (Key Vault secret, Entra token)"] = t3 - t2
+    with poller.server.open(probe_mailbox, token):
+        pass
+    t4 = time.perf_counter()
+    phases["first IMAP connection (TLS, AUTHENTICATE, LOGOUT)"] = t4 - t3
+    with poller.server.open(probe_mailbox, poller.tokens.get_token()):
+        pass
+    phases["next IMAP connection, for comparison"] = time.perf_counter() - t4
+    return phases
+
+
 def run_worker(spec: dict[str, Any]) -> Measured:
     env: dict[str, str] = spec["env"]
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
+    startup = start_up(env, spec["probe_mailbox"])  # first: nothing of the product loaded yet
     functions = _entry_functions()
     if functions is None:
         return Measured(False, error=f"{NOT_AVAILABLE}: shared.entry.run_queue_poll is missing")
@@ -96,6 +126,9 @@ def run_worker(spec: dict[str, Any]) -> Measured:
         queue_module = importlib.import_module("azure.storage.queue")
     except ImportError as e:
         return Measured(False, error=f"{NOT_AVAILABLE}: {e}")
+    not_found = importlib.import_module("azure.core.exceptions").ResourceNotFoundError
+    sys.stdout.write(READY_PREFIX + json.dumps(startup) + "\n")
+    sys.stdout.flush()
     queue = queue_module.QueueClient.from_connection_string(env["MAIL_STORAGE"], env["POLL_QUEUE"])
     idle_after_work = float(spec.get("idle_seconds", 2.0))
     give_up = time.monotonic() + float(spec.get("start_timeout", 120.0))
@@ -111,7 +144,7 @@ def run_worker(spec: dict[str, Any]) -> Measured:
     while True:
         try:
             message = queue.receive_message(visibility_timeout=600)
-        except ResourceNotFoundError:
+        except not_found:
             message = None  # the timer has not created the queue yet
         now = time.monotonic()
         if message is None:
@@ -119,7 +152,7 @@ def run_worker(spec: dict[str, Any]) -> Measured:
                 break
             if not processed and now >= give_up:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
             continue
         if first_at is None:
             first_at = time.time()
@@ -138,7 +171,7 @@ def run_worker(spec: dict[str, Any]) -> Measured:
                     rss_base_kb=rss_base, rss_peak_kb=max(rss_base, peak_rss_kb()),
                     error="; ".join(errors[:3]) or None,
                     extra={"processed": processed, "first_at": first_at, "last_done": last_done,
-                           "errors": len(errors)})
+                           "errors": len(errors), "startup": startup})
 
 
 def main(argv: list[str] | None = None) -> int:

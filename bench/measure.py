@@ -1,10 +1,11 @@
-"""What each variant's subprocess measures about itself: wall time, CPU and peak RSS."""
+"""What each variant's subprocess measures about itself: wall time, CPU, peak RSS, IMAP commands."""
 
 from __future__ import annotations
 
 import contextlib
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,22 @@ class Meter:
     def result(self, count: int, nbytes: int, **extra: Any) -> Measured:
         return Measured(True, count, nbytes, self.seconds, self.cpu, self.rss_base_kb,
                         self.rss_peak_kb, None, dict(extra))
+
+
+class CountingServer:
+    """Delegates to the product's mail server and keeps every session it opened, to read
+    the product's own per-session command counter (``ImapSession.commands``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sessions: list[Any] = []
+
+    @contextlib.contextmanager
+    def open(self, address: str, token: Any, **options: Any) -> Iterator[Any]:
+        with self.inner.open(address, token, **options) as session:
+            self.sessions.append(session)
+            yield session
+
+    def commands(self) -> int:
+        """IMAP commands counted by the sessions opened so far."""
+        return sum(int(getattr(s, "commands", 0)) for s in self.sessions)

@@ -1,5 +1,5 @@
 """Deterministic test messages of a given size, and a simple file format to hand them to
-a subprocess (the storage-ceiling variant uploads exactly these bytes)."""
+a subprocess (the storage limit uploads exactly these bytes)."""
 
 from __future__ import annotations
 

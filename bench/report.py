@@ -1,4 +1,4 @@
-"""Rows, targets and the Markdown report. Pure: no I/O besides what the caller passes in."""
+"""Rows, results and the Markdown report. Pure: no I/O besides what the caller passes in."""
 
 from __future__ import annotations
 
@@ -8,15 +8,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.measure import Measured
+from bench.plan import workload_name
 
 VARIANT_LABELS = {
-    "ceiling": "(a) storage ceiling",
+    "limit": "(a) storage limit",
+    "imap": "(a) IMAP fetch limit",
     "naive": "(b) naive loop",
     "mailferry": "(c) mailferry",
     "getmail6": "(d) getmail6",
     "inline": "(c) mailferry inline",
-    "fanout": "(c) mailferry fan-out",
 }
+FANOUT_PREFIX = "fanout-"
+METHOD_LABELS = {
+    "upload_blob": "SDK `upload_blob`",
+    "put_blob": "Put Blob via the pipeline",
+    "put_blob_stream": "Put Blob via the pipeline, body streamed",
+    "staged_blocks": "staged blocks + commit",
+}
+
+__all__ = ["Results", "Row", "fanout_variant", "median", "render", "workload_name"]
+
+
+def fanout_variant(workers: int) -> str:
+    """The variant key of a fan-out run with ``workers`` worker processes."""
+    return f"{FANOUT_PREFIX}{workers}"
+
+
+def variant_label(variant: str) -> str:
+    if variant.startswith(FANOUT_PREFIX):
+        workers = int(variant[len(FANOUT_PREFIX):])
+        return f"(c) mailferry fan-out, {workers} worker{'s' if workers != 1 else ''}"
+    return VARIANT_LABELS.get(variant, variant)
 
 
 @dataclass
@@ -75,23 +97,11 @@ class Row:
 
 
 @dataclass
-class Target:
-    name: str
-    target: str
-    measured: str
-    ratio: float | None
-    met: bool | None
-
-    @property
-    def verdict(self) -> str:
-        return "n/a" if self.met is None else ("met" if self.met else "NOT met")
-
-
-@dataclass
 class Results:
     rows: list[Row] = field(default_factory=list)
-    empty_poll: dict[str, Any] | None = None
     fanout: dict[str, Any] | None = None
+    idle: dict[str, Any] | None = None
+    enqueue: dict[str, Any] | None = None
     imports: dict[str, float] | None = None
     machine: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -107,106 +117,6 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def workload_name(count: int, size: int, mailboxes: int = 1) -> str:
-    """``5,000 x 5 KB``, ``1 x 100 MB``, ``50 mailboxes x 100 x 5 KB``."""
-    each = f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size / 1024:g} KB"
-    if mailboxes > 1:
-        return f"{mailboxes} mailboxes x {count // mailboxes:,} x {each}"
-    return f"{count:,} x {each}"
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def _at_least(name: str, target: str, a: Row | None, b: Row | None, factor: float,
-              what: str = "msgs/s") -> Target:
-    av = a.msgs_per_s if a else None
-    bv = b.msgs_per_s if b else None
-    ratio = _ratio(av, bv)
-    measured = f"{fmt(av)} vs {fmt(bv)} {what}"
-    return Target(name, target, measured, ratio, None if ratio is None else ratio >= factor)
-
-
-def evaluate_targets(results: Results) -> list[Target]:
-    """The issue's targets, each from figures of this one run."""
-    find = results.find
-    lan_5k = wan_5k = "5k"
-    big = "large"
-    targets: list[Target] = []
-    mf_lan = find("LAN", lan_5k, "mailferry")
-    targets.append(_at_least("LAN 5 KB vs ceiling", "mailferry ≥ 0.95 x storage ceiling",
-                             mf_lan, find("LAN", lan_5k, "ceiling"), 0.95))
-    targets.append(_at_least("LAN 5 KB vs getmail6", "mailferry ≥ 4 x getmail6",
-                             mf_lan, find("LAN", lan_5k, "getmail6"), 4.0))
-    mf_wan = find("WAN", wan_5k, "mailferry")
-    targets.append(_at_least("WAN 5 KB vs own LAN", "mailferry WAN ≥ 0.8 x mailferry LAN",
-                             mf_wan, mf_lan, 0.8))
-    targets.append(_at_least("WAN 5 KB vs getmail6", "mailferry ≥ 8 x getmail6",
-                             mf_wan, find("WAN", wan_5k, "getmail6"), 8.0))
-    big_row = find("LAN", big, "mailferry")
-    growth = big_row.rss_growth_mb if big_row else None
-    label = big_row.workload if big_row else "large message"
-    targets.append(Target("Large message RSS", f"{label}: mailferry peak RSS growth < 64 MB",
-                          f"{fmt(growth)} MB", _ratio(growth, 64.0),
-                          None if growth is None else growth < 64.0))
-    naive = find("LAN", lan_5k, "naive")
-    mf_cpu = mf_lan.cpu_ms_per_msg if mf_lan else None
-    naive_cpu = naive.cpu_ms_per_msg if naive else None
-    cpu_ratio = _ratio(mf_cpu, naive_cpu)
-    targets.append(Target("Client CPU per 5 KB message", "mailferry ≤ 0.6 x naive loop",
-                          f"{fmt(mf_cpu, 2)} vs {fmt(naive_cpu, 2)} ms/msg", cpu_ratio,
-                          None if cpu_ratio is None else cpu_ratio <= 0.6))
-    targets.extend(_empty_poll_targets(results.empty_poll))
-    targets.extend(_fanout_targets(results.fanout))
-    targets.append(_import_target(results.imports))
-    return targets
-
-
-def _empty_poll_targets(empty: dict[str, Any] | None) -> list[Target]:
-    if not empty:
-        return [Target("Empty poll", "≤ 5 IMAP commands per folder, 0 blob writes, 0 token requests",
-                       "not measured", None, None)]
-    per_folder = float(empty["imap_commands_per_folder"])
-    return [
-        Target("Empty poll: IMAP commands", "≤ 5 per folder", f"{per_folder:g} per folder",
-               per_folder / 5.0, per_folder <= 5),
-        Target("Empty poll: blob writes", "0", str(empty["blob_writes"]), None,
-               empty["blob_writes"] == 0),
-        Target("Empty poll: token requests", "0 while the cached token is valid",
-               str(empty["token_requests"]), None, empty["token_requests"] == 0),
-    ]
-
-
-def _fanout_targets(fan: dict[str, Any] | None) -> list[Target]:
-    if not fan or fan.get("status") != "ok":
-        reason = (fan or {}).get("status", "not measured")
-        return [Target("Fan-out speed-up", "fan-out ≥ 3 x inline wall-clock speed", reason,
-                       None, None),
-                Target("Fan-out duplicates", "0 duplicate deliveries", reason, None, None)]
-    speedup = float(fan["inline_seconds"]) / float(fan["fanout_seconds"])
-    dup_ok = bool(fan["counts_ok"])
-    return [
-        Target("Fan-out speed-up", f"{fan['workers']} workers ≥ 3 x inline wall-clock speed",
-               f"inline {fan['inline_seconds']:.1f} s, fan-out {fan['fanout_seconds']:.1f} s",
-               speedup, speedup >= 3.0),
-        Target("Fan-out duplicates", "0 duplicate deliveries (blob count = messages, "
-               "each mailbox complete)",
-               f"{fan['blobs']} blobs for {fan['expected']}; per-mailbox counts "
-               f"{'all' if dup_ok else 'NOT all'} {fan['per_mailbox']}", None, dup_ok),
-    ]
-
-
-def _import_target(imports: dict[str, float] | None) -> Target:
-    if not imports:
-        return Target("import function_app cold", "≤ 0.3 s above azure.storage.blob",
-                      "not measured", None, None)
-    extra = imports["function_app"] - imports["azure.storage.blob"]
-    return Target("import function_app cold", "≤ 0.3 s above importing azure.storage.blob",
-                  f"{imports['function_app']:.3f} s vs {imports['azure.storage.blob']:.3f} s "
-                  f"(+{extra:.3f} s)", extra / 0.3, extra <= 0.3)
-
-
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
@@ -217,50 +127,151 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def render(results: Results, targets: Sequence[Target], title: str) -> str:
+def _table_order(rows: Sequence[Row]) -> list[Row]:
+    """Rows by workload (in run order), then in the order of VARIANT_LABELS."""
+    workloads = list(dict.fromkeys(r.key for r in rows))
+    ranks = list(VARIANT_LABELS)
+
+    def rank(row: Row) -> tuple[int, int, str]:
+        known = ranks.index(row.variant) if row.variant in ranks else len(ranks)
+        return workloads.index(row.key), known, row.variant
+
+    return sorted(rows, key=rank)
+
+
+def _rows_section(results: Results, profile: str) -> list[str]:
+    body = []
+    for r in _table_order([r for r in results.rows if r.profile == profile]):
+        status = r.status if not r.note else f"{r.status}; {r.note}"
+        body.append([variant_label(r.variant), r.workload, fmt(r.msgs_per_s), fmt(r.mb_per_s, 2),
+                     fmt(r.rss_growth_mb), fmt(r.cpu_ms_per_msg, 2), fmt(r.seconds, 2), status])
+    return [f"## {profile}", "",
+            *_table(["variant", "workload", "msgs/s", "MB/s", "peak RSS growth MB",
+                     "CPU ms/msg", "seconds", "status"], body), ""]
+
+
+def limit_note(extra: dict[str, Any], messages: int) -> str:
+    """Which client and thread count the storage limit row is, and how it was chosen."""
+    method = METHOD_LABELS.get(str(extra.get("method")), str(extra.get("method")))
+    sample = int(extra.get("sample") or messages)
+    how = ("fastest of the sweep" if sample >= messages else
+           f"fastest of the sweep on {sample:,} messages, run again on all")
+    return f"{method}, {extra.get('threads')} threads ({how})"
+
+
+def _sweep_section(results: Results) -> list[str]:
+    body = []
+    for r in results.rows:
+        if r.variant != "limit" or r.measured is None or not r.measured.extra.get("sweep"):
+            continue
+        extra = r.measured.extra
+        for item in extra["sweep"]:
+            seconds = float(item["seconds"]) or None
+            chosen = item["method"] == extra.get("method") and item["threads"] == extra.get("threads")
+            body.append([r.profile, r.workload, METHOD_LABELS.get(item["method"], item["method"]),
+                         str(item["threads"]), f"{item['messages']:,}",
+                         fmt(item["messages"] / seconds if seconds else None),
+                         fmt(item["bytes"] / 1e6 / seconds if seconds else None, 2),
+                         fmt(item["cpu_seconds"] * 1000 / max(1, item["messages"]), 2),
+                         "**best**" if chosen else ""])
+    if not body:
+        return []
+    return ["## Storage limit sweep", "",
+            "Every client at every thread count, each into a fresh container; the best row "
+            "of each workload is its storage limit above.", "",
+            *_table(["profile", "workload", "client", "threads", "messages", "msgs/s", "MB/s",
+                     "CPU ms/msg", ""], body), ""]
+
+
+def _fanout_section(fan: dict[str, Any] | None) -> list[str]:
+    startup: dict[str, dict[str, float]] = (fan or {}).get("startup") or {}
+    if not startup:
+        return []
+    runs = sorted(startup, key=int)
+    phases = list(dict.fromkeys(p for run in runs for p in startup[run]))
+    rows = [[phase, *(fmt(startup[run].get(phase), 3) for run in runs)] for phase in phases]
+    header = ["phase", *("1 worker alone" if run == "1" else f"{run} workers starting together"
+                         for run in runs)]
+    return ["## Fan-out worker start-up", "",
+            "Seconds per worker process before it takes its first message (median over the "
+            "workers of a run; not in the fan-out rows' seconds, which start from warm "
+            "workers). Workers starting together share the machine's cores.", "",
+            *_table(header, rows), ""]
+
+
+def _idle_section(idle: dict[str, Any] | None) -> list[str]:
+    if not idle:
+        return []
+    if idle.get("status") != "ok":
+        return ["## Idle cost", "", f"Not measured: {idle.get('status')}", ""]
+    boxes = int(idle["mailboxes"])
+
+    def per(value: float) -> str:
+        return f"{value:,} ({value / boxes:.2f} per mailbox)"
+
+    rows = [
+        ["first poll (delivers every message)",
+         f"{idle['first_seconds']:.1f} s, {idle['first_delivered']:,} messages"],
+        ["empty poll: wall time", f"{idle['seconds']:.1f} s of a {idle['deadline']:.0f} s time "
+         f"box ({idle['skipped']} mailboxes skipped, {idle['failed']} failed)"],
+        ["empty poll: client CPU", f"{idle['cpu_seconds']:.1f} s "
+         f"({idle['cpu_seconds'] * 1000 / boxes:.1f} ms per mailbox)"],
+        ["storage requests: blob", per(idle["blob_requests"])],
+        ["storage requests: table", per(idle["table_requests"])],
+        ["storage connections opened", per(idle["storage_connections"])],
+        ["IMAP connections", per(idle["imap_connections"])],
+        ["IMAP commands (`ImapSession.commands`)", per(idle["imap_commands"])],
+        ["blobs written", str(idle["blob_writes"])],
+        ["token / Key Vault / managed-identity requests",
+         f"{idle['token_requests']} / {idle['vault_requests']} / {idle['msi_requests']}"],
+    ]
+    return ["## Idle cost", "",
+            f"An empty timer run (inline, product defaults: MAX_CONCURRENT_MAILBOXES="
+            f"{idle.get('max_concurrent_mailboxes')}) over {boxes:,} mailboxes on WAN, after a "
+            "first run in the same process delivered their messages. Storage requests are "
+            "counted at the delay proxy (HTTP requests to Azurite blob and table); IMAP "
+            "commands by the product's per-session counter (EXAMINE, UID SEARCH, UID FETCH; "
+            "each connection adds CAPABILITY, AUTHENTICATE and LOGOUT).", "",
+            *_table(["", "measured"], rows), ""]
+
+
+def _enqueue_section(enq: dict[str, Any] | None) -> list[str]:
+    if not enq:
+        return []
+    if enq.get("status") != "ok":
+        return ["## Enqueue rate", "", f"Not measured: {enq.get('status')}", ""]
+    rows = []
+    for run in enq["runs"]:
+        default = " (default)" if run["senders"] == enq["default"] else ""
+        rows.append([f"{run['senders']}{default}", fmt(run["msgs_per_s"]), f"{run['seconds']:.2f}",
+                     f"{run['queued']:,}", str(run["discarded_connections"])])
+    return ["## Enqueue rate", "",
+            f"`shared.fanout.enqueue_polls` sending {enq['mailboxes']:,} poll messages to Azurite "
+            "(LAN) through the composition root's queue client (`Components.poll_queue`), a fresh queue per "
+            "row. Discarded connections: the client's pool (sized for the default) was full.", "",
+            *_table(["senders", "msgs/s", "seconds", "messages in the queue",
+                     "discarded connections"], rows), ""]
+
+
+def render(results: Results, targets: Sequence[Any], title: str) -> str:
     out: list[str] = [f"# {title}", ""]
-    profiles = list(dict.fromkeys(r.profile for r in results.rows))
-    for profile in profiles:
-        out.append(f"## {profile}")
-        out.append("")
-        body = []
-        for r in results.rows:
-            if r.profile != profile:
-                continue
-            status = r.status if not r.note else f"{r.status}; {r.note}"
-            body.append([VARIANT_LABELS.get(r.variant, r.variant), r.workload, fmt(r.msgs_per_s),
-                         fmt(r.mb_per_s, 2), fmt(r.rss_growth_mb), fmt(r.cpu_ms_per_msg, 2),
-                         fmt(r.seconds, 2), status])
-        out.extend(_table(["variant", "workload", "msgs/s", "MB/s", "peak RSS growth MB",
-                           "CPU ms/msg", "seconds", "status"], body))
-        out.append("")
-    out.append("## Targets")
-    out.append("")
-    out.extend(_table(["target", "goal", "measured", "ratio", "result"],
-                      [[t.name, t.target, t.measured, fmt(t.ratio, 2), t.verdict]
-                       for t in targets]))
-    out.append("")
-    if results.empty_poll:
-        e = results.empty_poll
-        out.append("Empty poll (second poll of the delivered LAN 5 KB mailbox, same process): "
-                   f"{e['imap_commands']} IMAP commands for {e['folders']} folder(s) "
-                   f"(EXAMINE, UID SEARCH, UID FETCH as counted by `ImapSession.commands`; "
-                   f"CAPABILITY, AUTHENTICATE and LOGOUT are per connection and not counted), "
-                   f"{e['blob_writes']} blob writes, {e['token_requests']} token requests, "
-                   f"{e['delivered']} delivered.")
-        out.append("")
+    for profile in dict.fromkeys(r.profile for r in results.rows):
+        out.extend(_rows_section(results, profile))
+    out.extend(["## Targets", "",
+                *_table(["target", "goal", "measured", "ratio", "result"],
+                        [[t.name, t.target, t.measured, fmt(t.ratio, 2), t.verdict]
+                         for t in targets]), ""])
+    out.extend(_sweep_section(results))
+    out.extend(_fanout_section(results.fanout))
+    out.extend(_idle_section(results.idle))
+    out.extend(_enqueue_section(results.enqueue))
     if results.imports:
         i = results.imports
         out.append("Cold imports (fresh interpreter, median of 5, wall time of `python -c`): "
                    + ", ".join(f"`{k}` {v:.3f} s" for k, v in i.items()) + ".")
         out.append("")
     if results.notes:
-        out.append("## Notes")
-        out.append("")
-        out.extend(f"- {n}" for n in results.notes)
-        out.append("")
-    out.append("## Machine")
-    out.append("")
-    out.extend(_table(["", ""], [[k, v] for k, v in results.machine.items()]))
-    out.append("")
+        out.extend(["## Notes", "", *(f"- {n}" for n in results.notes), ""])
+    out.extend(["## Machine", "", *_table(["", ""], [[k, v] for k, v in results.machine.items()]),
+                ""])
     return "\n".join(out)

@@ -3,9 +3,9 @@
     python -m bench.variant SPEC.json
 
 prints one line ``BENCH-RESULT {json}`` (see :class:`bench.measure.Measured`). The
-variants: ``ceiling`` (the SDK uploading the bytes, no IMAP), ``naive`` (one FETCH and one
-sequential upload per message), ``mailferry`` (the product end to end) and ``getmail6``
-(the peer, delivering into a Maildir).
+variants: ``naive`` (one FETCH and one sequential upload per message), ``mailferry`` (the
+product end to end) and ``getmail6`` (the peer, delivering into a Maildir). The limits
+each side alone reaches are measured by :mod:`bench.limits`.
 """
 
 from __future__ import annotations
@@ -16,26 +16,23 @@ import imaplib
 import json
 import os
 import pwd
-import ssl
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 from requests.adapters import HTTPAdapter
 
-from bench.measure import RESULT_PREFIX, Measured, Meter
-from bench.messages import read_messages
-from devstack.stack import Stack
+from bench.limits import imap_login
+from bench.measure import RESULT_PREFIX, CountingServer, Measured, Meter
 from shared.settings import Settings
-from shared.wiring import build_poller
+from shared.wiring import Components
 
 Spec = dict[str, Any]
 
@@ -50,35 +47,7 @@ def _blob_service(connection_string: str, pool: int) -> Any:
         connection_string, transport=RequestsTransport(session=session, session_owner=False))
 
 
-# -- (a) the storage ceiling -------------------------------------------------------------
-def run_ceiling(spec: Spec) -> Measured:
-    threads = int(spec["upload_concurrency"])
-    messages = list(read_messages(Path(spec["messages_file"])))
-    container = _blob_service(spec["connection_string"], threads).get_container_client(
-        spec["container"])
-    container.create_container()
-    names = [f"ceiling/INBOX/1/{i + 1}.eml" for i in range(len(messages))]
-
-    def upload(item: tuple[str, bytes]) -> int:
-        container.upload_blob(item[0], item[1], overwrite=False)
-        return len(item[1])
-
-    with Meter() as meter, ThreadPoolExecutor(threads) as pool:
-        total = sum(pool.map(upload, zip(names, messages, strict=True)))
-    return meter.result(len(messages), total, threads=threads)
-
-
 # -- (b) the naive loop ------------------------------------------------------------------
-def _imap_login(spec: Spec) -> imaplib.IMAP4_SSL:
-    context = ssl.create_default_context(cafile=spec["ca_file"])
-    conn = imaplib.IMAP4_SSL(spec["imap_host"], int(spec["imap_port"]), ssl_context=context,
-                             timeout=120)
-    first = f"user={spec['address']}\x01auth=Bearer {spec['token']}\x01\x01".encode()
-    answers = iter([first])
-    conn.authenticate("XOAUTH2", lambda _: next(answers, b""))
-    return conn
-
-
 def run_naive(spec: Spec) -> Measured:
     container = _blob_service(spec["connection_string"], 1).get_container_client(
         spec["container"])
@@ -86,7 +55,7 @@ def run_naive(spec: Spec) -> Measured:
     address = spec["address"]
     count = total = 0
     with Meter() as meter:
-        conn = _imap_login(spec)
+        conn = imap_login(spec)
         try:
             typ, data = conn.select('"INBOX"', readonly=True)
             if typ != "OK":
@@ -112,37 +81,15 @@ def run_naive(spec: Spec) -> Measured:
 
 
 # -- (c) mailferry end to end -------------------------------------------------------------
-class CountingServer:
-    """Delegates to the product's mail server and keeps every session it opened, to read
-    the product's own per-session command counter (``ImapSession.commands``)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.sessions: list[Any] = []
-
-    @contextlib.contextmanager
-    def open(self, address: str, token: Any, **options: Any) -> Iterator[Any]:
-        with self.inner.open(address, token, **options) as session:
-            self.sessions.append(session)
-            yield session
-
-
-def _count_blobs(connection_string: str, container: str) -> tuple[int, int]:
-    client = ContainerClient.from_connection_string(connection_string, container)
-    count = total = 0
-    for blob in client.list_blobs():
-        count += 1
-        total += int(blob.size or 0)
-    return count, total
-
-
 def run_mailferry(spec: Spec) -> Measured:
     env: dict[str, str] = spec["env"]
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
     settings = Settings.from_mapping(env)
     t0 = time.perf_counter()
-    poller = build_poller(settings)
+    poller = Components(settings).poller
     setup_seconds = time.perf_counter() - t0
+    if spec.get("warm"):
+        poller.tokens.get_token()  # a warm instance has its token cached
     counting = CountingServer(poller.server)
     poller = dataclasses.replace(poller, server=counting)
     with Meter() as meter:
@@ -151,44 +98,19 @@ def run_mailferry(spec: Spec) -> Measured:
     extra: dict[str, Any] = {
         "setup_seconds": setup_seconds,
         "settings": {
-            "FETCH_BATCH_SIZE": settings.fetch_batch_size,
-            "UPLOAD_CONCURRENCY": settings.upload_concurrency,
-            "MAX_CONCURRENT_MAILBOXES": settings.max_concurrent_mailboxes,
+            "FETCH_BATCH_SIZE": settings.poll.fetch_batch_size,
+            "UPLOAD_CONCURRENCY": settings.poll.upload_concurrency,
+            "MAX_CONCURRENT_MAILBOXES": settings.poll.max_concurrent_mailboxes,
         },
         "failed": failed[:5],
-        "imap_commands": sum(int(getattr(s, "commands", 0)) for s in counting.sessions),
+        "imap_commands": counting.commands(),
     }
-    if spec.get("empty_poll"):
-        extra["empty_poll"] = _empty_poll(spec, poller, counting, settings)
     result = meter.result(report.delivered, sum(m.bytes_delivered for m in report.mailboxes),
                           **extra)
     if failed:
         result.ok = False
         result.error = "; ".join(failed[:3])
     return result
-
-
-def _empty_poll(spec: Spec, poller: Any, counting: CountingServer, settings: Any) -> dict[str, Any]:
-    """A second poll in the same process (MSAL cache warm) of the delivered mailboxes."""
-    stack = Stack.load(Path(spec["state_dir"]))
-    connection = spec["env"]["MAIL_STORAGE"]
-    blobs_before, _ = _count_blobs(connection, settings.blob_container)
-    tokens_before = stack.token_request_count()
-    counting.sessions.clear()
-    report = poller.run(settings.mailboxes)
-    tokens_after = stack.token_request_count()
-    blobs_after, _ = _count_blobs(connection, settings.blob_container)
-    folders = sum(len(m.folders) for m in settings.mailboxes)
-    commands = sum(int(getattr(s, "commands", 0)) for s in counting.sessions)
-    return {
-        "delivered": report.delivered,
-        "failed": len(report.failed),
-        "folders": folders,
-        "imap_commands": commands,
-        "imap_commands_per_folder": commands / folders if folders else 0.0,
-        "blob_writes": blobs_after - blobs_before,
-        "token_requests": tokens_after - tokens_before,
-    }
 
 
 # -- (d) getmail6 --------------------------------------------------------------------------
@@ -273,7 +195,6 @@ def run_getmail6(spec: Spec) -> Measured:
 
 
 VARIANTS: dict[str, Callable[[Spec], Measured]] = {
-    "ceiling": run_ceiling,
     "naive": run_naive,
     "mailferry": run_mailferry,
     "getmail6": run_getmail6,

@@ -13,7 +13,7 @@ import ssl
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -499,6 +499,11 @@ class Stack:
     def append(self, address: str, folder: str, raw: bytes) -> None:
         """Store one message (``doveadm save``)."""
         self.dovecot.save(address, folder, raw)
+
+    def seed_mailboxes(self, mailboxes: Mapping[str, Sequence[bytes]]) -> None:
+        """Create granted mailboxes holding these INBOX messages, without IMAP: for many
+        mailboxes or messages at once (see ``Dovecot.seed_mailboxes``)."""
+        self.dovecot.seed_mailboxes(mailboxes, granted_to=self.client_id)
 
     def append_many(self, address: str, folder: str, messages: Iterable[bytes]) -> int:
         """Store many messages over one IMAP connection (APPEND); returns how many."""

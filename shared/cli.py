@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -16,11 +17,26 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from shared import mailbox_commands
+from shared.action_status import pending_actions, pending_actions_table
+from shared.adapters.table import TableStateStore
 from shared.errors import ConfigurationError, MailferryError
+from shared.first_run import describe
+from shared.folder_patterns import named_folders
+from shared.mailbox_list import MailboxConfig
 from shared.model import MailboxResult, PollReport
-from shared.wiring import build_state_store, get_mailbox_directory, get_poller, load_settings
+from shared.report_json import poll_document, status_document
+from shared.settings import Settings
+from shared.throttle import when
+from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# EX_USAGE of sysexits.h: the command line itself is wrong (argparse's own 2 means bad settings here).
+EXIT_USAGE = 64
+
+
+def _print_json(document: object) -> None:
+    # Plain print: one JSON document on stdout, never wrapped or coloured.
+    print(json.dumps(document, ensure_ascii=False, indent=2))
 
 
 def read_environment(settings_file: Path | None) -> dict[str, str]:
@@ -60,7 +76,9 @@ class LiveProgress:
         task = self._tasks.get(result.address)
         if task is None:
             task = self._tasks[result.address] = self._progress.add_task(result.address, total=None)
-        status = f"[green]done[/], {result.delivered} new" if result.ok else "[red]failed[/]"
+        status = (f"[green]done[/], {result.delivered} new" if result.ok
+                  else f"[yellow]throttled[/], {result.delivered} new" if not result.failed
+                  else "[red]failed[/]")
         self._progress.update(task, total=1, completed=1, status=status)
 
 
@@ -83,6 +101,8 @@ def summary_table(report: PollReport) -> Table:
             status = f"[yellow]not polled[/]: {escape(m.skipped)}"
         elif m.ok:
             status = "[green]ok[/]" if m.complete else "[yellow]time box reached, resumes[/]"
+            if m.acted:
+                status += f" ({m.acted} acted on after delivery)"
             dupes = sum(f.duplicates_skipped for f in m.folders)
             if dupes:
                 status += f" ({dupes} already delivered before a UIDVALIDITY change)"
@@ -91,6 +111,8 @@ def summary_table(report: PollReport) -> Table:
                 status += f" (left to another run: {escape(', '.join(yielded))})"
             for folder in m.folder_errors:
                 status += f"\n[red]folder {escape(folder.folder)!r} failed[/]: {escape(folder.error or '')}"
+        elif m.throttled_until is not None:
+            status = f"[yellow]throttled until {when(m.throttled_until)}[/]: {escape(m.error or '')}"
         else:
             status = f"[red]{m.error_type}[/]: {escape(m.error or '')}"
         table.add_row(escape(m.address), str(m.delivered), _size(m.bytes_delivered),
@@ -98,10 +120,14 @@ def summary_table(report: PollReport) -> Table:
     return table
 
 
-def command_poll(env: Mapping[str, str], console: Console) -> int:
-    settings = load_settings(env)
-    poller = get_poller(settings)
-    mailboxes = get_mailbox_directory(settings).list_mailboxes()
+def command_poll(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
+    components = components_for(load_settings(env))
+    poller = components.poller
+    mailboxes = components.mailbox_directory.list_mailboxes()
+    if as_json:
+        report = poller.run(mailboxes) if mailboxes else PollReport([], 0.0)
+        _print_json(poll_document(report))
+        return EXIT_FAILED if report.failed else EXIT_OK
     if not mailboxes:
         console.print("No mailbox is registered: add some with `mailferry mailboxes add` or "
                       "`mailferry mailboxes import`.")
@@ -117,21 +143,39 @@ def command_poll(env: Mapping[str, str], console: Console) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def command_status(env: Mapping[str, str], console: Console) -> int:
+def command_status(env: Mapping[str, str], console: Console, *, as_json: bool = False) -> int:
     settings = load_settings(env)
-    store = build_state_store(settings)
+    components = components_for(settings)
+    store = components.state
+    if as_json:
+        _print_json(status_document(store.list_checkpoints(), store.list_health()))
+        return EXIT_OK
     checkpoints = Table(title="Checkpoints")
-    for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID"):
+    for column in ("Mailbox", "Folder", "UIDVALIDITY", "Last UID", "First run"):
         checkpoints.add_column(column)
-    for c in sorted(store.list_checkpoints(), key=lambda c: (c.mailbox, c.folder)):
-        checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid))
+    started = set()
+    listed = store.list_checkpoints()
+    for c in sorted(listed, key=lambda c: (c.mailbox, c.folder)):
+        started.add((c.mailbox.lower(), c.folder))
+        checkpoints.add_row(c.mailbox, c.folder, str(c.uidvalidity), str(c.last_uid),
+                            describe(c.first_run, c.not_before))
+    for row in _other_folders(settings, components.mailbox_directory.list_mailboxes(), store, started):
+        checkpoints.add_row(*map(escape, row))
+    actions = pending_actions(components.mailbox_directory.list_mailboxes(), settings.poll.after_delivery,
+                              listed, components.action_states.list_action_states())
     health = Table(title="Health")
     for column in ("Mailbox", "Last success (UTC)", "Delivered", "Failing", "Last error"):
         health.add_column(column, no_wrap=column != "Last error")
+    now = datetime.now(UTC)
     for h in sorted(store.list_health(), key=lambda h: h.mailbox):
         problems = []
+        if h.throttled_until is not None and h.throttled_until > now:
+            since = f" (since {when(h.throttled_since)})" if h.throttled_since else ""
+            problems.append(f"[yellow]throttled until {when(h.throttled_until)}[/]{since}")
         if h.folder_errors:
             problems.append(f"[red]folders failing[/]: {escape(h.folder_errors)}")
+        if h.folders_gone:
+            problems.append(f"[yellow]folders gone from the server[/]: {escape(h.folders_gone)}")
         if h.last_error and h.last_error_at:
             problems.append(escape(f"{h.last_error} ({h.last_error_at:%Y-%m-%d %H:%M})"))
         health.add_row(
@@ -142,8 +186,28 @@ def command_status(env: Mapping[str, str], console: Console) -> int:
             "\n".join(problems),
         )
     console.print(checkpoints)
+    if actions:
+        console.print(pending_actions_table(actions))
     console.print(health)
     return EXIT_OK
+
+
+def _other_folders(settings: Settings, mailboxes: list[MailboxConfig], store: TableStateStore,
+                   started: set[tuple[str, str]]) -> list[tuple[str, str, str, str, str]]:
+    """POP3 maildrops, and the configured folders no poll has started yet with the scope
+    their first poll will take."""
+    rows = []
+    for mailbox in mailboxes:
+        scope = f"{mailbox.first_run or settings.poll.first_run} (when first polled)"
+        if mailbox.protocol == "pop3":
+            pop3 = store.get_pop3_checkpoint(mailbox.address)
+            rows.append((mailbox.address, "INBOX (POP3)", "", f"{len(pop3.delivered)} in checkpoint",
+                         pop3.first_run) if pop3 else
+                        (mailbox.address, "INBOX (POP3)", "", "not polled yet", scope))
+            continue
+        rows += [(mailbox.address, folder, "", "not polled yet", scope) for folder in
+                 named_folders(mailbox.folders) if (mailbox.address.lower(), folder) not in started]
+    return rows
 
 
 _MARKS = {"ok": "[green]✓[/]", "fail": "[red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]-[/]"}
@@ -175,21 +239,34 @@ def command_doctor(env: Mapping[str, str], console: Console, *, as_json: bool) -
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mailferry`` console script."""
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; a usage error exits with EXIT_USAGE (argparse's own 2 means bad
+    settings here) once argparse has printed the usage and the error."""
     parser = argparse.ArgumentParser(prog="mailferry", description=__doc__)
     parser.add_argument("--settings", type=Path, default=None,
                         help="local.settings.json to read (default: ./local.settings.json if present)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
-    commands.add_parser("status", help="show checkpoints and mailbox health")
+    poll = commands.add_parser("poll", help="deliver new messages of every configured mailbox now")
+    poll.add_argument("--json", action="store_true", help="print the result as JSON (mailferry.poll.v1)")
+    status = commands.add_parser("status", help="show checkpoints and mailbox health")
+    status.add_argument("--json", action="store_true",
+                        help="print checkpoints and health as JSON (mailferry.status.v1)")
     doctor = commands.add_parser("doctor", help="check every step of a poll and say how to fix "
                                  "what fails")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     mailbox_commands.add_parser(commands)
-    args = parser.parse_args(argv)
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2:
+            raise SystemExit(EXIT_USAGE) from None
+        raise
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mailferry`` console script."""
+    args = parse_arguments(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
@@ -197,12 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env = read_environment(args.settings)
         if args.command == "poll":
-            return command_poll(env, console)
+            return command_poll(env, console, as_json=args.json)
         if args.command == "doctor":
             return command_doctor(env, console, as_json=args.json)
         if args.command == "mailboxes":
             return mailbox_commands.run(args, env, console)
-        return command_status(env, console)
+        return command_status(env, console, as_json=args.json)
     except ConfigurationError as e:
         errors.print(f"[red]Configuration error[/]\n{escape(str(e))}", highlight=False)
         return EXIT_CONFIG

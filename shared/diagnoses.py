@@ -197,10 +197,11 @@ DIAGNOSES: dict[FailureKind, Diagnosis] = {
         "`Request is throttled. Suggested Backoff Time: … milliseconds` (`NO`, `BAD` or `* BYE`)",
         "Exchange is throttling this mailbox (a large backlog, or many connections in a short time) "
         "and says how long to wait",
-        ("Nothing to fix when it is rare: the mailbox is tried again on a later run and the other "
-         "mailboxes are not affected",
-         "If it happens on every run, poll less often (POLL_SCHEDULE) and check that no other app "
-         "opens connections to {mailbox}")),
+        ("Nothing to fix when it is rare: mailferry leaves the mailbox alone until the time Exchange "
+         "suggested (without one: 1 minute, doubling up to 1 hour), then resumes from the checkpoint; "
+         "the other mailboxes are not affected, and `mailferry status` shows until when",
+         "If it lasts for hours or happens on every run, poll less often (POLL_SCHEDULE) and check "
+         "that no other app opens connections to {mailbox}")),
     FailureKind.CONNECTION_DROPPED: Diagnosis(
         "`closed the connection` / `connection lost` / `timed out during …`",
         "the server or the network ended the session in the middle of a command (a restart, an "

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from shared.adapters.imap import ImapProbe, ImapServer
-from shared.adapters.mail_failures import connect_failure_kind
 from shared.diagnoses import DIAGNOSES, Ids
+from shared.doctor_actions import after_delivery_checks
 from shared.errors import ConfigurationError, FailureKind, MailferryError
+from shared.folder_patterns import named_folders
 from shared.model import Secret
 from shared.settings import MailboxConfig, Settings
-from shared.wiring import build_token_source, load_settings
+from shared.wiring import Components, load_settings
 
 Status = Literal["ok", "fail", "warn", "skip"]
 EXPIRY_WARNING = timedelta(days=30)
@@ -85,9 +83,12 @@ class Doctor:
         self.ids = Ids(client_id=settings.client_id, tenant_id=settings.tenant_id,
                        vault=settings.credentials.key_vault_url or "<vault>",
                        scope=settings.cloud.token_scope)
-        token = self._token(settings)
+        # A set of its own, not the process's: the doctor checks Key Vault and Entra ID as they
+        # are now, never a secret or token cached by an earlier poll.
+        components = Components(settings)
+        token = self._token(components)
         for mailbox in settings.mailboxes:
-            self._mailbox(settings, mailbox, token)
+            self._mailbox(components, mailbox, token)
         return self.report
 
     # -- steps ----------------------------------------------------------------------------
@@ -112,8 +113,8 @@ class Doctor:
                   f"cloud {settings.cloud.name}; AUTH_MODE {settings.credentials.mode}")
         return settings
 
-    def _token(self, settings: Settings) -> Secret | None:
-        tokens = build_token_source(settings)
+    def _token(self, components: Components) -> Secret | None:
+        settings, tokens = components.settings, components.tokens
         credential = tokens.credential
         try:
             facts = credential.facts()
@@ -178,37 +179,32 @@ class Doctor:
                       f"the token is for tenant {claims.get('tid')}, not {settings.tenant_id}",
                       FailureKind.TOKEN_TENANT)
 
-    def _mailbox(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None) -> None:
+    def _mailbox(self, components: Components, mailbox: MailboxConfig, token: Secret | None) -> None:
         section = f"{mailbox.address} ({mailbox.protocol.upper()})"
         ids = Ids(**(asdict(self.ids) | {"mailbox": mailbox.address}))
-        server = settings.imap if mailbox.protocol == "imap" else settings.pop3
-        where = f"{server.host}:{server.port}"
+        probe = components.connection_probe(mailbox.protocol, timeout=self.timeout)
+        where = f"{probe.host}:{probe.port}"
         try:
-            with socket.create_connection((server.host, server.port), timeout=self.timeout):
-                pass
-        except OSError as e:
-            self._add(section, f"TCP {where}", "fail", f"{type(e).__name__}: {e}",
-                      connect_failure_kind(e), ids)
+            probe.tcp()
+        except MailferryError as e:
+            self._fail(section, f"TCP {where}", e, ids)
             return
         self._add(section, f"TCP {where}", "ok")
-        if server.security == "tls":
+        if probe.implicit_tls:
             try:
-                version = _tls_handshake(server.host, server.port, settings, self.timeout)
-            except OSError as e:  # ssl.SSLError included
-                self._add(section, "TLS", "fail", f"{type(e).__name__}: {e}",
-                          connect_failure_kind(e, handshake=True), ids)
+                version = probe.tls()
+            except MailferryError as e:
+                self._fail(section, "TLS", e, ids)
                 return
             self._add(section, "TLS", "ok", version)
         if mailbox.protocol == "pop3":
-            self._pop3(settings, mailbox, token, section, ids)
+            self._pop3(components, mailbox, token, section, ids)
         else:
-            self._imap(settings, mailbox, token, section, ids)
+            self._imap(components, mailbox, token, section, ids)
 
-    def _imap(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None, section: str,
-              ids: Ids) -> None:
-        probe = ImapProbe(ImapServer(settings.imap.host, settings.imap.port,
-                                     security=settings.imap.security, ca_bundle=settings.ca_bundle,
-                                     timeout=self.timeout))
+    def _imap(self, components: Components, mailbox: MailboxConfig, token: Secret | None,
+              section: str, ids: Ids) -> None:
+        probe = components.imap_probe(timeout=self.timeout)
         try:
             try:
                 capabilities = probe.connect()
@@ -232,24 +228,23 @@ class Doctor:
             except MailferryError as e:
                 self._fail(section, "folders", e, ids)
                 return
-            absent = [f for f in mailbox.folders if f not in folders and f.upper() != "INBOX"]
+            absent = [f for f in named_folders(mailbox.folders) if f not in folders and f.upper() != "INBOX"]
             self._add(section, "folders", "fail" if absent else "ok",
                       f"missing: {', '.join(absent)}; the mailbox has: {', '.join(folders)}" if absent
                       else f"{', '.join(mailbox.folders)} present ({len(folders)} folders)",
                       FailureKind.FOLDER_MISSING if absent else None, ids)
+            for name, status, detail, kind in after_delivery_checks(components.settings, mailbox, token,
+                                                                    timeout=self.timeout):
+                self._add(section, name, status, detail, kind, ids)
         finally:
             probe.close()
 
-    def _pop3(self, settings: Settings, mailbox: MailboxConfig, token: Secret | None, section: str,
-              ids: Ids) -> None:
-        from shared.adapters.pop3 import Pop3MailServer  # noqa: PLC0415 - only for POP3 mailboxes
-
+    def _pop3(self, components: Components, mailbox: MailboxConfig, token: Secret | None,
+              section: str, ids: Ids) -> None:
         if token is None:
             self._add(section, "AUTH XOAUTH2", "skip", "no token")
             return
-        server = Pop3MailServer(settings.pop3.host, settings.pop3.port,
-                                security=settings.pop3.security, ca_bundle=settings.ca_bundle,
-                                timeout=self.timeout)
+        server = components.pop3_server(timeout=self.timeout)
         try:
             with server.open(mailbox.address, token) as session:
                 count = len(session.list_uidls())
@@ -257,13 +252,9 @@ class Doctor:
             self._fail(section, "AUTH XOAUTH2", e, ids)
             return
         self._add(section, "AUTH XOAUTH2", "ok", f"{count} message(s) in the maildrop")
-
-
-def _tls_handshake(host: str, port: int, settings: Settings, timeout: float) -> str:
-    context = ssl.create_default_context(cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as tls:
-        return f"{tls.version()}, certificate for {host} trusted"
+        for name, status, detail, kind in after_delivery_checks(components.settings, mailbox, token,
+                                                                timeout=self.timeout):
+            self._add(section, name, status, detail, kind, ids)
 
 
 def run_doctor(env: Mapping[str, str]) -> DoctorReport:

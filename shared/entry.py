@@ -58,32 +58,31 @@ def run_timer_poll(*, past_due: bool, env: Mapping[str, str] | None = None,
     With POLL_MODE=fanout it only queues one message per mailbox for run_queue_poll, and
     returns an empty report.
     """
-    from shared.wiring import (  # noqa: PLC0415 (see above)
-        get_mailbox_directory,
-        get_poll_queue,
-        get_poller,
-        load_settings,
-    )
+    from shared.wiring import components_for, load_settings  # noqa: PLC0415 (see above)
 
     settings = load_settings(os.environ if env is None else env)
-    mailboxes = get_mailbox_directory(settings).list_mailboxes()
+    components = components_for(settings)
+    mailboxes = components.mailbox_directory.list_mailboxes()
     if past_due:
         # The timer missed its slot (host down, or the previous run overran); this run
         # catches up from the checkpoints, so nothing is lost.
         log.warning("poll timer is past due; catching up from the checkpoints")
     if settings.poll_mode == "fanout":
         started = time.monotonic()
-        sent = enqueue_polls(get_poll_queue(settings), mailboxes,
+        sent = enqueue_polls(components.poll_queue, mailboxes,
                              on_thread_start=carry_invocation(context))
         log.info("fan-out: queued %d poll messages on '%s'", sent, settings.poll_queue)
         return PollReport([], time.monotonic() - started)
-    warn_if_inline_cannot_fit(len(mailboxes), settings.max_concurrent_mailboxes,
-                              settings.poll_deadline_seconds)
-    report = get_poller(settings).run(mailboxes, on_thread_start=carry_invocation(context))
+    warn_if_inline_cannot_fit(len(mailboxes), settings.poll.max_concurrent_mailboxes,
+                              settings.poll.deadline_seconds)
+    report = components.poller.run(mailboxes, on_thread_start=carry_invocation(context))
     for result in report.mailboxes:
         _log_polled(result)
-    log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed",
-             report.delivered, len(report.mailboxes), report.seconds, len(report.failed))
+    log.info("poll finished: %d messages from %d mailboxes in %.1f s, %d failed, %d throttled, "
+             "%d skipped", report.delivered, len(report.mailboxes), report.seconds,
+             len(report.failed), len(report.throttled),
+             sum(m.skipped is not None for m in report.mailboxes))
+    # Throttled and skipped mailboxes are delays, not failures.
     if report.mailboxes and len(report.failed) == len(report.mailboxes):
         first = report.failed[0]
         raise EveryMailboxFailed(
@@ -118,32 +117,29 @@ def run_queue_poll(body: str, *, dequeue_count: int = 1, env: Mapping[str, str] 
     attempts remain, so the host retries the message; on the last attempt the failure is
     recorded in the mailbox's health instead.
     """
-    from shared.wiring import (  # noqa: PLC0415 (see above)
-        get_mailbox_directory,
-        get_poller,
-        get_queue_worker,
-        load_settings,
-    )
+    from shared.wiring import components_for, load_settings  # noqa: PLC0415 (see above)
 
-    settings = load_settings(os.environ if env is None else env)
-    poller = get_poller(settings)
+    components = components_for(load_settings(os.environ if env is None else env))
+    poller = components.poller
     on_thread_start = carry_invocation(context)
 
     def poll(mailbox: MailboxConfig) -> MailboxResult:
-        [result] = poller.run([mailbox], on_thread_start=on_thread_start).mailboxes
+        # The queue worker holds the mailbox's lease and found it not throttled.
+        [result] = poller.run([mailbox], on_thread_start=on_thread_start, lease_held=True).mailboxes
         return result
 
-    result = get_queue_worker(settings).handle(body, dequeue_count=dequeue_count,
-                                               mailboxes=get_mailbox_directory(settings), poll=poll,
-                                               on_thread_start=on_thread_start)
+    result = components.queue_worker.handle(body, dequeue_count=dequeue_count,
+                                            mailboxes=components.mailbox_directory, poll=poll,
+                                            on_thread_start=on_thread_start)
     if result is not None:
         _log_polled(result)
     return result
 
 
 def _log_polled(result: MailboxResult) -> None:
-    """One line per mailbox polled without error (failures are logged by the poller)."""
-    if result.ok:
+    """One line per mailbox polled without error (failures, throttles and skips are logged by
+    the poller)."""
+    if result.ok and result.skipped is None:
         log.info("mailbox polled: %s: %d new messages, %d bytes in %.1f s%s", result.address,
                  result.delivered, result.bytes_delivered, result.seconds,
                  "" if result.complete else " (time box reached; next run resumes)")

@@ -8,7 +8,8 @@
     │     └── MailboxAccessError   the token is good but this mailbox is not granted
     ├── MailServerError         the mail server failed, timed out, dropped or was unreachable
     │     ├── MailboxThrottled     the server is throttling this mailbox; may say for how long
-    │     └── FolderUnavailable    the server would not open one folder (the others go on)
+    │     ├── FolderUnavailable    the server would not open one folder (the others go on)
+    │     └── ActionUnavailable    the AFTER_DELIVERY action cannot be done in one folder
     └── StorageError            Blob, Table or Queue storage failed
           └── CheckpointConflict   another run advanced the checkpoint first
 
@@ -142,6 +143,11 @@ class FolderUnavailable(MailServerError):
     """The server refused to open one folder (missing, or a name it rejects)."""
 
     default_kind = FailureKind.FOLDER_MISSING
+
+
+class ActionUnavailable(MailServerError):
+    """The server will not carry out the after-delivery action in one folder (a refused
+    STORE, MOVE or CREATE, or no UIDPLUS); the folder's mail is still delivered."""
 
 
 class StorageError(MailferryError):

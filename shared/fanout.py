@@ -1,7 +1,8 @@
 """Fan-out mode: one queue message per mailbox, polled under a per-mailbox lease.
 
-The timer sends ``{"mailbox": address}`` per configured mailbox; the queue function takes
-the mailbox's lease, polls that one mailbox, and releases the lease. The lease makes
+The timer sends ``{"mailbox": address}`` per configured mailbox; the queue function checks
+that the mailbox is not throttled, takes its lease, polls that one mailbox, and releases
+the lease. The lease makes
 duplicated messages and overlapping runs harmless: whoever does not get it completes its
 message without polling (the holder is delivering that mailbox right now). Exactly-once
 still rests on the poll itself (create-only blobs, ETag-guarded checkpoints); the lease
@@ -35,6 +36,7 @@ from shared.ports import (
     ThreadStart,
     no_thread_setup,
 )
+from shared.throttle import read_health, skip_if_throttled
 
 log = logging.getLogger("mailferry.fanout")
 
@@ -104,8 +106,12 @@ class Outcome(Enum):
 
 def outcome_of(result: MailboxResult, *, dequeue_count: int,
                max_dequeue_count: int = MAX_DEQUEUE_COUNT) -> Outcome:
-    """Decide from the poll's result and how often the message has been dequeued."""
-    if result.ok:
+    """Decide from the poll's result and how often the message has been dequeued.
+
+    A throttled mailbox did not fail: its health row holds when to try again, and a retried
+    message would only be skipped until then.
+    """
+    if not result.failed:
         return Outcome.DONE
     return Outcome.GIVE_UP if dequeue_count >= max_dequeue_count else Outcome.RETRY
 
@@ -163,13 +169,19 @@ class QueueWorker:
                on_thread_start: ThreadStart = no_thread_setup) -> MailboxResult | None:
         """Poll the mailbox a message names; None when there was nothing to poll.
 
-        Raises MailboxPollFailed when the poll failed and the host should retry the message.
+        A mailbox throttled until later is not polled (one health read, no lease, no login):
+        its result says it was skipped. Raises MailboxPollFailed when the poll failed and the
+        host should retry the message.
         """
         try:
             mailbox = parse_poll_message(body, mailboxes)
         except InvalidPollMessage as e:
             log.error("poll message dropped: %s", e)
             return None
+        skipped = skip_if_throttled(mailbox.address, read_health(self.health, mailbox.address),
+                                    now=self.clock.now())
+        if skipped is not None:
+            return skipped
         lease = self.leases.acquire(mailbox.address)
         if lease is None:
             log.info("%s: another poll holds its lease; this message completes without polling",

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from shared import first_run
 from shared.batching import BatchLimits, ContiguousPrefix, plan_batches
 from shared.dedup import dedup_key
 from shared.delivery import SKIPPED, ConcurrentDelivery, Outcome
@@ -17,6 +18,7 @@ from shared.errors import (
     MailServerError,
     StorageError,
 )
+from shared.history_scope import ALL, FirstRunScope
 from shared.model import Checkpoint, FolderResult, FolderState, MessageInfo, PollOptions
 from shared.naming import blob_metadata, blob_name, folder_prefix
 from shared.ports import (
@@ -58,13 +60,14 @@ class FolderPoll:
     """
 
     def __init__(self, address: str, folder: str, tools: FolderTools, *, result: FolderResult,
-                 time_box: TimeBox, limits: BatchLimits) -> None:
+                 time_box: TimeBox, limits: BatchLimits, scope: FirstRunScope = ALL) -> None:
         self.address = address
         self.folder = folder
         self.tools = tools
         self.result = result
         self.time_box = time_box
         self.limits = limits
+        self.scope = scope  # how much history a folder without a checkpoint takes
         self.uidvalidity: int | None = None
         self.old: OldDeliveries | None = None
         # UIDs this run settled (stored, present, skipped or gone), over every attempt.
@@ -93,12 +96,14 @@ class FolderPoll:
         if self.old is None and checkpoint.last_uid < checkpoint.dedup_through_uid:
             self.old = load_old_deliveries(self.tools.sink, session,
                                            folder_prefix(self.address, self.folder), checkpoint)
-        fresh = [uid for uid in uids if uid not in self.settled]
-        infos = session.fetch_info(fresh)
+        uids = first_run.candidates(session, checkpoint, uids)
+        infos = session.fetch_info([uid for uid in uids if uid not in self.settled])
         # A UID the size FETCH said nothing about is fetched whole: the body FETCH decides
         # whether it is gone, never this silence. One settled before needs no size.
         sized = {info.uid for info in infos}
         infos += [MessageInfo(uid, 0) for uid in uids if uid not in sized]
+        checkpoint, infos = first_run.in_scope(checkpoint, infos, self.tools.checkpoints)
+        self.checkpointed = self.delivered_through = checkpoint.last_uid
         self._deliver_all(session, checkpoint, sorted(infos, key=lambda i: i.uid))
 
     def _checkpoint(self, session: MailSession, state: FolderState) -> Checkpoint:
@@ -115,9 +120,10 @@ class FolderPoll:
         if resynced:
             log.warning("%s/%s: UIDVALIDITY changed to %d; resyncing without duplicates",
                         self.address, self.folder, state.uidvalidity)
-        return store.put_checkpoint(Checkpoint(
+        return store.put_checkpoint(first_run.starting_checkpoint(Checkpoint(
             self.address, self.folder, state.uidvalidity, last_uid=0,
-            dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None))
+            dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None),
+            previous=checkpoint, scope=self.scope, session=session, now=self.tools.clock.now()))
 
     def _deliver_all(self, session: MailSession, checkpoint: Checkpoint,
                      infos: list[MessageInfo]) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from shared.errors import ConfigurationError
 from shared.mailbox_list import MailboxConfig, MailboxListError, parse_mailboxes
-from shared.wiring import build_mailbox_registry, load_settings
+from shared.wiring import components_for, load_settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -38,7 +38,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace, env: Mapping[str, str], console: Console) -> int:
     """Carry out one ``mailboxes`` sub-command."""
-    registry = build_mailbox_registry(load_settings(env))
+    registry = components_for(load_settings(env)).mailbox_registry
     if args.verb == "list":
         table = Table(title="Registered mailboxes")
         for column in ("Mailbox", "Folders", "Protocol"):

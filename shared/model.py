@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.delivery_actions import KEEP, Action
+from shared.history_scope import ALL, FirstRunScope
+from shared.setting_specs import from_setting
+
 
 class Secret:
     """A value that prints as ``<SECRET>`` so it cannot leak through repr, logs or errors."""
@@ -32,13 +36,38 @@ class Secret:
 
 @dataclass(frozen=True)
 class PollOptions:
-    """How one poll behaves; from settings."""
+    """How one poll behaves: each field is read from the setting it names, with its default."""
 
-    max_concurrent_mailboxes: int = 4
-    fetch_batch_size: int = 100
-    upload_concurrency: int = 16
-    large_message_bytes: int = 16 * 1024 * 1024
-    deadline_seconds: float = 480.0
+    max_concurrent_mailboxes: int = from_setting("MAX_CONCURRENT_MAILBOXES")
+    fetch_batch_size: int = from_setting("FETCH_BATCH_SIZE")
+    upload_concurrency: int = from_setting("UPLOAD_CONCURRENCY")
+    large_message_bytes: int = from_setting("LARGE_MESSAGE_BYTES")
+    deadline_seconds: float = from_setting("POLL_DEADLINE_SECONDS")
+    # The FIRST_RUN setting: for folders of mailboxes that do not set their own.
+    first_run: FirstRunScope = ALL
+    # AFTER_DELIVERY: what happens to a message once its blob is stored, unless MAILBOXES says.
+    after_delivery: Action = KEEP
+
+
+@dataclass(frozen=True)
+class VaultSecret:
+    """One secret version as Key Vault returned it."""
+
+    name: str
+    value: Secret
+    content_type: str | None = None
+    expires_on: datetime | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialFacts:
+    """What can be said about a credential without revealing it (for diagnostics)."""
+
+    kind: str
+    source: str
+    expires_on: datetime | None = None
+    thumbprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,9 @@ class Checkpoint:
     ``dedup_through_uid``: after a UIDVALIDITY change, messages up to this UID may have
     been delivered under the old UIDVALIDITY and are checked against what is stored.
     ``etag`` is the store's version of the row; None for a row not yet written.
+    ``first_run`` is the scope the folder's first poll took (``shared.history_scope``), and
+    what it resolved to: a UID up to ``scope_through_uid`` is delivered only if the server
+    received it at or after ``not_before``; None lets every message through.
     """
 
     mailbox: str
@@ -87,6 +119,9 @@ class Checkpoint:
     last_uid: int = 0
     dedup_through_uid: int = 0
     etag: str | None = None
+    first_run: str = "all"
+    not_before: datetime | None = None
+    scope_through_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,8 @@ class Pop3Checkpoint:
     mailbox: str
     delivered: frozenset[bytes] = frozenset()
     etag: str | None = None
+    # The scope the first poll took: all, or new (the maildrop of then marked delivered).
+    first_run: str = "all"
 
 
 @dataclass(frozen=True)
@@ -116,8 +153,13 @@ class Health:
     failing_since: datetime | None = None
     consecutive_failures: int = 0
     folder_errors: str | None = None
+    # Folders the patterns selected before that the server no longer lists (not an error).
+    folders_gone: str | None = None
     # Exchange asked for a pause (or back-off chose one): no poll of this mailbox before it.
     throttled_until: datetime | None = None
+    # The first throttle since the last success, and how many polls were throttled since.
+    throttled_since: datetime | None = None
+    throttle_count: int = 0
 
 
 @dataclass
@@ -137,6 +179,11 @@ class FolderResult:
     yielded: bool = False
     # The folder could not be opened (missing, refused name); the other folders went on.
     error: str | None = None
+    # After delivery: messages acted on (AFTER_DELIVERY), and those left for a later run.
+    acted: int = 0
+    actions_pending: int = 0
+    # A folder the patterns selected before that the server no longer lists, since when.
+    gone_since: datetime | None = None
 
 
 @dataclass
@@ -150,10 +197,18 @@ class MailboxResult:
     error_type: str | None = None
     # Why this run did not poll the mailbox at all (not a failure), e.g. the time box.
     skipped: str | None = None
+    # The server throttled the mailbox (``error`` says how): no poll of it before this time.
+    # A delay, not a failure.
+    throttled_until: datetime | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """The poll failed; a throttled mailbox did not fail, it waits."""
+        return self.error is not None and self.throttled_until is None
 
     @property
     def delivered(self) -> int:
@@ -177,6 +232,15 @@ class MailboxResult:
         """Folders that could not be opened in a poll that otherwise went on."""
         return [f for f in self.folders if f.error is not None]
 
+    @property
+    def folders_gone(self) -> list[FolderResult]:
+        """Folders selected by pattern before that the server no longer lists."""
+        return [f for f in self.folders if f.gone_since is not None]
+
+    @property
+    def acted(self) -> int:
+        return sum(f.acted for f in self.folders)
+
 
 @dataclass
 class PollReport:
@@ -191,4 +255,8 @@ class PollReport:
 
     @property
     def failed(self) -> list[MailboxResult]:
-        return [m for m in self.mailboxes if not m.ok]
+        return [m for m in self.mailboxes if m.failed]
+
+    @property
+    def throttled(self) -> list[MailboxResult]:
+        return [m for m in self.mailboxes if m.throttled_until is not None]

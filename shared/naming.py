@@ -79,6 +79,23 @@ def blob_name(mailbox: str, folder: str, uidvalidity: int, uid: int) -> str:
     return f"{folder_prefix(mailbox, folder)}{uidvalidity}/{uid:010d}.eml"
 
 
+# The UID in a blob name is zero-padded to this many digits (see blob_name), so names sort
+# by UID and a range of UIDs shares name prefixes.
+UID_DIGITS = 10
+_MAX_RANGE_PREFIXES = 10
+
+
+def uid_range_prefixes(first: int, last: int) -> list[str]:
+    """Name prefixes (after ``<uidvalidity>/``) that together cover UIDs ``first`` to ``last``:
+    at most ten, the narrowest that do, so listing a range of UIDs reads little beyond it."""
+    for width in range(UID_DIGITS, -1, -1):
+        step = 10 ** (UID_DIGITS - width)
+        low, high = first // step, last // step
+        if high - low + 1 <= _MAX_RANGE_PREFIXES:
+            return [str(p).zfill(width) if width else "" for p in range(low, high + 1)]
+    return [""]
+
+
 def uidvalidity_of(name: str, prefix: str) -> int | None:
     """The UIDVALIDITY segment of a blob name under ``prefix``, if it has one."""
     rest = name[len(prefix):] if name.startswith(prefix) else ""
@@ -150,6 +167,11 @@ def pop3_blob_name(mailbox: str, uidl: str) -> str:
     segment is a UIDVALIDITY number.
     """
     return f"{path_segment(mailbox.lower())}/INBOX/pop3/{path_segment(uidl)}.eml"
+
+
+def pop3_prefix(mailbox: str) -> str:
+    """Prefix of every POP3 blob of a mailbox."""
+    return f"{path_segment(mailbox.lower())}/INBOX/pop3/"
 
 
 def pop3_blob_metadata(mailbox: str, uidl: str, raw: bytes) -> dict[str, str]:

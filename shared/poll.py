@@ -9,29 +9,27 @@ blobs it already wrote.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.batching import BatchLimits
-from shared.errors import CheckpointConflict, FolderUnavailable, MailferryError
-from shared.folder_poll import BATCH_BYTES, FolderPoll, FolderTools
+from shared.action_ports import ActionStateStore
+from shared.errors import MailboxThrottled, MailferryError
+from shared.fanout import LeaseKeeper
+from shared.log_texts import FAILURE_LOG_TEXT, FOLDER_FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
+from shared.mailbox_poll import poll_imap, poll_pop3
 from shared.metrics import mailbox_metrics, metrics_message
-from shared.model import (
-    FolderResult,
-    MailboxResult,
-    PollOptions,
-    PollReport,
-    Secret,
-)
-from shared.pop3_poll import Pop3Poll
+from shared.model import FolderResult, Health, MailboxResult, PollOptions, PollReport, Secret
 from shared.ports import (
     CheckpointStore,
     Clock,
     HealthStore,
+    LeaseStore,
     MailServer,
     MessageSink,
     PollObserver,
@@ -41,19 +39,15 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
-from shared.reconnect import MailboxConnection, ReconnectPolicy
-from shared.time_box import MailboxShares, TimeBox
+from shared.reconnect import ReconnectPolicy
+from shared.throttle import read_health, skip_if_throttled, throttled_result
+from shared.time_box import MailboxShares
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
 
-FAILURE_LOG_TEXT = "mailbox poll failed"
-# A folder that cannot be opened: logged apart from whole-mailbox failures, as the others
-# in the mailbox were still delivered.
-FOLDER_FAILURE_LOG_TEXT = "folder poll failed"
 TIME_BOX_SKIP = "the run's time box was spent before this mailbox was reached"
-
-
+LEASE_SKIP = "another run holds its lease"
 
 
 class SystemClock:
@@ -79,6 +73,29 @@ class SilentObserver:
         pass
 
 
+class _RunToken:
+    """The run's access token, fetched when the first mailbox needs it: a run whose
+    mailboxes are all throttled asks for none. A failure is kept and given to every mailbox."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._token: Secret | None = None
+        self._error: MailferryError | None = None
+
+    def get(self) -> Secret:
+        with self._lock:
+            if self._token is None and self._error is None:
+                try:
+                    self._token = self._tokens.get_token()
+                except MailferryError as e:
+                    self._error = e
+            if self._error is not None:
+                raise self._error
+            assert self._token is not None
+            return self._token
+
+
 @dataclass
 class Poller:
     """Everything a poll needs, wired once per process."""
@@ -92,36 +109,35 @@ class Poller:
     clock: Clock
     pop3: Pop3Server | None = None
     pop3_checkpoints: Pop3CheckpointStore | None = None
+    # The per-mailbox leases fan-out takes; None: overlapping runs are not kept apart.
+    leases: LeaseStore | None = None
+    # Draws the jitter of throttling back-offs.
+    jitter: random.Random = field(default_factory=random.Random)
+    # Where the after-delivery phase keeps its rows (needed unless AFTER_DELIVERY is keep).
+    action_states: ActionStateStore | None = None
     # How a dropped mail connection is reopened within a run.
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
-        on_thread_start: ThreadStart = no_thread_setup,
+        on_thread_start: ThreadStart = no_thread_setup, lease_held: bool = False,
     ) -> PollReport:
         """Poll every mailbox with bounded concurrency; one failing never stops the others.
 
-        ``on_thread_start`` runs first in every thread the poll starts.
+        ``on_thread_start`` runs first in every thread the poll starts. ``lease_held``: the
+        caller holds the mailboxes' leases and has checked they are not throttled (fan-out).
         """
         watcher = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
-        try:
-            token = self.tokens.get_token()
-        except MailferryError as e:
-            results = [self._failed(m.address, e) for m in mailboxes]
-            for result in results:
-                self._record(result)
-                watcher.mailbox_finished(result)
-            return PollReport(results, self.clock.monotonic() - started)
-
+        token = _RunToken(self.tokens)
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
         shares = MailboxShares(self.clock, deadline, mailboxes=len(mailboxes), workers=workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
                 lambda m: self._poll_mailbox(m, token, shares.next_deadline(), watcher,
-                                             on_thread_start),
+                                             on_thread_start, lease_held=lease_held),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
@@ -144,22 +160,61 @@ class Poller:
         return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: Secret, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        on_thread_start: ThreadStart, *, lease_held: bool,
+    ) -> MailboxResult:
+        if self.clock.monotonic() >= deadline:
+            # Not even a login once the time box is spent: the run must end on time.
+            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
+        address = mailbox.address
+        if not lease_held:
+            # One health read: a throttled mailbox costs nothing more (no lease, token or login).
+            skipped = skip_if_throttled(address, read_health(self.health, address),
+                                        now=self.clock.now())
+            if skipped is not None:
+                return skipped
+        if lease_held or self.leases is None:
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+        try:
+            lease = self.leases.acquire(address)
+        except Exception as e:  # storage failing (or a bug) costs this mailbox only
+            if not isinstance(e, MailferryError):
+                log.exception("unexpected error taking the poll lease of %s", address)
+            result = self._failed(address, e)
+            self._record(result)
+            watcher.mailbox_finished(result)
+            return result
+        if lease is None:
+            # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
+            # hand, a queued one) never open a second connection to a mailbox.
+            reason = (f"{LEASE_SKIP}: it is polling the mailbox now, or was killed less than "
+                      f"{self.leases.duration_seconds:g} s ago")
+            log.info("%s: %s: %s", SKIPPED_LOG_TEXT, address, reason)
+            return MailboxResult(address, skipped=reason)
+        with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
+                         on_thread_start=on_thread_start):
+            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+
+    def _poll_and_record(
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
-        if started >= deadline:
-            # Not even a login once the time box is spent: the run must end on time.
-            return MailboxResult(mailbox.address, skipped=TIME_BOX_SKIP)
         watcher.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
+            secret = token.get()
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox.address, token, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox, secret, deadline, watcher, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, token, deadline, watcher, result, on_thread_start)
+                self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
+        except MailboxThrottled as e:
+            # A delay, not a failure: what was delivered stays; no poll before the server's time.
+            previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
+            result = throttled_result(mailbox.address, e, previous, result.folders,
+                                      now=self.clock.now(), rng=self.jitter)
         except MailferryError as e:
             result = self._failed(mailbox.address, e, folders=result.folders)
         except Exception as e:  # a bug or an unmapped library error must not stop the others
@@ -173,58 +228,12 @@ class Poller:
     def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    watcher: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
-        """One connection for every folder, reopened after a drop (see reconnect)."""
-        time_box = TimeBox(deadline)
-        tools = FolderTools(self.sink, self.checkpoints, self.options, self.clock, watcher,
-                            on_thread_start)
-        # Halved by drops, for every folder of the mailbox in this run.
-        limits = BatchLimits(self.options.fetch_batch_size, BATCH_BYTES)
-        with MailboxConnection(
-                lambda: self.server.open(mailbox.address, token, deadline=time_box.reads_end),
-                address=mailbox.address, policy=self.reconnect, clock=self.clock,
-                time_box=time_box) as connection:
-            for folder in mailbox.folders:
-                folder_result = FolderResult(folder)
-                result.folders.append(folder_result)
-                poll = FolderPoll(mailbox.address, folder, tools, result=folder_result,
-                                  time_box=time_box, limits=limits)
-                try:
-                    connection.run(poll.run, progress=poll.progress)
-                except FolderUnavailable as e:
-                    # One bad folder must not hide the others, run after run.
-                    folder_result.error = str(e)
-                    log.error("%s: %s/%s: %s", FOLDER_FAILURE_LOG_TEXT, mailbox.address, folder, e)
-                    continue
-                except CheckpointConflict:
-                    # Another run is delivering this folder right now; nothing is wrong.
-                    folder_result.yielded = True
-                    log.info("%s/%s: another run advanced the checkpoint first; this run leaves "
-                             "the folder to it", mailbox.address, folder)
-                    continue
-                if not folder_result.complete:
-                    break
+        poll_imap(self, mailbox, token, deadline, watcher, result, on_thread_start)
 
-    def _poll_pop3(self, address: str, token: Secret, deadline: float,
+    def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    watcher: PollObserver, result: FolderResult,
                    on_thread_start: ThreadStart) -> None:
-        """POP3 sees the Inbox only; see pop3_poll."""
-        if self.pop3 is None or self.pop3_checkpoints is None:
-            raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
-        pop3, time_box = self.pop3, TimeBox(deadline)
-        poll = Pop3Poll(address, sink=self.sink, checkpoints=self.pop3_checkpoints,
-                        clock=self.clock, time_box=time_box, watcher=watcher,
-                        batch_size=self.options.fetch_batch_size,
-                        upload_concurrency=self.options.upload_concurrency, result=result,
-                        on_thread_start=on_thread_start)
-        with MailboxConnection(lambda: pop3.open(address, token, deadline=time_box.reads_end),
-                               address=address, policy=self.reconnect, clock=self.clock,
-                               time_box=time_box) as connection:
-            try:
-                connection.run(poll.run, progress=poll.progress)
-            except CheckpointConflict:
-                result.yielded = True
-                log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "
-                         "the mailbox to it", address)
+        poll_pop3(self, mailbox, token, deadline, watcher, result, on_thread_start)
 
     def _failed(self, address: str, error: Exception,
                 folders: list[FolderResult] | None = None) -> MailboxResult:
@@ -247,4 +256,5 @@ class Poller:
         metrics_log.info("%s", message)
 
 
-__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "PollOptions", "Poller", "SystemClock"]
+__all__ = ["FAILURE_LOG_TEXT", "FOLDER_FAILURE_LOG_TEXT", "LEASE_SKIP", "PollOptions", "Poller",
+           "SystemClock"]

@@ -14,6 +14,8 @@ import logging
 from dataclasses import replace
 
 from shared.delivery import ConcurrentDelivery
+from shared.first_run import pop3_starting_checkpoint
+from shared.history_scope import ALL, FirstRunScope
 from shared.model import FolderResult, Pop3Checkpoint
 from shared.naming import pop3_blob_metadata, pop3_blob_name, uidl_digest
 from shared.ports import (
@@ -43,7 +45,7 @@ class Pop3Poll:
     def __init__(self, address: str, *, sink: MessageSink, checkpoints: Pop3CheckpointStore,
                  clock: Clock, time_box: TimeBox, watcher: PollObserver, batch_size: int,
                  upload_concurrency: int, result: FolderResult | None = None,
-                 on_thread_start: ThreadStart = no_thread_setup) -> None:
+                 on_thread_start: ThreadStart = no_thread_setup, scope: FirstRunScope = ALL) -> None:
         self.address = address
         self.sink = sink
         self.checkpoints = checkpoints
@@ -55,6 +57,7 @@ class Pop3Poll:
         # Given by the caller, the counts survive a failure partway (for the health row).
         self.result = result or FolderResult("INBOX")
         self.on_thread_start = on_thread_start
+        self.scope = scope  # how much of the maildrop a first poll takes
 
     def progress(self) -> str:
         """What is durable, for errors."""
@@ -65,6 +68,10 @@ class Pop3Poll:
         listed = session.list_uidls()
         listed_digests = {uidl_digest(uidl) for _, uidl in listed}
         stored = self.checkpoints.get_pop3_checkpoint(self.address)
+        first = None if stored else pop3_starting_checkpoint(self.scope, self.address, listed_digests)
+        if first is not None:  # the maildrop as it is counts as delivered
+            self.checkpoints.put_pop3_checkpoint(first)
+            return self.result
         checkpoint = stored or Pop3Checkpoint(self.address)
         # Messages gone from the maildrop leave the checkpoint: it stays bounded.
         delivered = set(checkpoint.delivered & listed_digests)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import Protocol
+from datetime import date, datetime
+from typing import Any, Protocol
 
+from shared.action_ports import MailboxActions
 from shared.mailbox_list import MailboxConfig
 from shared.model import (
     Checkpoint,
+    CredentialFacts,
     FetchedMessage,
     FolderState,
     Health,
@@ -17,6 +19,7 @@ from shared.model import (
     MessageInfo,
     Pop3Checkpoint,
     Secret,
+    VaultSecret,
 )
 
 ThreadStart = Callable[[], None]
@@ -53,14 +56,38 @@ class ListedMailboxes:
         return self._by_address.get(address.strip().lower())
 
 
+class SecretReader(Protocol):
+    """Reads one secret of the vault holding the app's credential."""
+
+    @property
+    def vault_url(self) -> str: ...
+
+    def read(self, name: str, *, setting: str = "CLIENT_SECRET_NAME") -> VaultSecret:
+        """The secret's current version; ``setting`` names the setting that chose it."""
+        ...
+
+
+class ClientCredential(Protocol):
+    """Gives MSAL its ``client_credential``; ``refresh`` re-reads it after a rotation."""
+
+    def get(self) -> str | dict[str, Any]: ...
+
+    def refresh(self) -> bool:
+        """Re-read the credential; False when there is nothing to re-read."""
+        ...
+
+    def facts(self) -> CredentialFacts: ...
+
+
 class TokenSource(Protocol):
     """Gives an app-only access token for the mail server (cached while valid)."""
 
     def get_token(self) -> Secret: ...
 
 
-class MailSession(Protocol):
-    """An authenticated connection to one mailbox."""
+class MailSession(MailboxActions, Protocol):
+    """An authenticated connection to one mailbox (what the after-delivery phase does with it:
+    ``MailboxActions``)."""
 
     def select_folder(self, folder: str) -> FolderState:
         """Open a folder read-only (EXAMINE)."""
@@ -83,6 +110,11 @@ class MailSession(Protocol):
         """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
         fewer at the end, empty past it; None when the server has no such message (it sent
         no FETCH data for it, or NIL)."""
+        ...
+
+    def search_uids_since(self, day: date) -> list[int]:
+        """UIDs of the messages received on or after ``day`` (``UID SEARCH SINCE``): by internal
+        date but to the day, as the server reads that date's time zone."""
         ...
 
 
@@ -130,7 +162,15 @@ class CheckpointStore(Protocol):
     def list_checkpoints(self) -> list[Checkpoint]: ...
 
 
-class HealthStore(Protocol):
+class HealthReader(Protocol):
+    """Reads one mailbox's health row (one point read)."""
+
+    def get_health(self, mailbox: str) -> Health | None:
+        """The mailbox's health, or None when it has no row yet."""
+        ...
+
+
+class HealthStore(HealthReader, Protocol):
     """Per-mailbox health rows."""
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
@@ -166,6 +206,28 @@ class PollQueue(Protocol):
         ...
 
 
+class NoticeQueue(Protocol):
+    """Where a notice of each delivered message goes (NOTIFY_QUEUE)."""
+
+    def send(self, text: str) -> None:
+        """Add one message; raises StorageError when it could not be added."""
+        ...
+
+
+class DeliveredBlobs(Protocol):
+    """Reads back delivered messages, and writes the summary documents beside them."""
+
+    def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]: ...
+
+    def read(self, name: str, *, length: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes in pieces, from the start; ``length`` bytes at most."""
+        ...
+
+    def create_json(self, name: str, text: str) -> bool:
+        """Write a new JSON blob; False when one of that name exists already."""
+        ...
+
+
 class Lease(Protocol):
     """A held lease on one mailbox."""
 
@@ -189,8 +251,8 @@ class LeaseStore(Protocol):
         ...
 
 
-class QueueHealth(Protocol):
-    """The part of the health row the fan-out writes."""
+class QueueHealth(HealthReader, Protocol):
+    """The part of the health row the fan-out reads and writes."""
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None: ...
 
@@ -204,6 +266,10 @@ class Pop3Session(Protocol):
 
     def retrieve(self, number: int) -> bytes:
         """The message, byte for byte as the server sent it (RETR, dot-unstuffed)."""
+        ...
+
+    def dele(self, number: int) -> None:
+        """Mark a message deleted (DELE): removed at QUIT, so a session that dies keeps it."""
         ...
 
 

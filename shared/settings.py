@@ -1,35 +1,33 @@
 """Typed settings, read once from a mapping (the environment on Functions) and validated together.
 
-The list of settings itself is ``shared.setting_specs.SETTINGS`` (re-exported here).
+Each setting's type, range or choices, and default are in ``shared.setting_specs.SETTINGS``
+(re-exported here); the reader takes them from there.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 from shared.clouds import CLOUDS, Cloud
-from shared.connection_string import connection_string_problems, endpoint_problem
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
-from shared.mailbox_list import MailboxConfig, MailboxListError, MailProtocol, parse_mailboxes
-from shared.model import Secret
-from shared.ncrontab import ncrontab_problems
-from shared.setting_specs import (
-    AUTH_MODES,
-    GLOBAL,
-    SETTING_NAMES,
-    SETTINGS,
-    SPECS,
-    STORAGE,
-    SettingSpec,
+from shared.history_scope import ALL, FirstRunScope, parse_first_run
+from shared.mailbox_list import (
+    MailboxConfig,
+    MailboxListError,
+    MailProtocol,
+    after_delivery_setting,
+    parse_mailboxes,
 )
+from shared.model import PollOptions
+from shared.ncrontab import ncrontab_problems
+from shared.setting_specs import SETTING_NAMES, SETTINGS, SPECS, STORAGE, SettingSpec
+from shared.storage_settings import StorageConnection, StorageSettingReader
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
@@ -41,67 +39,55 @@ Security = Literal["tls", "starttls"]
 
 
 @dataclass(frozen=True)
-class StorageConnection:
-    """How to reach the mail storage account: a connection string, or endpoints plus an identity."""
-
-    connection_string: Secret | None = None
-    blob_service_uri: str | None = None
-    table_service_uri: str | None = None
-    queue_service_uri: str | None = None
-    managed_identity_client_id: str | None = None
-
-
-@dataclass(frozen=True)
 class MailServerAddress:
     """Where one protocol's server is and how to secure the connection."""
 
     host: str
     port: int
-    security: Security = "tls"
+    security: Security
 
 
 @dataclass(frozen=True)
 class Credentials:
     """How the app authenticates to Entra ID."""
 
-    mode: Literal["secret", "certificate", "federated"] = "secret"
-    key_vault_url: str | None = None
-    secret_name: str | None = None
-    certificate_name: str | None = None
-    send_certificate_chain: bool = False
-    federated_audience: str = GLOBAL.federated_audience
-    verify_challenge_resource: bool = True
+    mode: Literal["secret", "certificate", "federated"]
+    key_vault_url: str | None
+    secret_name: str | None
+    certificate_name: str | None
+    send_certificate_chain: bool
+    federated_audience: str
+    verify_challenge_resource: bool
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything mailferry needs to run, validated."""
+    """Everything mailferry needs to run, validated (defaults: ``shared.setting_specs``)."""
 
     tenant_id: str
     client_id: str
     mailboxes: tuple[MailboxConfig, ...]
     poll_schedule: str
     storage: StorageConnection
-    credentials: Credentials = Credentials()
-    cloud: Cloud = GLOBAL
-    managed_identity_client_id: str | None = None
-    authority_host: str = GLOBAL.authority_host
-    token_scope: str = GLOBAL.token_scope
-    poll_mode: Literal["inline", "fanout"] = "inline"
+    credentials: Credentials
+    cloud: Cloud
+    managed_identity_client_id: str | None
+    authority_host: str
+    token_scope: str
+    poll_mode: Literal["inline", "fanout"]
     # "table": the mailboxes come from the registry; ``mailboxes`` is then empty.
-    mailboxes_source: Literal["setting", "table"] = "setting"
-    poll_queue: str = "mailferry-polls"
-    blob_container: str = "mail"
-    checkpoint_table: str = "mailferrycheckpoints"
-    imap: MailServerAddress = MailServerAddress(GLOBAL.mail_host, 993)
-    pop3: MailServerAddress = MailServerAddress(GLOBAL.mail_host, 995)
-    ca_bundle: Path | None = None
-    max_concurrent_mailboxes: int = 4
-    fetch_batch_size: int = 100
-    upload_concurrency: int = 16
-    large_message_bytes: int = 16 * 1024 * 1024
-    poll_deadline_seconds: float = 480.0
-    imap_timeout_seconds: float = 60.0
+    mailboxes_source: Literal["setting", "table"]
+    poll_queue: str
+    notify_queue: str  # empty: no notices
+    summary_blobs: bool
+    blob_container: str
+    checkpoint_table: str
+    imap: MailServerAddress
+    pop3: MailServerAddress
+    ca_bundle: Path | None
+    poll: PollOptions
+    # IMAP_TIMEOUT_SECONDS: per read of the IMAP or POP3 connection, and its pace window.
+    mail_timeout_seconds: float
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -109,81 +95,13 @@ class Settings:
         return _Reader(env).build()
 
 
-class _Reader:
-    """Collects every problem instead of stopping at the first."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            spec = SPECS[name]
-            if spec.required:
-                self.problems.append(f"{name} is not set: {spec.description} Example: {spec.example}")
-            return spec.default
-        return value.strip()
-
-    def require(self, name: str, why: str) -> str | None:
-        value = self.raw(name)
-        if not value:
-            spec = SPECS[name]
-            self.problems.append(f"{name} is not set but {why}: {spec.description} "
-                                 f"Example: {spec.example}")
-        return value
-
-    def text(self, name: str, pattern: re.Pattern[str] | None = None, expected: str = "") -> str:
-        value = self.raw(name) or ""
-        if value and pattern is not None and not pattern.match(value):
-            self.problems.append(f"{name} is {quoted(value)}, expected {expected}.")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...]) -> str:
-        value = (self.raw(name) or "").lower()
-        if value not in choices:
-            self.problems.append(f"{name} is {quoted(value)}, expected one of: {', '.join(choices)}.")
-            return choices[0]
-        return value
-
-    def https_url(self, name: str, value: str | None) -> str:
-        if value:
-            try:
-                parsed = urlparse(value)
-                valid = parsed.scheme == "https" and bool(parsed.hostname)
-            except ValueError:  # e.g. an unclosed '[' of an IPv6 address
-                valid = False
-            if not valid:
-                self.problems.append(f"{name} is {quoted(value)}, expected an https:// URL.")
-        return value or ""
-
-    def integer(self, name: str, low: int, high: int) -> int:
-        value = self.raw(name) or ""
-        try:
-            number = int(value)
-        except ValueError:
-            self.problems.append(f"{name} is {quoted(value)}, expected a whole number from {low} to {high}.")
-            return low
-        if not low <= number <= high:
-            self.problems.append(f"{name} is {number}, expected a whole number from {low} to {high}.")
-        return number
-
-    def boolean(self, name: str) -> bool:
-        value = (self.raw(name) or "").lower()
-        if value in {"true", "1", "yes"}:
-            return True
-        if value in {"false", "0", "no"}:
-            return False
-        self.problems.append(f"{name} is {quoted(value)}, expected true or false.")
-        return True
-
-    def guid(self, name: str) -> str:
-        return self.text(name, _GUID, "a GUID like 00000000-0000-0000-0000-000000000000")
+class _Reader(StorageSettingReader):
+    """Reads every setting into one Settings, collecting every problem instead of stopping."""
 
     def build(self) -> Settings:
         tenant_id = self.guid("M365_TENANT_ID")
         client_id = self.guid("M365_CLIENT_ID")
-        cloud = CLOUDS[self.choice("M365_CLOUD", tuple(CLOUDS))]
+        cloud = CLOUDS[self.choice("M365_CLOUD")]
         mi_client_id = self.raw("MANAGED_IDENTITY_CLIENT_ID")
         if mi_client_id:
             self.guid("MANAGED_IDENTITY_CLIENT_ID")
@@ -196,7 +114,7 @@ class _Reader:
                 f"TOKEN_SCOPE is {quoted(token_scope)}, expected a resource followed by '/.default' "
                 f"(app-only tokens need it), e.g. {cloud.token_scope}."
             )
-        source = self.choice("MAILBOXES_SOURCE", ("setting", "table"))
+        source = self.choice("MAILBOXES_SOURCE")
         mailboxes = self.mailboxes()
         if source == "setting" and not mailboxes and not self.env.get("MAILBOXES", "").strip():
             spec = SPECS["MAILBOXES"]
@@ -205,25 +123,28 @@ class _Reader:
             self.problems.append("MAILBOXES is set but MAILBOXES_SOURCE is table: the registry "
                                  "lists the mailboxes; remove MAILBOXES, or set MAILBOXES_SOURCE=setting.")
         schedule = self.schedule()
-        poll_mode = self.choice("POLL_MODE", ("inline", "fanout"))
+        poll_mode = self.choice("POLL_MODE")
         queue = self.text("POLL_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits and single dashes")
         container = self.text("BLOB_CONTAINER", _CONTAINER,
                               "3 to 63 lowercase letters, digits and single dashes")
         table = self.text("CHECKPOINT_TABLE", _TABLE,
                           "3 to 63 letters and digits, starting with a letter")
-        storage = self.storage(needs_queue=poll_mode == "fanout")
+        notify_queue = self.text("NOTIFY_QUEUE", _QUEUE, "3 to 63 lowercase letters, digits, single dashes")
+        summary_blobs = self.boolean("SUMMARY_BLOBS")
+        storage = self.storage(needs_queue=poll_mode == "fanout" or bool(notify_queue))
         if poll_mode == "fanout" and not (storage.connection_string or storage.queue_service_uri):
             self.problems.append(f"POLL_MODE is fanout but {STORAGE}__queueServiceUri is not set: the "
                                  "fan-out queue lives in the mail storage account.")
+        if notify_queue and not (storage.connection_string or storage.queue_service_uri):
+            self.problems.append(f"NOTIFY_QUEUE is set but {STORAGE}__queueServiceUri is not: set it too.")
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
-        concurrency = self.integer("MAX_CONCURRENT_MAILBOXES", 1, 64)
-        batch = self.integer("FETCH_BATCH_SIZE", 1, 1000)
-        uploads = self.integer("UPLOAD_CONCURRENCY", 1, 64)
-        large = self.integer("LARGE_MESSAGE_BYTES", 1024 * 1024, 1024 * 1024 * 1024)
-        deadline = self.integer("POLL_DEADLINE_SECONDS", 10, 86_400)
-        mail_timeout = self.integer("IMAP_TIMEOUT_SECONDS", 1, 600)
+        mail_timeout = self.integer("IMAP_TIMEOUT_SECONDS")
+        after_delivery, wrong = after_delivery_setting(self.raw("AFTER_DELIVERY") or "keep", mailboxes)
+        self.problems += wrong
+        poll = replace(self.options(PollOptions), first_run=self.first_run(mailboxes),
+                       after_delivery=after_delivery)
         if self.problems:
             raise ConfigurationError(self.problems)
         return Settings(
@@ -240,21 +161,18 @@ class _Reader:
             token_scope=token_scope,
             poll_mode="fanout" if poll_mode == "fanout" else "inline",
             poll_queue=queue,
+            notify_queue=notify_queue, summary_blobs=summary_blobs,
             blob_container=container,
             checkpoint_table=table,
             imap=imap,
             pop3=pop3,
             ca_bundle=ca_bundle,
-            max_concurrent_mailboxes=concurrency,
-            fetch_batch_size=batch,
-            upload_concurrency=uploads,
-            large_message_bytes=large,
-            poll_deadline_seconds=float(deadline),
-            imap_timeout_seconds=float(mail_timeout),
+            poll=poll,
+            mail_timeout_seconds=float(mail_timeout),
         )
 
     def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:
-        mode = self.choice("AUTH_MODE", AUTH_MODES)
+        mode = self.choice("AUTH_MODE")
         why = f"AUTH_MODE is {mode}"
         vault = None if mode == "federated" else self.require("KEY_VAULT_URL", why)
         self.https_url("KEY_VAULT_URL", vault)
@@ -290,21 +208,36 @@ class _Reader:
         if not _HOST.match(host):
             self.problems.append(f"{protocol}_HOST is {quoted(host)}, expected a host name alone, in "
                                  f"ASCII (xn-- for an international name); the port goes in {protocol}_PORT.")
-        port = self.integer(f"{protocol}_PORT", 1, 65535)
-        security = self.choice(f"{protocol}_SECURITY", ("tls", "starttls"))
+        port = self.integer(f"{protocol}_PORT")
+        security = self.choice(f"{protocol}_SECURITY")
         return MailServerAddress(host, port, "starttls" if security == "starttls" else "tls")
 
     def mailboxes(self) -> tuple[MailboxConfig, ...]:
         value = self.raw("MAILBOXES")
         if not value:
             return ()
-        protocol = self.choice("MAIL_PROTOCOL", ("imap", "pop3"))
+        protocol = self.choice("MAIL_PROTOCOL")
         try:
             parsed = parse_mailboxes(value, default_protocol="pop3" if protocol == "pop3" else "imap")
         except MailboxListError as e:
             self.problems.append(f"MAILBOXES is not valid: {' '.join(e.problems)}")
             return ()
         return parsed
+
+    def first_run(self, mailboxes: tuple[MailboxConfig, ...]) -> FirstRunScope:
+        value = self.raw("FIRST_RUN") or "all"
+        try:
+            scope = parse_first_run(value)
+        except ValueError as e:
+            self.problems.append(f"FIRST_RUN is {e}.")
+            return ALL
+        pop3 = [m.address for m in mailboxes if m.protocol == "pop3" and m.first_run is None]
+        if scope.kind == "since" and pop3:
+            self.problems.append(
+                f"FIRST_RUN is {quoted(value)}, but {', '.join(pop3[:3])}{' …' if len(pop3) > 3 else ''} "
+                "is read over POP3, which gives no dates to choose messages by: give it "
+                '"first_run": "new" (or "all") in MAILBOXES (JSON form), or set FIRST_RUN to all or new.')
+        return scope
 
     def schedule(self) -> str:
         value = self.raw("POLL_SCHEDULE") or ""
@@ -314,44 +247,6 @@ class _Reader:
             if problems:
                 self.problems.append(f"POLL_SCHEDULE is {quoted(value)}: {'; '.join(problems)}.")
         return value
-
-    def storage(self, *, needs_queue: bool) -> StorageConnection:
-        connection_string = self.raw(STORAGE)
-        blob_uri = self.raw(f"{STORAGE}__blobServiceUri")
-        table_uri = self.raw(f"{STORAGE}__tableServiceUri")
-        queue_uri = self.raw(f"{STORAGE}__queueServiceUri")
-        credential = self.raw(f"{STORAGE}__credential")
-        client_id = self.raw(f"{STORAGE}__clientId")
-        if connection_string:
-            services = ("blob", "table", "queue") if needs_queue else ("blob", "table")
-            problems = connection_string_problems(connection_string, services=services)
-            if problems:
-                self.problems.append(f"{STORAGE} is not a usable connection string: it "
-                                     f"{'; it '.join(problems)}.")
-            return StorageConnection(connection_string=Secret(connection_string))
-        if not (blob_uri and table_uri):
-            self.problems.append(
-                f"{STORAGE} is not set: give a connection string in {STORAGE}, or the identity-based "
-                f"{STORAGE}__blobServiceUri and {STORAGE}__tableServiceUri."
-            )
-            return StorageConnection()
-        for name, uri in ((f"{STORAGE}__blobServiceUri", blob_uri),
-                          (f"{STORAGE}__tableServiceUri", table_uri),
-                          (f"{STORAGE}__queueServiceUri", queue_uri)):
-            wrong = endpoint_problem(uri) if uri else None
-            if wrong:
-                self.problems.append(f"{name} {wrong}; expected the service's endpoint, e.g. "
-                                     f"{SPECS[name].example}.")
-        if credential and credential.lower() != "managedidentity":
-            self.problems.append(f"{STORAGE}__credential is {quoted(credential)}, expected managedidentity.")
-        if client_id and not _GUID.match(client_id):
-            self.problems.append(f"{STORAGE}__clientId is {quoted(client_id)}, expected a GUID.")
-        return StorageConnection(
-            blob_service_uri=blob_uri,
-            table_service_uri=table_uri,
-            queue_service_uri=queue_uri,
-            managed_identity_client_id=client_id,
-        )
 
     def ca_bundle(self) -> Path | None:
         value = self.raw("CA_BUNDLE")

@@ -1,17 +1,22 @@
 """A summary of one message for consumers: who, what, when and which attachments.
 
-Built with the standard library's ``email`` package (policy ``default``, which decodes
-RFC 2047 words) from bytes already in memory. It never raises: a malformed header becomes
-its raw text or None, a part that cannot be read is left out, and the message is
-delivered either way. Attachment names are made safe to use as file names anywhere.
+Built with the standard library's ``email`` package from bytes already in memory. The
+parser runs with policy ``compat32`` and header values are decoded here (8-bit bytes as
+UTF-8, then RFC 2047 words): policy ``default`` gives the same text but parses every
+header into objects, measured at 3 to 5 ms per small message, more than its whole
+delivery costs. It never raises: a malformed header becomes its raw text or None, a part
+that cannot be read is left out, and the message is delivered either way. Attachment
+names are made safe to use as file names anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from email import policy
+from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
 from typing import Any
@@ -65,6 +70,15 @@ class MessageSummary:
         return data
 
 
+class _Utf8Compat32(policy.Compat32):
+    """compat32, with 8-bit header bytes read as UTF-8 (RFC 6532) rather than left undecoded."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+_POLICY = _Utf8Compat32()
+
 _HEADERS = {"message_id": "message-id", "date": "date", "from_": "from", "to": "to", "cc": "cc",
             "reply_to": "reply-to", "subject": "subject", "in_reply_to": "in-reply-to",
             "references": "references"}
@@ -72,8 +86,9 @@ _HEADERS = {"message_id": "message-id", "date": "date", "from_": "from", "to": "
 
 def summarize(raw: bytes, *, head_only: bool = False) -> MessageSummary:
     """The summary of a message; with ``head_only`` the bytes are its start only."""
+    parser = BytesParser(policy=_POLICY)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=head_only)
+        message = parser.parsebytes(raw, headersonly=True)
     except Exception:  # the parser is lenient; this is the last line of defence
         return MessageSummary(attachments=None, partial=True)
     summary = MessageSummary()
@@ -82,6 +97,12 @@ def summarize(raw: bytes, *, head_only: bool = False) -> MessageSummary:
     if head_only:
         summary.attachments, summary.partial = None, True
         return summary
+    if message.get_content_maintype() in ("multipart", "message") or _attachment(message, 1):
+        try:
+            message = parser.parsebytes(raw)  # the body too: only when it can hold attachments
+        except Exception:
+            summary.attachments, summary.partial = None, True
+            return summary
     attachments: list[AttachmentSummary] = []
     for part in _parts(message):
         if len(attachments) >= ATTACHMENT_LIMIT:
@@ -95,16 +116,18 @@ def summarize(raw: bytes, *, head_only: bool = False) -> MessageSummary:
 
 
 def _header(message: Message, name: str) -> str | None:
-    try:
-        value = message.get(name)
-        text = None if value is None else str(value)
-    except Exception:  # a header the default policy cannot fold or decode: keep its raw text
-        raw = next((v for k, v in message.raw_items() if k.lower() == name), None)
-        text = None if raw is None else str(raw)
-    if text is None:
-        return None
-    text = " ".join(text.split())
-    return text[:HEADER_LIMIT]
+    value = message.get(name)
+    return None if value is None else decoded(str(value))[:HEADER_LIMIT]
+
+
+def decoded(value: str) -> str:
+    """A header value as text: unfolded, RFC 2047 words decoded."""
+    text = " ".join(value.split())
+    if "=?" in text:
+        # A broken or unknown encoding keeps the words as they are.
+        with contextlib.suppress(Exception):
+            text = str(make_header(decode_header(text)))
+    return " ".join(text.split())
 
 
 def _parts(message: Message) -> list[Message]:
@@ -126,7 +149,7 @@ def _attachment(part: Message, number: int) -> AttachmentSummary | None:
         payload = part.get_payload(decode=True)
         size = len(payload) if isinstance(payload, bytes) else 0
         return AttachmentSummary(
-            filename=safe_filename(str(filename) if filename else "", number=number,
+            filename=safe_filename(decoded(str(filename)) if filename else "", number=number,
                                    content_type=part.get_content_type()),
             content_type=part.get_content_type(),
             size=size,

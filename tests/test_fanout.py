@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import StorageError
 from shared.fanout import (
     MAX_DEQUEUE_COUNT,
     LeaseKeeper,
@@ -25,11 +24,18 @@ from shared.fanout import (
     parse_poll_message,
     poll_message,
 )
-from shared.model import MailboxResult
+from shared.model import Health, MailboxResult
 from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions
 from shared.settings import MailboxConfig
-from tests.fakes import FakeClock, FakeServer, FakeSink, FakeStateStore, FakeTokens
+from tests.fakes import (
+    FakeClock,
+    FakeLeaseStore,
+    FakeServer,
+    FakeSink,
+    FakeStateStore,
+    FakeTokens,
+)
 
 A, B = "ops@contoso.com", "billing@contoso.com"
 MAILBOXES = (MailboxConfig(A), MailboxConfig(B, ("INBOX", "Invoices")))
@@ -44,52 +50,15 @@ class FakeQueue:
         self.messages.append(text)
 
 
-class FakeLease:
-    def __init__(self, store: FakeLeaseStore, mailbox: str) -> None:
-        self.store = store
-        self.mailbox = mailbox
-        self.renewals = 0
-        self.released = False
-        self.renew_fails = False
-
-    def renew(self) -> None:
-        if self.renew_fails:
-            raise StorageError("lease lost")
-        self.renewals += 1
-
-    def release(self) -> None:
-        self.released = True
-        with self.store.lock:
-            if self.store.held.get(self.mailbox) is self:
-                del self.store.held[self.mailbox]
-
-
-class FakeLeaseStore:
-    """At most one holder per mailbox; ``expire`` is what the service does to an unrenewed lease."""
-
-    def __init__(self, duration_seconds: float = LEASE_SECONDS) -> None:
-        self.duration_seconds = duration_seconds
-        self.held: dict[str, FakeLease] = {}
-        self.granted: list[FakeLease] = []
-        self.lock = threading.Lock()
-
-    def acquire(self, mailbox: str) -> FakeLease | None:
-        with self.lock:
-            if mailbox.lower() in self.held:
-                return None
-            lease = FakeLease(self, mailbox.lower())
-            self.held[mailbox.lower()] = lease
-            self.granted.append(lease)
-            return lease
-
-    def expire(self, mailbox: str) -> None:
-        with self.lock:
-            self.held.pop(mailbox.lower(), None)
-
-
 class FakeQueueHealth:
     def __init__(self) -> None:
         self.given_up: list[tuple[str, int, datetime]] = []
+        self.rows: dict[str, Health] = {}
+        self.reads = 0
+
+    def get_health(self, mailbox: str) -> Health | None:
+        self.reads += 1
+        return self.rows.get(mailbox)
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
         self.given_up.append((mailbox, attempts, at))

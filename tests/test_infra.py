@@ -23,7 +23,7 @@ from shared.clouds import CLOUDS
 from shared.naming import blob_name, lease_blob_name, lease_container_name
 from shared.poll import FAILURE_LOG_TEXT
 from shared.settings import SETTING_NAMES, SETTINGS, Settings
-from tests.bicep_evaluator import Deployment, InvalidParameter, deploy, deploy_with_bicepparam
+from tests.bicep_evaluator import BicepFile, Deployment, InvalidParameter, deploy, deploy_with_bicepparam
 
 ROOT = Path(__file__).resolve().parent.parent
 BICEP = ROOT / "infra" / "bicep"
@@ -71,6 +71,7 @@ BUILTIN_ROLES = {
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "storageQueueDataMessageSender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
@@ -109,6 +110,13 @@ REQUIRED_GRANTS = (
         f"{_MAIL}/'${{fanoutQueueName}}-poison'",
         "storageQueueDataContributor",
         "MAIL_STORAGE__queueServiceUri",
+    ),
+    # Send only: the app never reads its own notices.
+    (
+        f"{_STORAGE}/queueServices/queues",
+        f"{_MAIL}/messageQueueName",
+        "storageQueueDataMessageSender",
+        "NOTIFY_QUEUE",
     ),
     (
         "Microsoft.Insights/components",
@@ -360,21 +368,48 @@ def bicep_param_defaults(text: str) -> dict[str, str]:
     return {name: value.strip("'") for name, value in found}
 
 
+def bicep_sources(text: str) -> dict[str, tuple[str | None, str | None]]:
+    """Each app setting Bicep sets plainly: (the param it comes from, or None; its literal, or None)."""
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for name, expression in app_settings(text).items():
+        match = re.fullmatch(r"(?:string\()?(\w+)\)?|'([^']*)'", expression)
+        if match is not None:
+            found[name] = (match.group(1), match.group(2))
+    return found
+
+
 def test_bicep_defaults_are_the_apps_defaults() -> None:
     text = read_bicep(MAIN)
     params = bicep_param_defaults(text)
-    settings = app_settings(text)
-    compared = 0
+    sources = bicep_sources(text)
     for spec in SETTINGS:
-        expression = settings.get(spec.name, "")
-        match = re.fullmatch(r"(?:string\()?(\w+)\)?|'([^']*)'", expression)
-        if spec.default is None or match is None:
+        if spec.default is None or spec.name not in app_settings(text):
             continue
-        value = params.get(match.group(1)) if match.group(1) else match.group(2)
-        if value is not None:
-            assert value == spec.default, spec.name
-            compared += 1
-    assert compared >= 10
+        # Every setting with a default is a literal or a param with a literal default in Bicep.
+        assert spec.name in sources, f"{spec.name}: Bicep sets it to an expression, not its default"
+        param, literal = sources[spec.name]
+        value = params.get(param) if param else literal
+        assert value == spec.default, (spec.name, value, spec.default)
+
+
+def test_bicep_params_refuse_what_the_app_refuses() -> None:
+    """An integer setting's param has the spec's range, a choice setting's the spec's choices."""
+    main = BicepFile(MAIN)
+    checked = 0
+    for spec in SETTINGS:
+        param = bicep_sources(read_bicep(MAIN)).get(spec.name, (None, None))[0]
+        if param is None or spec.kind not in ("integer", "choice"):
+            continue
+        decorators = main.params[param].decorators
+        if spec.kind == "integer":
+            assert "minValue" in decorators and "maxValue" in decorators, (spec.name, param)
+            assert (main.decorator_value(param, "minValue"), main.decorator_value(param, "maxValue")) == (
+                spec.low, spec.high), spec.name
+        else:
+            assert "allowed" in decorators, (spec.name, param)
+            assert list(main.decorator_value(param, "allowed")) == list(spec.choices), spec.name
+        checked += 1
+    assert checked == 10  # the five integer knobs; cloud, auth mode, protocol, mailbox source, poll mode
 
 
 def test_cloud_specific_settings_come_from_m365_cloud() -> None:
@@ -441,6 +476,7 @@ def test_roles_module_gets_the_resources_the_settings_point_at() -> None:
         assert settings[f"MAIL_STORAGE__{kind}ServiceUri"] == f"mailStorage.outputs.{kind}ServiceUri"
     assert params["mailContainerName"] == settings["BLOB_CONTAINER"]
     assert params["fanoutQueueName"] == settings["POLL_QUEUE"]
+    assert settings["NOTIFY_QUEUE"] == f"messageNotices ? {params['messageQueueName']} : ''"
     for name in ("MANAGED_IDENTITY_CLIENT_ID", "MAIL_STORAGE__clientId", "AzureWebJobsStorage__clientId"):
         assert settings[name] == "identity.properties.clientId", name
     assert (
@@ -456,7 +492,7 @@ def test_mail_storage_creates_what_the_roles_are_scoped_to() -> None:
     )
     assert params["containers"] == "[mailContainerName, '${mailContainerName}-leases']"
     assert params["tables"] == "[checkpointTableName]"
-    assert params["queues"] == "[fanoutQueueName, '${fanoutQueueName}-poison']"
+    assert params["queues"] == "[fanoutQueueName, '${fanoutQueueName}-poison', messageQueueName]"
 
 
 # --- Hardening the issue asks for ------------------------------------------------------------------

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import SETTINGS, MailboxConfig, Settings, parse_mailboxes
+from shared.model import PollOptions
+from shared.setting_reader import SettingReader
+from shared.setting_specs import SETTING_FIELD, SPECS, SettingSpec, from_setting
+from shared.settings import SETTING_NAMES, SETTINGS, MailboxConfig, Settings, parse_mailboxes
 
 GOOD = {
     "M365_TENANT_ID": "00000000-0000-0000-0000-000000000001",
@@ -164,7 +170,7 @@ def mailboxes_problem(value: str) -> str:
 
 @pytest.mark.parametrize(("value", "expected"), [
     ('[{"address": "a@b.com", "folder": ["Archive"]}]',
-     "JSON entry 1 has an unknown key 'folder'; the keys are address, folders, protocol."),
+     "JSON entry 1 has an unknown key 'folder'; the keys are address, folders, protocol, first_run, after_delivery."),
     ('[{"address": "a@b.com", "Protocol": "imap"}]', "unknown key 'Protocol'"),
     ('[{"address": "a@b.com", "address": "c@d.com"}]', "has the key 'address' twice"),
     ('[{"address": "a@b.com", "folders": []}]', "is an empty list: leave 'folders' out to read INBOX"),
@@ -260,14 +266,98 @@ def test_settings_list_has_unique_names_and_descriptions():
     assert all(s.description and s.example for s in SETTINGS)
 
 
-def test_the_readme_settings_table_lists_every_setting_with_its_default():
-    from pathlib import Path
-
+def docs_settings_rows() -> dict[str, list[str]]:
+    """The settings table of docs/settings.md: setting name to its cells after the name."""
     page = (Path(__file__).parents[1] / "docs" / "settings.md").read_text(encoding="utf-8")
     section = page[:page.index("\n## ")] if "\n## " in page else page
-    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines()
-            if line.startswith("| `")}
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            # A '|' inside a cell is written '\|', as Markdown tables need.
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def documented_description(spec: SettingSpec) -> str:
+    """What the table's last column says of a setting: its description, then its range."""
+    text = spec.description.replace("|", "\\|")
+    return text + (f" From {spec.low} to {spec.high}." if spec.kind == "integer" else "")
+
+
+def test_the_docs_settings_table_is_the_spec():
+    rows = docs_settings_rows()
+    assert set(rows) == SETTING_NAMES, "docs/settings.md lists other settings than the spec"
     for spec in SETTINGS:
-        assert spec.name in rows, f"{spec.name} is missing from the settings table in docs/settings.md"
-        if spec.default:
-            assert f"`{spec.default}`" in rows[spec.name], spec.name
+        required, default, description = rows[spec.name]
+        assert default == (f"`{spec.default}`" if spec.default else ""), (spec.name, default)
+        assert (required == "yes") == spec.required, (spec.name, required)
+        assert description == documented_description(spec), (
+            f"the docs/settings.md row of {spec.name} should read: "
+            f"| `{spec.name}` | {required} | {default} | {documented_description(spec)} |")
+
+
+def test_each_default_is_a_value_of_its_own_type():
+    for spec in SETTINGS:
+        if spec.kind == "integer":
+            assert spec.low is not None and spec.high is not None and spec.default is not None
+            assert spec.low <= int(spec.default) <= spec.high, spec.name
+            assert spec.example == spec.default, spec.name
+        elif spec.kind == "choice":
+            assert spec.default in spec.choices and len(set(spec.choices)) == len(spec.choices), spec.name
+        elif spec.kind == "boolean":
+            assert spec.default in ("true", "false"), spec.name
+        else:
+            assert spec.low is None and spec.high is None and not spec.choices, spec.name
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.kind == "integer"], ids=lambda s: s.name)
+def test_each_integer_setting_takes_its_whole_range_and_nothing_past_it(spec):
+    assert spec.low is not None and spec.high is not None
+    for value in (spec.low, spec.high):
+        Settings.from_mapping(GOOD | {spec.name: str(value)})
+    for value in (spec.low - 1, spec.high + 1):
+        with pytest.raises(ConfigurationError) as caught:
+            Settings.from_mapping(GOOD | {spec.name: str(value)})
+        assert caught.value.problems == [
+            f"{spec.name} is {value}, expected a whole number from {spec.low} to {spec.high}."]
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.kind == "choice"], ids=lambda s: s.name)
+def test_each_choice_setting_takes_its_choices_in_any_case_and_nothing_else(spec):
+    for choice in spec.choices:
+        try:
+            Settings.from_mapping(GOOD | {spec.name: choice.upper()})
+        except ConfigurationError as e:  # a choice may need other settings; never refused itself
+            assert not any(p.startswith(f"{spec.name} is ") for p in e.problems), e.problems
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_mapping(GOOD | {spec.name: "nonesuch"})
+    assert f"{spec.name} is 'nonesuch', expected one of: {', '.join(spec.choices)}." in caught.value.problems
+
+
+def test_poll_options_take_their_defaults_and_values_from_the_spec():
+    for option in fields(PollOptions):
+        if SETTING_FIELD not in option.metadata:
+            continue  # first_run: read by its own rule (a scope, not a number)
+        spec = SPECS[option.metadata[SETTING_FIELD]]
+        assert spec.kind == "integer" and option.default == int(spec.default or ""), option.name
+    assert Settings.from_mapping(GOOD).poll == PollOptions()
+    changed = Settings.from_mapping(GOOD | {"UPLOAD_CONCURRENCY": "3", "POLL_DEADLINE_SECONDS": "60"})
+    assert changed.poll == PollOptions(upload_concurrency=3, deadline_seconds=60)
+
+
+def test_a_field_declared_from_a_setting_is_read_with_that_settings_range():
+    """A new integer knob is a spec line and a field declared with ``from_setting``."""
+
+    @dataclass(frozen=True)
+    class ServerOptions:
+        port: int = from_setting("IMAP_PORT")
+        label: str = "not a setting"
+
+    assert ServerOptions().port == 993
+    reader = SettingReader({"IMAP_PORT": " 1143 "})
+    assert reader.options(ServerOptions) == ServerOptions(port=1143)
+    assert reader.problems == []
+    refused = SettingReader({"IMAP_PORT": "0"})
+    refused.options(ServerOptions)
+    assert refused.problems == ["IMAP_PORT is 0, expected a whole number from 1 to 65535."]

@@ -34,9 +34,11 @@ param m365TenantId string = ''
 param m365ClientId string = ''
 
 @description('Microsoft 365 cloud of the mailboxes: global (also GCC), usgov (GCC High), usgovdod or china. The app derives the sign-in host, token scope and mail hosts from it.')
+@allowed(['global', 'usgov', 'usgovdod', 'china'])
 param m365Cloud string = 'global'
 
 @description('How the app proves itself to Entra ID: secret (client secret in Key Vault), certificate (certificate in Key Vault) or federated (the managed identity, nothing stored).')
+@allowed(['secret', 'certificate', 'federated'])
 param authMode string = 'secret'
 
 @description('Mailboxes to read, in the MAILBOXES format: "a@contoso.com, b@contoso.com:INBOX|Invoices".')
@@ -49,7 +51,14 @@ param clientSecretName string = 'mailferry-client-secret'
 param clientCertificateName string = 'mailferry-client-cert'
 
 @description('imap or pop3: how mailboxes are read unless a MAILBOXES entry says otherwise.')
+@allowed(['imap', 'pop3'])
 param mailProtocol string = 'imap'
+
+@description('How much existing mail a folder\'s first poll takes: all, new (only mail arriving from then on) or since:YYYY-MM-DD (received on or after that day, UTC). Folders already polled keep theirs.')
+param firstRun string = 'all'
+
+@description('What happens to a message once its blob is stored: keep, seen, move:<folder> or delete (POP3: keep or delete). See docs/after-delivery.md.')
+param afterDelivery string = 'keep'
 
 @description('setting (the mailboxes parameter) or table (the registry managed with `mailferry mailboxes`, for thousands of mailboxes).')
 @allowed(['setting', 'table'])
@@ -61,6 +70,7 @@ param mailboxesSource string = 'setting'
 param pollSchedule string = '0 */5 * * * *'
 
 @description('inline (the timer polls every mailbox) or fanout (one queue message per mailbox, polled by queue-triggered instances).')
+@allowed(['inline', 'fanout'])
 param pollMode string = 'inline'
 
 param mailContainerName string = 'mail'
@@ -82,10 +92,13 @@ param fetchBatchSize int = 100
 param uploadConcurrency int = 16
 
 @description('Messages above this many bytes are fetched and uploaded in pieces.')
+@minValue(1048576)
+@maxValue(1073741824)
 param largeMessageBytes int = 16777216
 
 @description('A run stops starting work after this many seconds; keep it below host.json functionTimeout.')
 @minValue(10)
+@maxValue(86400)
 param pollDeadlineSeconds int = 480
 
 @description('Seconds an IMAP or POP3 read may wait for data (also the span of the 1 KiB/s minimum pace).')
@@ -101,6 +114,30 @@ param pythonVersion string = '3.11'
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+// --- Building on the mail: notices, summaries, Event Grid (docs/downstream.md) ----------------
+
+@description('One JSON notice per delivered message on the queue messageQueueName (NOTIFY_QUEUE). false: none (the queue still exists).')
+param messageNotices bool = true
+
+@description('Queue of the mail account for the message notices; the app may only send to it.')
+param messageQueueName string = 'mailferry-messages'
+
+@description('Also write each message summary as a .json blob beside its .eml (SUMMARY_BLOBS).')
+param summaryBlobs bool = false
+
+@description('Where Event Grid sends a BlobCreated event for each new .eml blob: storageQueue (blobEventsQueueName, created here), serviceBusQueue (your queue, blobEventsServiceBusQueueId), webhook (blobEventsWebhookUrl) or none.')
+@allowed(['storageQueue', 'serviceBusQueue', 'webhook', 'none'])
+param blobEvents string = 'storageQueue'
+
+@description('Queue of the mail account for the BlobCreated events (blobEvents storageQueue).')
+param blobEventsQueueName string = 'mailferry-blob-events'
+
+@description('Resource ID of your Service Bus queue (blobEvents serviceBusQueue); grant the output BLOB_EVENTS_PRINCIPAL_ID Azure Service Bus Data Sender on it.')
+param blobEventsServiceBusQueueId string = ''
+
+@description('Your HTTPS endpoint for the events (blobEvents webhook); it must answer Event Grid\'s validation handshake.')
+param blobEventsWebhookUrl string = ''
 
 // --- Retention of the mail: tiers, deletion, immutability (all off by default) ---------------
 
@@ -191,7 +228,7 @@ module mailStorage 'modules/storage-account.bicep' = {
     tags: tags
     containers: [mailContainerName, '${mailContainerName}-leases']
     tables: [checkpointTableName]
-    queues: [fanoutQueueName, '${fanoutQueueName}-poison']
+    queues: [fanoutQueueName, '${fanoutQueueName}-poison', messageQueueName]
     // Immutability covers the mail only: lease blobs and the checkpoint table stay writable.
     versioning: mailImmutable
     immutableContainers: mailImmutable ? [mailContainerName] : []
@@ -209,6 +246,21 @@ module mailRetention 'modules/mail-retention.bicep' = {
     deleteAfterDays: mailDeleteAfterDays
     retentionDays: mailRetentionDays
     retentionLocked: mailRetentionLocked
+  }
+}
+
+// BlobCreated events of new message blobs, delivered with the system topic's own identity.
+module blobEventsGrid 'modules/blob-events.bicep' = {
+  name: 'blob-events'
+  params: {
+    location: location
+    tags: tags
+    mailStorageName: mailStorage.outputs.name
+    mailContainerName: mailContainerName
+    destination: blobEvents
+    queueName: blobEventsQueueName
+    serviceBusQueueId: blobEventsServiceBusQueueId
+    webhookUrl: blobEventsWebhookUrl
   }
 }
 
@@ -259,6 +311,7 @@ module roleAssignments 'modules/role-assignments.bicep' = {
     mailStorageName: mailStorage.outputs.name
     mailContainerName: mailContainerName
     fanoutQueueName: fanoutQueueName
+    messageQueueName: messageQueueName
     appInsightsName: monitoring.outputs.appInsightsName
   }
 }
@@ -293,10 +346,14 @@ var appSettings = {
   POP3_HOST: ''
   MAILBOXES: mailboxes
   MAIL_PROTOCOL: mailProtocol
+  FIRST_RUN: firstRun
+  AFTER_DELIVERY: afterDelivery
   MAILBOXES_SOURCE: mailboxesSource
   POLL_SCHEDULE: pollSchedule
   POLL_MODE: pollMode
   POLL_QUEUE: fanoutQueueName
+  NOTIFY_QUEUE: messageNotices ? messageQueueName : ''
+  SUMMARY_BLOBS: string(summaryBlobs)
   BLOB_CONTAINER: mailContainerName
   CHECKPOINT_TABLE: checkpointTableName
   MAIL_STORAGE__blobServiceUri: mailStorage.outputs.blobServiceUri
@@ -353,6 +410,10 @@ output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output MAIL_STORAGE_ACCOUNT_NAME string = mailStorage.outputs.name
 output MAIL_BLOB_CONTAINER string = mailContainerName
 output FANOUT_QUEUE_NAME string = fanoutQueueName
+output MESSAGE_QUEUE_NAME string = messageNotices ? messageQueueName : ''
+output BLOB_EVENTS_QUEUE_NAME string = blobEventsGrid.outputs.queueName
+// The identity Event Grid delivers with: grant it Azure Service Bus Data Sender on your queue.
+output BLOB_EVENTS_PRINCIPAL_ID string = blobEventsGrid.outputs.principalId
 output HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output ALERT_RULE_NAME string = monitoring.outputs.alertRuleName

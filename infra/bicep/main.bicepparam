@@ -20,6 +20,8 @@ param m365Cloud = readEnvironmentVariable('MAILFERRY_M365_CLOUD', 'global')
 param authMode = readEnvironmentVariable('MAILFERRY_AUTH_MODE', 'secret')
 param mailboxes = readEnvironmentVariable('MAILFERRY_MAILBOXES', '')
 param mailboxesSource = readEnvironmentVariable('MAILFERRY_MAILBOXES_SOURCE', 'setting')
+param firstRun = readEnvironmentVariable('MAILFERRY_FIRST_RUN', 'all')
+param afterDelivery = readEnvironmentVariable('MAILFERRY_AFTER_DELIVERY', 'keep')
 param clientSecretName = readEnvironmentVariable('MAILFERRY_CLIENT_SECRET_NAME', 'mailferry-client-secret')
 
 param pollSchedule = readEnvironmentVariable('MAILFERRY_POLL_SCHEDULE', '0 */5 * * * *')
@@ -27,6 +29,11 @@ param pollMode = readEnvironmentVariable('MAILFERRY_POLL_MODE', 'inline')
 param mailContainerName = 'mail'
 param checkpointTableName = 'mailferrycheckpoints'
 param fanoutQueueName = 'mailferry-polls'
+param messageNotices = bool(readEnvironmentVariable('MAILFERRY_MESSAGE_NOTICES', 'true'))
+param summaryBlobs = bool(readEnvironmentVariable('MAILFERRY_SUMMARY_BLOBS', 'false'))
+param blobEvents = readEnvironmentVariable('MAILFERRY_BLOB_EVENTS', 'storageQueue')
+param blobEventsServiceBusQueueId = readEnvironmentVariable('MAILFERRY_BLOB_EVENTS_SERVICE_BUS_QUEUE_ID', '')
+param blobEventsWebhookUrl = readEnvironmentVariable('MAILFERRY_BLOB_EVENTS_WEBHOOK_URL', '')
 
 param mailCoolAfterDays = int(readEnvironmentVariable('MAILFERRY_MAIL_COOL_AFTER_DAYS', '0'))
 param mailColdTier = readEnvironmentVariable('MAILFERRY_MAIL_COLD_TIER', 'Cold')

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
@@ -23,39 +23,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from shared.adapters.keyvault import KeyVault, VaultSecret
 from shared.diagnoses import hint
 from shared.errors import CredentialError, FailureKind
+from shared.model import CredentialFacts, VaultSecret
+from shared.ports import SecretReader
 
 PKCS12 = "application/x-pkcs12"
-
-
-@dataclass(frozen=True)
-class CredentialFacts:
-    """What can be said about a credential without revealing it (for diagnostics)."""
-
-    kind: str
-    source: str
-    expires_on: datetime | None = None
-    thumbprint: str | None = None
-
-
-class ClientCredential(Protocol):
-    """Gives MSAL its ``client_credential``; ``refresh`` re-reads it after a rotation."""
-
-    def get(self) -> str | dict[str, Any]: ...
-
-    def refresh(self) -> bool:
-        """Re-read the credential; False when there is nothing to re-read."""
-        ...
-
-    def facts(self) -> CredentialFacts: ...
 
 
 class _VaultBacked:
     """Reads one Key Vault secret once per process, again on ``refresh``."""
 
-    def __init__(self, vault: KeyVault, name: str, setting: str) -> None:
+    def __init__(self, vault: SecretReader, name: str, setting: str) -> None:
         self._vault = vault
         self._name = name
         self._setting = setting
@@ -77,7 +56,7 @@ class _VaultBacked:
 class SecretCredential(_VaultBacked):
     """A client secret stored in Key Vault."""
 
-    def __init__(self, vault: KeyVault, name: str) -> None:
+    def __init__(self, vault: SecretReader, name: str) -> None:
         super().__init__(vault, name, "CLIENT_SECRET_NAME")
 
     def get(self) -> str:
@@ -136,7 +115,7 @@ def load_client_certificate(value: str, content_type: str | None, *, name: str) 
 class CertificateCredential(_VaultBacked):
     """A certificate stored in Key Vault; MSAL signs the client assertion with it."""
 
-    def __init__(self, vault: KeyVault, name: str, *, send_chain: bool = False) -> None:
+    def __init__(self, vault: SecretReader, name: str, *, send_chain: bool = False) -> None:
         super().__init__(vault, name, "CLIENT_CERTIFICATE_NAME")
         self._send_chain = send_chain
 

@@ -11,10 +11,10 @@ from typing import Any
 import msal
 import requests
 
-from shared.adapters.app_credentials import ClientCredential
 from shared.diagnoses import Ids, hint
 from shared.errors import AuthenticationError, FailureKind
 from shared.model import Secret
+from shared.ports import ClientCredential
 
 log = logging.getLogger("mailferry.entra")
 

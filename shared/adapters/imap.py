@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
-from imapclient.imapclient import join_message_ids
-from imapclient.response_parser import parse_fetch_response
 
-from shared.adapters.imap_client import PacedImapClient
+from shared.adapters.imap_client import PacedImapClient, stream_fetch
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
-from shared.adapters.mail_server import MailConnector, xoauth2_string
+from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace
-from shared.errors import FolderUnavailable, MailferryError, MailServerError
+from shared.adapters.sasl import xoauth2_string
+from shared.errors import ActionUnavailable, FolderUnavailable, MailferryError, MailServerError
+from shared.folder_patterns import ListedFolder
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
 log = logging.getLogger("mailferry.imap")
@@ -154,7 +154,9 @@ class ImapSession:
         """Each message as soon as its FETCH response is complete: when the connection drops,
         the messages received before are kept and only the one cut short is fetched again."""
         wanted = set(uids)
-        for uid, data in self._stream_fetch(uids, "BODY.PEEK[] INTERNALDATE"):
+        self.commands += 1
+        for uid, data in stream_fetch(self._client, self._pace, uids, "BODY.PEEK[] INTERNALDATE",
+                                      failure=self._failure):
             raw = data.get(b"BODY[]")
             if raw is None or uid not in wanted:
                 continue  # an untagged FETCH for flags only, or a message expunged meanwhile
@@ -181,33 +183,79 @@ class ImapSession:
                 return None if value is None else bytes(value)
         return None  # no FETCH data: the message is gone
 
-    def _stream_fetch(self, uids: Sequence[int], items: str) -> Iterator[tuple[int, dict[bytes, Any]]]:
-        """``UID FETCH`` read one response at a time (imaplib reads each whole, literals
-        included, so every one handed out is complete)."""
-        if not uids:
-            return
-        imap = self._client._imap
-        self.commands += 1
-        self._pace.new_answer()
-        finished = False
+    def search_uids_since(self, day: date) -> list[int]:
+        found = self._call("UID SEARCH", self._client.search, ["SINCE", day])
+        return [int(u) for u in found]
+
+    # -- after delivery (AFTER_DELIVERY other than keep) -----------------------------------
+    def capabilities(self) -> frozenset[str]:
+        # Asked now (one CAPABILITY), not the list cached at login: Exchange offers MOVE only
+        # once logged in, and a list sent during login may predate it.
+        _, data = self._call("CAPABILITY", self._client._imap.capability)
+        words = b" ".join(bytes(d) for d in data if d).split()
+        return frozenset(w.decode("ascii", "replace").upper() for w in words)
+
+    def list_folders(self) -> list[ListedFolder]:
+        listed = self._call("LIST", self._client.list_folders)
+        return [ListedFolder(str(name), delimiter.decode() if isinstance(delimiter, bytes) else delimiter,
+                             frozenset(bytes(f).decode("ascii", "replace") for f in flags))
+                for flags, delimiter, name in listed]
+
+    def select_folder_writable(self, folder: str) -> FolderState:
+        info = self._changing(f"SELECT {folder}", self._client.select_folder, folder, readonly=False)
+        if b"UIDVALIDITY" not in info:
+            raise MailServerError(f"{self._address}/{folder}: the server sent no UIDVALIDITY.")
+        uidnext = info.get(b"UIDNEXT")
+        return FolderState(int(info[b"UIDVALIDITY"]), int(uidnext) if uidnext is not None else None,
+                           int(info.get(b"EXISTS", 0)))
+
+    def search_uids_between(self, first_uid: int, last_uid: int, *, unseen: bool = False) -> list[int]:
+        if first_uid > last_uid:
+            return []
+        criteria = ["UID", f"{first_uid}:{last_uid}"] + (["UNSEEN"] if unseen else [])
+        found = self._call("UID SEARCH", self._client.search, criteria)
+        return sorted(int(u) for u in found if first_uid <= int(u) <= last_uid)
+
+    def folder_status(self, folder: str) -> FolderState:
+        info = self._changing(f"STATUS {folder}", self._client.folder_status, folder,
+                              ["UIDVALIDITY", "UIDNEXT", "MESSAGES"])
+        return FolderState(int(info[b"UIDVALIDITY"]), int(info[b"UIDNEXT"]), int(info.get(b"MESSAGES", 0)))
+
+    def create_folder(self, folder: str) -> None:
         try:
-            tag = imap._command("UID", "FETCH", join_message_ids(list(uids)), f"({items})")
-            while imap.tagged_commands[tag] is None:
-                imap._get_response()
-                imap._check_bye()
-                responses = imap.untagged_responses.pop("FETCH", [])
-                for uid, data in parse_fetch_response(responses, True, True).items():
-                    yield int(uid), data
-            status, said = imap.tagged_commands.pop(tag)
-            finished = True
-        except (IMAPClientError, OSError) as e:
-            raise self._failure(e, "UID FETCH") from e
-        finally:
-            if not finished:
-                self._pace.broken = True  # left in the middle of an answer
-        if status != "OK":
-            words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
-            raise self._failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
+            self._changing(f"CREATE {folder}", self._client.create_folder, folder)
+        except ActionUnavailable:
+            # Another run (or a person) may have created it meanwhile: that is what we wanted.
+            if not self._call("LIST", self._client.folder_exists, folder):
+                raise
+
+    def uid_store_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        if uids:
+            self._changing("UID STORE", self._client.add_flags, uid_set(uids), list(flags), silent=True)
+
+    def uid_move(self, uids: Sequence[int], folder: str) -> None:
+        if uids:
+            self._changing("UID MOVE", self._client.move, uid_set(uids), folder)
+
+    def uid_copy(self, uids: Sequence[int], folder: str) -> None:
+        if uids:
+            self._changing("UID COPY", self._client.copy, uid_set(uids), folder)
+
+    def uid_expunge(self, uids: Sequence[int]) -> None:
+        if uids:
+            self._changing("UID EXPUNGE", self._client.uid_expunge, uid_set(uids))
+
+    def _changing(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """A command of the after-delivery phase: a tagged NO or BAD to it (or a capability
+        the server lacks) concerns this folder's action; a drop or throttling, the mailbox."""
+        try:
+            return self._call(what, method, *args, **kwargs)
+        except MailServerError as e:
+            cause = e.__cause__
+            if (isinstance(cause, IMAPClientError) and not isinstance(cause, IMAPClientAbortError)
+                    and "throttled" not in str(cause).lower()):
+                raise ActionUnavailable(str(e)) from cause
+            raise
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         self.commands += 1
@@ -225,3 +273,18 @@ class ImapSession:
 def _internal_date(data: dict[bytes, Any]) -> datetime | None:
     internal = data.get(b"INTERNALDATE")
     return internal if isinstance(internal, datetime) else None
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """A UID set with runs written as ranges (``1:3,7``): one short command for a batch."""
+    ordered = sorted(set(uids))
+    runs: list[str] = []
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        runs.append(str(start) if start == previous else f"{start}:{previous}")
+        if uid is not None:
+            start = previous = uid
+    return ",".join(runs)

@@ -7,12 +7,18 @@ import imaplib
 import io
 import socket
 import ssl
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
+from imapclient.imapclient import join_message_ids
+from imapclient.response_parser import parse_fetch_response
 from imapclient.tls import IMAP4_TLS
 
 from shared.adapters.mail_socket import Pace, paced_file
+from shared.errors import MailferryError
 
 
 class _PacedReads:
@@ -67,3 +73,33 @@ class PacedImapClient(IMAPClient):  # type: ignore[misc]
         if self.ssl:
             return _PacedTls(self.host, self.port, self.ssl_context, self.pace)
         return _PacedPlain(self.host, self.port, self.pace)
+
+
+def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str, *,
+                 failure: Callable[[BaseException, str], MailferryError],
+                 ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    """``UID FETCH`` read one response at a time: imaplib reads each one whole, literals
+    included, so every one handed out is complete. ``failure`` maps an error of the command."""
+    if not uids:
+        return
+    imap = client._imap
+    pace.new_answer()
+    finished = False
+    try:
+        tag = imap._command("UID", "FETCH", join_message_ids(list(uids)), f"({items})")
+        while imap.tagged_commands[tag] is None:
+            imap._get_response()
+            imap._check_bye()
+            responses = imap.untagged_responses.pop("FETCH", [])
+            for uid, data in parse_fetch_response(responses, True, True).items():
+                yield int(uid), data
+        status, said = imap.tagged_commands.pop(tag)
+        finished = True
+    except (IMAPClientError, OSError) as e:
+        raise failure(e, "UID FETCH") from e
+    finally:
+        if not finished:
+            pace.broken = True  # left in the middle of an answer
+    if status != "OK":
+        words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
+        raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")

@@ -8,9 +8,20 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError
 
-from shared.adapters.mail_failures import connect_failure, dropped, login_refused, throttle_notice, throttled
+from shared.adapters.mail_failures import (
+    connect_failure,
+    dropped,
+    login_refused,
+    throttle_notice,
+    throttled,
+)
 from shared.diagnoses import hint
-from shared.errors import AuthenticationError, FailureKind, MailferryError, MailServerError
+from shared.errors import (
+    AuthenticationError,
+    FailureKind,
+    MailferryError,
+    MailServerError,
+)
 
 AUTHENTICATE = "AUTHENTICATE"
 _IMAPLIB_PREFIX = re.compile(r"^command: \S+ => ")  # how imaplib re-raises an abort
@@ -34,7 +45,7 @@ def imap_failure(error: BaseException, *, doing: str, server: str, mailbox: str 
     if _dropped(error):
         return dropped(subject, doing, error, words)
     if doing == AUTHENTICATE and mailbox is not None:
-        return login_refused("IMAP", mailbox, words)
+        return login_refused(mailbox, words, protocol="IMAP")
     if doing.startswith("EXAMINE") and "exist" in words.lower():
         return MailServerError(
             f"{mailbox or subject}: {doing} failed: the folder does not exist ({words}). "

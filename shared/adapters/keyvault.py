@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from azure.core.credentials import TokenCredential
@@ -17,18 +15,7 @@ from azure.keyvault.secrets import SecretClient
 
 from shared.diagnoses import Ids, hint
 from shared.errors import CredentialError, FailureKind
-from shared.model import Secret
-
-
-@dataclass(frozen=True)
-class VaultSecret:
-    """One secret version as Key Vault returned it."""
-
-    name: str
-    value: Secret
-    content_type: str | None = None
-    expires_on: datetime | None = None
-    version: str | None = None
+from shared.model import Secret, VaultSecret
 
 
 class KeyVault:

@@ -7,6 +7,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
@@ -17,6 +18,8 @@ from shared.naming import LEASE_SECONDS, lease_blob_name
 _ROLE = "Storage Blob Data Contributor"
 
 _SHORTEST, _LONGEST = 15, 60  # what Blob Storage accepts for a lease that expires
+# A connection reset mid-response (ServiceResponseError) is a storage failure too: every
+# inline poll takes a lease, so none may escape as an unmapped error.
 
 
 class BlobLease:
@@ -29,13 +32,13 @@ class BlobLease:
     def renew(self) -> None:
         try:
             self._lease.renew()
-        except (HttpResponseError, ServiceRequestError) as e:
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
             raise storage_error(f"renew the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
     def release(self) -> None:
         try:
             self._lease.release()
-        except (HttpResponseError, ServiceRequestError) as e:
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
             raise storage_error(f"release the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
 
@@ -64,7 +67,7 @@ class BlobLeaseStore:
             self._container.create_container()
         except ResourceExistsError:
             pass
-        except (HttpResponseError, ServiceRequestError) as e:
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
             raise storage_error(f"create container '{self._container.container_name}'", e, role=_ROLE) from e
 
     def acquire(self, mailbox: str) -> BlobLease | None:
@@ -79,7 +82,7 @@ class BlobLeaseStore:
                 raise storage_error(action, e, role=_ROLE) from e
             except ResourceNotFoundError:
                 self._create_lease_blob(blob.blob_name)
-            except (HttpResponseError, ServiceRequestError) as e:
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
                 raise storage_error(action, e, role=_ROLE) from e
         raise StorageError(f"Could not {action}: its lease blob keeps disappearing.")
 
@@ -95,6 +98,6 @@ class BlobLeaseStore:
                 # The container is created on first use, so a deployment that made it
                 # (and granted the identity on it alone) needs no account-wide role.
                 self.ensure_container()
-            except (HttpResponseError, ServiceRequestError) as e:
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
                 raise storage_error(f"create the lease blob '{name}'", e, role=_ROLE) from e
         raise StorageError(f"Could not create the lease blob '{name}': its container keeps disappearing.")

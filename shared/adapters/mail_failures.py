@@ -80,17 +80,6 @@ def throttled(subject: str, doing: str, notice: ThrottleNotice, words: str) -> M
                             f"'{words}'; {wait}.", retry_after_seconds=seconds)
 
 
-def login_refused(protocol: str, mailbox: str, words: str) -> AuthenticationError:
-    """The error for a login the server refused: the mailbox not granted (Exchange's "not
-    connected"), or the app's token."""
-    ids = Ids(mailbox=mailbox)
-    if "not connected" in words.lower():
-        return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
-    return AuthenticationError(
-        f"{mailbox}: the {protocol} server refused the app's token ({words}). "
-        f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)
-
-
 def dropped(subject: str, doing: str, error: BaseException, words: str) -> MailServerError:
     """The error for a session that ended in the middle of ``doing``."""
     if isinstance(error, TimeoutError):
@@ -99,3 +88,13 @@ def dropped(subject: str, doing: str, error: BaseException, words: str) -> MailS
     else:
         text = f"{subject}: the connection was lost during {doing} ({words or type(error).__name__})."
     return MailServerError(text, kind=FailureKind.CONNECTION_DROPPED)
+
+
+def login_refused(mailbox: str, words: str, *, protocol: str) -> AuthenticationError:
+    """The server refused the login: this mailbox is not granted, or the token itself."""
+    ids = Ids(mailbox=mailbox)
+    if "not connected" in words.lower():
+        return MailboxAccessError(f"{mailbox}: {words} {hint(FailureKind.NOT_CONNECTED, ids)}")
+    return AuthenticationError(
+        f"{mailbox}: the {protocol} server refused the app's token ({words}). "
+        f"{hint(FailureKind.AUTH_REFUSED, ids)}", kind=FailureKind.AUTH_REFUSED)

@@ -18,11 +18,6 @@ Client = TypeVar("Client")
 Session = TypeVar("Session")
 
 
-def xoauth2_string(address: str, token: Secret) -> bytes:
-    """The SASL XOAUTH2 initial response (never logged)."""
-    return f"user={address}\x01auth=Bearer {token.reveal()}\x01\x01".encode()
-
-
 class MailConnector(ABC, Generic[Client, Session]):
     """Opens XOAUTH2 sessions to one server; each protocol fills in its steps."""
 

@@ -3,7 +3,8 @@
 Exchange Online's POP3 has no SASL-IR: the client sends ``AUTH XOAUTH2``, waits for ``+``,
 then sends the base64 string. Messages are read raw (see ``Pop3Session.retrieve``) because
 poplib's line reader drops line-end information and refuses lines over 2048 bytes.
-Nothing is ever deleted: the session ends with QUIT and no DELE.
+Nothing is deleted unless AFTER_DELIVERY is ``delete`` (``Pop3Session.dele``, committed by
+the QUIT that ends the session; a session that broke is closed without QUIT, so it keeps all).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from shared.adapters.mail_server import MailConnector, xoauth2_string
+from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace, paced_file
 from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
+from shared.adapters.sasl import xoauth2_string
 from shared.errors import MailferryError, MailServerError
 from shared.model import Secret
 
@@ -55,7 +57,7 @@ class _PacedPop3Plain(_PacedFile, poplib.POP3):  # type: ignore[misc]
 
 
 class Pop3MailServer(MailConnector[poplib.POP3, "Pop3Session"]):
-    """Opens XOAUTH2 sessions to one POP3 server; sessions end with QUIT, never DELE."""
+    """Opens XOAUTH2 sessions to one POP3 server; a healthy session ends with QUIT."""
 
     library_errors = (poplib.error_proto,)
 
@@ -131,6 +133,15 @@ class Pop3Session:
 
     def _failure(self, error: Exception, doing: str) -> MailferryError:
         return pop3_failure(error, doing=doing, server=str(self._client.host), mailbox=self._address)
+
+    def dele(self, number: int) -> None:
+        """Mark message ``number`` deleted; only the QUIT that ends the session removes it."""
+        self.commands += 1
+        what = f"DELE {number}"
+        try:
+            _command(self._client, self._pace, what)
+        except (poplib.error_proto, OSError) as e:
+            raise self._failure(e, what) from e
 
 
 def _read_multiline(readline: Callable[[], bytes]) -> bytes:

@@ -3,9 +3,20 @@ server's own words, in; the project's errors, each with a ``kind``, out."""
 
 from __future__ import annotations
 
-from shared.adapters.mail_failures import connect_failure, dropped, login_refused, throttle_notice, throttled
+from shared.adapters.mail_failures import (
+    connect_failure,
+    dropped,
+    login_refused,
+    throttle_notice,
+    throttled,
+)
 from shared.diagnoses import hint
-from shared.errors import AuthenticationError, FailureKind, MailferryError, MailServerError
+from shared.errors import (
+    AuthenticationError,
+    FailureKind,
+    MailferryError,
+    MailServerError,
+)
 
 AUTH = "AUTH XOAUTH2"  # the mechanism offered; a refusal means the server does not take it
 LOGIN = "login"  # the XOAUTH2 string sent; a refusal means the token or the mailbox
@@ -36,7 +47,7 @@ def pop3_failure(error: BaseException, *, doing: str, server: str,
             f"POP3 server {server} does not accept AUTH XOAUTH2 ({words}). "
             f"{hint(FailureKind.NO_XOAUTH2)}", kind=FailureKind.NO_XOAUTH2)
     if doing == LOGIN and mailbox is not None:
-        return login_refused("POP3", mailbox, words)
+        return login_refused(mailbox, words, protocol="POP3")
     return MailServerError(f"{mailbox or subject}: {doing} failed: {words}")
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+)
+from azure.data.tables import TableClient
 
 from shared.diagnoses import hint
 from shared.errors import FailureKind, StorageError
@@ -31,6 +37,16 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
                             kind=FailureKind.STORAGE_UNREACHABLE)
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
+
+
+def create_table_if_missing(table: TableClient, *, role: str) -> None:
+    """Create the table unless it exists; a failure says which role to grant."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except (HttpResponseError, ServiceRequestError) as e:
+        raise storage_error(f"create table '{table.table_name}'", e, role=role) from e
 
 
 def _account(error: Exception) -> str | None:

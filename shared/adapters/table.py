@@ -1,7 +1,8 @@
-"""Checkpoints and health rows in one Table, with ETag-guarded checkpoint writes.
+"""Checkpoints, POP3 delivered sets and health rows in one Table, every write ETag-guarded.
 
-PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint and
-``health`` for the mailbox's health row, ``pop3`` for a POP3 mailbox's delivered set.
+PartitionKey is the mailbox; RowKey is ``folder:<encoded folder>`` for a checkpoint,
+``pop3`` for a POP3 mailbox's delivered set and ``health`` for the mailbox's health row.
+(The mailbox registry shares the table under PartitionKey ``mailboxes``.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -23,69 +23,72 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import create_table_if_missing, storage_error
+from shared.adapters.table_rows import (
+    FOLDER,
+    HEALTH,
+    POP3,
+    POP3_CHECKPOINT_LIMIT,
+    POP3_CHUNK_BYTES,
+    POP3_CHUNK_PREFIX,
+    checkpoint_from,
+    health_from,
+    health_row,
+    pop3_checkpoint_from,
+    row_key,
+)
 from shared.errors import CheckpointConflict, StorageError
 from shared.model import Checkpoint, Health, MailboxResult, Pop3Checkpoint
-from shared.naming import DIGEST_BYTES, within_length
+from shared.naming import DIGEST_BYTES
 
 _ROLE = "Storage Table Data Contributor"
 
-_HEALTH = "health"
 # Overlapping runs of one mailbox retry their health update this often before giving up
 # (at most about 6 s of back-off in all).
 _HEALTH_ATTEMPTS = 12
-_FOLDER = "folder:"
-_KEY_LIMIT = 500  # a key holds at most 512 characters, and RowKeys start with 'folder:'
-
-
-def _key(text: str) -> str:
-    # Table keys may not hold / \ # ? or control characters; percent-encoding removes them all.
-    # A longer one is cut and made unique again by a digest of the name.
-    return within_length(quote(text, safe="@.+-_ "), _KEY_LIMIT, text)
 
 
 class TableStateStore:
-    """Implements both CheckpointStore and HealthStore over one table."""
+    """CheckpointStore, Pop3CheckpointStore and HealthStore over one table."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
     def ensure_table(self) -> None:
         """Create the table if it is missing."""
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"create table '{self._table.table_name}'", e, role=_ROLE) from e
+        create_table_if_missing(self._table, role=_ROLE)
 
     def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
         try:
-            entity = self._table.get_entity(_key(mailbox.lower()), _FOLDER + _key(folder))
+            entity = self._table.get_entity(row_key(mailbox.lower()), FOLDER + row_key(folder))
         except ResourceNotFoundError:
             return None
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"read the checkpoint of {mailbox}/{folder}", e, role=_ROLE) from e
-        return _checkpoint(entity)
+        return checkpoint_from(entity)
 
     def put_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
         entity = {
-            "PartitionKey": _key(checkpoint.mailbox.lower()),
-            "RowKey": _FOLDER + _key(checkpoint.folder),
+            "PartitionKey": row_key(checkpoint.mailbox.lower()),
+            "RowKey": FOLDER + row_key(checkpoint.folder),
             "Mailbox": checkpoint.mailbox,
             "Folder": checkpoint.folder,
             "UidValidity": checkpoint.uidvalidity,
             "LastUid": checkpoint.last_uid,
             "DedupThroughUid": checkpoint.dedup_through_uid,
+            "FirstRun": checkpoint.first_run,
+            "ScopeThroughUid": checkpoint.scope_through_uid,
         }
+        if checkpoint.not_before is not None:
+            entity["NotBefore"] = checkpoint.not_before
         etag = self._write_guarded(entity, checkpoint.etag,
                                    what=f"checkpoint of {checkpoint.mailbox}/{checkpoint.folder}",
                                    scope="folder")
         return replace(checkpoint, etag=etag)
 
     def list_checkpoints(self) -> list[Checkpoint]:
-        rows = self._query(f"RowKey ge '{_FOLDER}' and RowKey lt 'folder;'")
-        return [_checkpoint(e) for e in rows]
+        rows = self._query(f"RowKey ge '{FOLDER}' and RowKey lt 'folder;'")
+        return [checkpoint_from(e) for e in rows]
 
     def record_result(self, result: MailboxResult, *, at: datetime) -> Health:
         """Add one run's outcome to the mailbox's health row.
@@ -96,7 +99,7 @@ class TableStateStore:
         """
         for attempt in range(_HEALTH_ATTEMPTS):
             previous, etag = self._get_health(result.address)
-            row = _health_row(result, previous, at)
+            row = health_row(result, previous, at)
             try:
                 if etag is None:
                     self._table.create_entity(row)
@@ -104,7 +107,7 @@ class TableStateStore:
                     # REPLACE, not MERGE, so a recovery really clears FailingSince.
                     self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
                                               match_condition=MatchConditions.IfNotModified)
-                return _health(row)
+                return health_from(row)
             except (ResourceExistsError, ResourceModifiedError):
                 # Jittered, growing back-off: contenders spread out instead of colliding again.
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))  # noqa: S311
@@ -116,7 +119,11 @@ class TableStateStore:
         )
 
     def list_health(self) -> list[Health]:
-        return [_health(e) for e in self._query(f"RowKey eq '{_HEALTH}'")]
+        return [health_from(e) for e in self._query(f"RowKey eq '{HEALTH}'")]
+
+    def get_health(self, mailbox: str) -> Health | None:
+        health, etag = self._get_health(mailbox)  # one point read
+        return health if etag is not None else None
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
         """Note in the health row that the mailbox's fan-out message was given up.
@@ -127,8 +134,8 @@ class TableStateStore:
         note = f"Queue message given up after {attempts} attempts"
         previous = self._get_health(mailbox)[0].last_error
         row: dict[str, Any] = {
-            "PartitionKey": _key(mailbox.lower()),
-            "RowKey": _HEALTH,
+            "PartitionKey": row_key(mailbox.lower()),
+            "RowKey": HEALTH,
             "Mailbox": mailbox,
             "QueueGivenUpAt": at,
             "QueueGivenUpAttempts": attempts,
@@ -143,12 +150,12 @@ class TableStateStore:
     def _get_health(self, mailbox: str) -> tuple[Health, str | None]:
         """The health row and its ETag; an empty one and None when there is no row yet."""
         try:
-            entity = self._table.get_entity(_key(mailbox.lower()), _HEALTH)
+            entity = self._table.get_entity(row_key(mailbox.lower()), HEALTH)
         except ResourceNotFoundError:
             return Health(mailbox), None
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"read the health of {mailbox}", e, role=_ROLE) from e
-        return _health(entity), str(entity.metadata["etag"])
+        return health_from(entity), str(entity.metadata["etag"])
 
     def _query(self, query: str) -> list[dict[str, Any]]:
         try:
@@ -161,12 +168,12 @@ class TableStateStore:
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
         """The digests of the POP3 messages delivered from ``mailbox`` (RowKey ``pop3``)."""
         try:
-            entity = self._table.get_entity(_key(mailbox.lower()), _POP3)
+            entity = self._table.get_entity(row_key(mailbox.lower()), POP3)
         except ResourceNotFoundError:
             return None
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"read the POP3 checkpoint of {mailbox}", e, role=_ROLE) from e
-        return _pop3_checkpoint(mailbox, entity)
+        return pop3_checkpoint_from(mailbox, entity)
 
     def put_pop3_checkpoint(self, checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
         """Write if the stored row still has ``checkpoint.etag`` (None: only if absent).
@@ -187,17 +194,18 @@ class TableStateStore:
             raise ValueError(f"POP3 checkpoint digests must be {DIGEST_BYTES} bytes each")
         packed = b"".join(sorted(checkpoint.delivered))
         entity: dict[str, Any] = {
-            "PartitionKey": _key(mailbox.lower()),
-            "RowKey": _POP3,
+            "PartitionKey": row_key(mailbox.lower()),
+            "RowKey": POP3,
             "Mailbox": mailbox,
             "Count": count,
+            "FirstRun": checkpoint.first_run,
         }
-        for index, start in enumerate(range(0, len(packed), _POP3_CHUNK_BYTES)):
-            entity[f"{_POP3_CHUNK_PREFIX}{index}"] = packed[start:start + _POP3_CHUNK_BYTES]
+        for index, start in enumerate(range(0, len(packed), POP3_CHUNK_BYTES)):
+            entity[f"{POP3_CHUNK_PREFIX}{index}"] = packed[start:start + POP3_CHUNK_BYTES]
         # REPLACE (in _write_guarded) drops chunk properties a smaller set no longer needs.
         etag = self._write_guarded(entity, checkpoint.etag, what=f"POP3 checkpoint of {mailbox}",
                                    scope="mailbox")
-        return Pop3Checkpoint(mailbox, checkpoint.delivered, etag)
+        return replace(checkpoint, etag=etag)
 
     def _write_guarded(self, entity: dict[str, Any], etag: str | None, *, what: str,
                        scope: str) -> str:
@@ -217,69 +225,3 @@ class TableStateStore:
         except (HttpResponseError, ServiceRequestError) as e:
             raise storage_error(f"write the {what}", e, role=_ROLE) from e
         return str(metadata["etag"])
-
-
-def _checkpoint(entity: dict[str, Any] | Any) -> Checkpoint:
-    metadata = getattr(entity, "metadata", {}) or {}
-    mailbox = entity.get("Mailbox") or unquote(entity["PartitionKey"])
-    folder = entity.get("Folder") or unquote(str(entity["RowKey"])[len(_FOLDER):])
-    return Checkpoint(mailbox, folder, int(entity["UidValidity"]), int(entity["LastUid"]),
-                      int(entity.get("DedupThroughUid", 0)), metadata.get("etag"))
-
-
-def _health_row(result: MailboxResult, previous: Health, at: datetime) -> dict[str, Any]:
-    """The health row after ``result``, from the row before it."""
-    failed = not result.ok
-    folder_errors = "; ".join(f"{f.folder}: {f.error}" for f in result.folder_errors)
-    row: dict[str, Any] = {
-        "PartitionKey": _key(result.address.lower()),
-        "RowKey": _HEALTH,
-        "Mailbox": result.address,
-        "LastAttemptAt": at,
-        "LastRunDelivered": result.delivered,
-        "DeliveredTotal": previous.delivered_total + result.delivered,
-        "LastSuccessAt": previous.last_success_at if failed else at,
-        # The last error stays visible after a recovery, with its time.
-        "LastError": f"{result.error_type}: {result.error}"[:2000] if failed
-                     else previous.last_error,
-        "LastErrorAt": at if failed else previous.last_error_at,
-        "ConsecutiveFailures": previous.consecutive_failures + 1 if failed else 0,
-        "FailingSince": (previous.failing_since or at) if failed else None,
-        # Folders that could not be opened in the last run (cleared when they open again);
-        # a failed run may not have reached them, so it keeps what the last one found.
-        "FolderErrors": (folder_errors[:2000] or None) if not failed else previous.folder_errors,
-    }
-    return {k: v for k, v in row.items() if v is not None}
-
-
-def _health(entity: dict[str, Any] | Any) -> Health:
-    return Health(
-        mailbox=entity.get("Mailbox") or unquote(entity["PartitionKey"]),
-        last_attempt_at=entity.get("LastAttemptAt"),
-        last_success_at=entity.get("LastSuccessAt"),
-        delivered_total=int(entity.get("DeliveredTotal", 0)),
-        last_run_delivered=int(entity.get("LastRunDelivered", 0)),
-        last_error=entity.get("LastError"),
-        last_error_at=entity.get("LastErrorAt"),
-        failing_since=entity.get("FailingSince"),
-        consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
-        folder_errors=entity.get("FolderErrors"),
-    )
-
-
-_POP3 = "pop3"
-_POP3_CHUNK_PREFIX = "Delivered"
-_POP3_CHUNK_BYTES = 64 * 1024  # Table storage's limit for one binary property
-# Binary travels as base64 (4/3 of its size) and Azurite measures that JSON against the
-# 1 MiB entity limit: 11 full chunks (about 940 KiB of base64) stay under it everywhere.
-POP3_CHECKPOINT_LIMIT = 11 * _POP3_CHUNK_BYTES // DIGEST_BYTES
-
-
-def _pop3_checkpoint(mailbox: str, entity: dict[str, Any] | Any) -> Pop3Checkpoint:
-    metadata = getattr(entity, "metadata", {}) or {}
-    chunks: list[bytes] = []
-    while f"{_POP3_CHUNK_PREFIX}{len(chunks)}" in entity:
-        chunks.append(bytes(entity[f"{_POP3_CHUNK_PREFIX}{len(chunks)}"]))
-    packed = b"".join(chunks)
-    digests = frozenset(packed[i:i + DIGEST_BYTES] for i in range(0, len(packed), DIGEST_BYTES))
-    return Pop3Checkpoint(entity.get("Mailbox") or mailbox, digests, metadata.get("etag"))

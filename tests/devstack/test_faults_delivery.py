@@ -9,7 +9,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devstack.faults import FaultFront
 from devstack.stack import Stack
-from shared.wiring import get_poller, load_settings
+from shared.wiring import components_for, load_settings
 from tests.devstack.raw_clients import message
 
 pytestmark = pytest.mark.usefixtures("clean_environ", "managed_identity_env")
@@ -32,7 +32,7 @@ def test_a_poll_through_the_fronts_delivers_every_message_byte_for_byte(
     assert f"BlobEndpoint=http://127.0.0.1:{faults.ports.blob}/" in env["MAIL_STORAGE"]
 
     settings = load_settings(env)
-    report = get_poller(settings).run(settings.mailboxes)
+    report = components_for(settings).poller.run(settings.mailboxes)
 
     assert report.failed == [], report.failed
     assert report.delivered == 25
@@ -44,5 +44,5 @@ def test_a_poll_through_the_fronts_delivers_every_message_byte_for_byte(
     assert faults.storage_requests("blob") >= 25 and faults.storage_requests("table") >= 1
     assert faults.events() == []
 
-    second = get_poller(settings).run(settings.mailboxes)
+    second = components_for(settings).poller.run(settings.mailboxes)
     assert second.failed == [] and second.delivered == 0

@@ -15,11 +15,13 @@ from shared.adapters.table import TableStateStore
 from shared.errors import CheckpointConflict
 from shared.naming import blob_name
 from tests.integration.helpers import (
+    break_poll_lease,
     cli_command,
     cli_environment,
     container,
     new_poller,
     poll,
+    run_cli,
     stored_blobs,
 )
 
@@ -108,6 +110,12 @@ def test_poll_killed_mid_batch_then_rerun_delivers_every_message_exactly_once(st
     partial = len(stored_blobs(env))
     assert 0 < partial < total
 
+    # The killed run still holds the mailbox's lease (up to a minute): a run at once leaves
+    # the mailbox alone, and says why. Break the lease as an operator would, and rerun.
+    early = run_cli(env, "poll", cwd=tmp_path)
+    assert early.returncode == 0 and "another run holds its lease" in early.stdout, early.stderr
+    assert len(stored_blobs(env)) == partial
+    break_poll_lease(env["MAIL_STORAGE"], env["BLOB_CONTAINER"], address)
     rerun = subprocess.run(cli_command("poll"), env=cli_environment(env), cwd=tmp_path,
                            capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -16,12 +16,13 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devstack.stack import Stack
+from shared.adapters.lease import BlobLeaseStore
 from shared.entry import run_queue_poll, run_timer_poll
 from shared.fanout import MAX_DEQUEUE_COUNT, MailboxPollFailed, poll_message
 from shared.model import MailboxResult
 from shared.naming import folder_prefix
 from shared.settings import Settings
-from shared.wiring import build_lease_store, build_state_store
+from shared.wiring import Components
 from tests.integration.helpers import WorkerContext, indexed_functions, stored_blobs
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
@@ -110,7 +111,7 @@ def test_a_held_lease_makes_a_duplicate_message_complete_without_polling(stack, 
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(2, "held"))
     env = fanout_env(stack, address)
-    leases = build_lease_store(Settings.from_mapping(env))
+    leases = Components(Settings.from_mapping(env)).leases
     holder = leases.acquire(address)
     assert holder is not None
     assert run_queue_poll(poll_message(address), env=env) is None
@@ -146,7 +147,8 @@ def test_a_lease_left_by_a_crashed_worker_expires_and_the_next_poll_proceeds(sta
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(2, "crash"))
     env = fanout_env(stack, address)
-    crashed = build_lease_store(Settings.from_mapping(env), lease_seconds=15)
+    crashed = BlobLeaseStore(Components(Settings.from_mapping(env)).storage.lease_container,
+                             duration_seconds=15)
     assert crashed.acquire(address) is not None  # and never renewed nor released
     taken = time.monotonic()
     assert run_queue_poll(poll_message(address), env=env) is None
@@ -164,7 +166,7 @@ def test_a_mailbox_failing_on_its_last_attempt_is_given_up_in_its_health_without
         run_queue_poll(poll_message(address), dequeue_count=1, env=env)
     handler = indexed_functions()["poll_mailbox"].get_user_function()
     handler(queue_message(address, MAX_DEQUEUE_COUNT), WorkerContext())
-    [health] = build_state_store(Settings.from_mapping(env)).list_health()
+    [health] = Components(Settings.from_mapping(env)).state.list_health()
     assert health.last_error is not None
     assert health.last_error.startswith(f"Queue message given up after {MAX_DEQUEUE_COUNT} attempts")
     assert "Add-MailboxPermission" in health.last_error

@@ -13,7 +13,7 @@ import pytest
 from devstack.faults import FaultFront
 from devstack.stack import Stack
 from shared.settings import Settings
-from shared.wiring import build_state_store
+from shared.wiring import Components
 from tests.devstack.raw_clients import message
 from tests.integration.fault_runs import (
     MARGIN,
@@ -91,7 +91,7 @@ def test_a_big_backfill_is_delivered_across_time_boxed_runs_each_resuming_where_
     address = new_mailbox()
     seed_maildir(stack, address, (message(n, lines=10) for n in range(count)))
     env = stack.settings_env(address) | {"POLL_DEADLINE_SECONDS": "10"}
-    state = build_state_store(Settings.from_mapping(env))
+    state = Components(Settings.from_mapping(env)).state
     checkpoints, peaks = [0], []
     while checkpoints[-1] < count:
         assert len(checkpoints) <= count // 100, f"{checkpoints[-1]} of {count} after {len(checkpoints) - 1} runs"

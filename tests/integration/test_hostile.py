@@ -10,6 +10,8 @@ import socket
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
+from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
@@ -208,6 +210,12 @@ class _Session:
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         return self._session.fetch_range(uid, offset, length)
+
+    def search_uids_since(self, day: date) -> list[int]:
+        return self._session.search_uids_since(day)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)  # the rest of MailSession, unchanged
 
 
 class ExpungingAfterSizes:

@@ -14,7 +14,8 @@ from devstack.seed import demo_messages
 from devstack.stack import Stack
 from shared.adapters.imap import ImapServer
 from shared.adapters.pop3 import Pop3MailServer
-from shared.adapters.table import POP3_CHECKPOINT_LIMIT, TableStateStore
+from shared.adapters.table import TableStateStore
+from shared.adapters.table_rows import POP3_CHECKPOINT_LIMIT
 from shared.errors import AuthenticationError, CheckpointConflict, MailServerError, StorageError
 from shared.model import Pop3Checkpoint, Secret
 from shared.naming import pop3_blob_name, uidl_digest

@@ -12,7 +12,7 @@ from azure.functions.timer import TimerRequest
 
 from devstack.stack import Stack
 from shared.settings import Settings
-from shared.wiring import build_mailbox_registry
+from shared.wiring import Components
 from tests.integration.helpers import WorkerContext, indexed_functions, run_cli, stored_blobs
 from tests.integration.test_fanout import queue_client
 
@@ -44,7 +44,7 @@ def test_the_cli_manages_the_registry_and_a_poll_reads_what_it_lists(stack, new_
     assert len(stored_blobs(env)) == 2
     assert run_cli(env, "mailboxes", "remove", second, cwd=tmp_path).returncode == 0
     assert run_cli(env, "mailboxes", "remove", second, cwd=tmp_path).returncode == 1
-    assert [m.address for m in build_mailbox_registry(Settings.from_mapping(env)).list_mailboxes()] == [first]
+    assert [m.address for m in Components(Settings.from_mapping(env)).mailbox_registry.list_mailboxes()] == [first]
 
 
 def test_a_bad_csv_names_each_bad_line_and_registers_nothing(stack, tmp_path):
@@ -57,7 +57,7 @@ def test_a_bad_csv_names_each_bad_line_and_registers_nothing(stack, tmp_path):
     for line in ("line 2", "line 3", "line 4"):
         assert line in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert build_mailbox_registry(Settings.from_mapping(env)).list_mailboxes() == []
+    assert Components(Settings.from_mapping(env)).mailbox_registry.list_mailboxes() == []
 
 
 def test_ten_thousand_registered_mailboxes_are_each_queued_once_by_one_timer_run(

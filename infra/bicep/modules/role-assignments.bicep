@@ -16,6 +16,7 @@ param hostStorageName string
 param mailStorageName string
 param mailContainerName string
 param fanoutQueueName string
+param messageQueueName string
 param appInsightsName string
 
 // Built-in role definition IDs (identical in every subscription and cloud).
@@ -25,6 +26,7 @@ var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
@@ -75,6 +77,12 @@ resource fanoutQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource fanoutPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
   parent: mailQueueService
   name: '${fanoutQueueName}-poison'
+}
+
+// One JSON notice per delivered message (NOTIFY_QUEUE): the app sends, consumers receive.
+resource messageQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: mailQueueService
+  name: messageQueueName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -186,6 +194,18 @@ resource fanoutPoisonQueueDataContributor 'Microsoft.Authorization/roleAssignmen
     principalId: principalId
     principalType: 'ServicePrincipal'
     description: 'mailferry fan-out: poison messages'
+  }
+}
+
+// --- The app: a notice per delivered message (NOTIFY_QUEUE); it only sends, never reads.
+resource messageQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(messageQueue.id, principalId, roles.storageQueueDataMessageSender)
+  scope: messageQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'mailferry sends one notice per delivered message'
   }
 }
 
