@@ -51,13 +51,13 @@ class ConcurrentDelivery(Generic[Key]):
     """
 
     def __init__(self, sink: MessageSink, *, address: str, result: FolderResult,
-                 watcher: PollObserver, concurrency: int, on_stored: Callable[[Key], None],
+                 observer: PollObserver, concurrency: int, on_stored: Callable[[Key], None],
                  clock: Clock, waits_end: float,
                  on_thread_start: ThreadStart = no_thread_setup) -> None:
         self._sink = sink
         self._address = address
         self._result = result
-        self._watcher = watcher
+        self._watcher = observer
         self._on_stored = on_stored
         self._clock = clock
         self._waits_end = waits_end

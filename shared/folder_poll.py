@@ -48,7 +48,7 @@ class FolderTools:
     checkpoints: CheckpointStore
     options: PollOptions
     clock: Clock
-    watcher: PollObserver
+    observer: PollObserver
     on_thread_start: ThreadStart = no_thread_setup
 
 
@@ -133,7 +133,7 @@ class FolderPoll:
         failure: BaseException | None = None
         with TimeBoxedCalls(tools.clock, self.time_box.writes_end,
                             on_thread_start=tools.on_thread_start) as calls, ConcurrentDelivery(
-                tools.sink, address=self.address, result=self.result, watcher=tools.watcher,
+                tools.sink, address=self.address, result=self.result, observer=tools.observer,
                 concurrency=tools.options.upload_concurrency, on_stored=self._stored_by(prefix),
                 clock=tools.clock, waits_end=self.time_box.waits_end,
                 on_thread_start=tools.on_thread_start) as delivery:

@@ -48,10 +48,10 @@ class MailboxParts(PollParts, Protocol):
 
 
 def poll_imap(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadline: float,
-              watcher: PollObserver, result: MailboxResult, on_thread_start: ThreadStart) -> None:
+              observer: PollObserver, result: MailboxResult, on_thread_start: ThreadStart) -> None:
     """Every folder of an IMAP mailbox over one connection, then its after-delivery actions."""
     time_box = TimeBox(deadline)
-    tools = FolderTools(parts.sink, parts.checkpoints, parts.options, parts.clock, watcher,
+    tools = FolderTools(parts.sink, parts.checkpoints, parts.options, parts.clock, observer,
                         on_thread_start)
     # Halved by drops, for every folder of the mailbox in this run.
     limits = BatchLimits(parts.options.fetch_batch_size, BATCH_BYTES)
@@ -103,7 +103,7 @@ def _plan(parts: MailboxParts, connection: MailboxConnection[MailSession], mailb
 
 
 def poll_pop3(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadline: float,
-              watcher: PollObserver, result: FolderResult, on_thread_start: ThreadStart) -> None:
+              observer: PollObserver, result: FolderResult, on_thread_start: ThreadStart) -> None:
     """The Inbox of a POP3 mailbox (POP3 sees no other folder; see pop3_poll)."""
     address = mailbox.address
     pop3, checkpoints = parts.pop3, parts.pop3_checkpoints
@@ -111,7 +111,7 @@ def poll_pop3(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
         raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
     time_box = TimeBox(deadline)
     poll = Pop3Poll(address, sink=parts.sink, checkpoints=checkpoints, clock=parts.clock,
-                    time_box=time_box, watcher=watcher, batch_size=parts.options.fetch_batch_size,
+                    time_box=time_box, observer=observer, batch_size=parts.options.fetch_batch_size,
                     upload_concurrency=parts.options.upload_concurrency, result=result,
                     on_thread_start=on_thread_start,
                     scope=mailbox.first_run or parts.options.first_run)

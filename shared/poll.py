@@ -127,7 +127,7 @@ class Poller:
         ``on_thread_start`` runs first in every thread the poll starts. ``lease_held``: the
         caller holds the mailboxes' leases and has checked they are not throttled (fan-out).
         """
-        watcher = observer or SilentObserver()
+        observer = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
         token = _RunToken(self.tokens)
@@ -136,7 +136,7 @@ class Poller:
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, shares.next_deadline(), watcher,
+                lambda m: self._poll_mailbox(m, token, shares.next_deadline(), observer,
                                              on_thread_start, lease_held=lease_held),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
@@ -160,7 +160,7 @@ class Poller:
         return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
         on_thread_start: ThreadStart, *, lease_held: bool,
     ) -> MailboxResult:
         if self.clock.monotonic() >= deadline:
@@ -174,7 +174,7 @@ class Poller:
             if skipped is not None:
                 return skipped
         if lease_held or self.leases is None:
-            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
         try:
             lease = self.leases.acquire(address)
         except Exception as e:  # storage failing (or a bug) costs this mailbox only
@@ -182,7 +182,7 @@ class Poller:
                 log.exception("unexpected error taking the poll lease of %s", address)
             result = self._failed(address, e)
             self._record(result)
-            watcher.mailbox_finished(result)
+            observer.mailbox_finished(result)
             return result
         if lease is None:
             # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
@@ -193,23 +193,23 @@ class Poller:
             return MailboxResult(address, skipped=reason)
         with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
                          on_thread_start=on_thread_start):
-            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
 
     def _poll_and_record(
-        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
-        watcher.mailbox_started(mailbox.address)
+        observer.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
             secret = token.get()
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox, secret, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox, secret, deadline, observer, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
+                self._poll_imap(mailbox, secret, deadline, observer, result, on_thread_start)
         except MailboxThrottled as e:
             # A delay, not a failure: what was delivered stays; no poll before the server's time.
             previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
@@ -222,18 +222,18 @@ class Poller:
             result = self._failed(mailbox.address, e, folders=result.folders)
         result.seconds = self.clock.monotonic() - started
         self._record(result)
-        watcher.mailbox_finished(result)
+        observer.mailbox_finished(result)
         return result
 
     def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   watcher: PollObserver, result: MailboxResult,
+                   observer: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
-        poll_imap(self, mailbox, token, deadline, watcher, result, on_thread_start)
+        poll_imap(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   watcher: PollObserver, result: FolderResult,
+                   observer: PollObserver, result: FolderResult,
                    on_thread_start: ThreadStart) -> None:
-        poll_pop3(self, mailbox, token, deadline, watcher, result, on_thread_start)
+        poll_pop3(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _failed(self, address: str, error: Exception,
                 folders: list[FolderResult] | None = None) -> MailboxResult:

@@ -43,7 +43,7 @@ class Pop3Poll:
     """
 
     def __init__(self, address: str, *, sink: MessageSink, checkpoints: Pop3CheckpointStore,
-                 clock: Clock, time_box: TimeBox, watcher: PollObserver, batch_size: int,
+                 clock: Clock, time_box: TimeBox, observer: PollObserver, batch_size: int,
                  upload_concurrency: int, result: FolderResult | None = None,
                  on_thread_start: ThreadStart = no_thread_setup, scope: FirstRunScope = ALL) -> None:
         self.address = address
@@ -51,7 +51,7 @@ class Pop3Poll:
         self.checkpoints = checkpoints
         self.clock = clock
         self.time_box = time_box
-        self.watcher = watcher
+        self.observer = observer
         self.batch_size = max(1, batch_size)
         self.upload_concurrency = max(1, upload_concurrency)
         # Given by the caller, the counts survive a failure partway (for the health row).
@@ -90,7 +90,7 @@ class Pop3Poll:
 
         with TimeBoxedCalls(self.clock, self.time_box.writes_end,
                             on_thread_start=self.on_thread_start) as calls, ConcurrentDelivery[str](
-                self.sink, address=self.address, result=self.result, watcher=self.watcher,
+                self.sink, address=self.address, result=self.result, observer=self.observer,
                 concurrency=self.upload_concurrency,
                 on_stored=lambda uidl: delivered.add(uidl_digest(uidl)), clock=self.clock,
                 waits_end=self.time_box.waits_end, on_thread_start=self.on_thread_start) as delivery:

@@ -203,7 +203,7 @@ def test_uploads_that_never_finish_are_given_up_at_the_end_of_the_time_box():
     result = FolderResult("INBOX")
     stored: list[int] = []
     try:
-        with ConcurrentDelivery[int](sink, address=A, result=result, watcher=SilentObserver(),
+        with ConcurrentDelivery[int](sink, address=A, result=result, observer=SilentObserver(),
                                      concurrency=2, on_stored=stored.append, clock=clock,
                                      waits_end=0.2) as delivery:
             for uid in range(3):
