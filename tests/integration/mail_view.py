@@ -113,5 +113,5 @@ def break_lease(env: dict[str, str], address: str) -> None:
     except ResourceNotFoundError:
         pass  # killed before it took the lease
     except HttpResponseError as e:
-        if e.error_code != "LeaseNotPresentWithLeaseOperation":
+        if getattr(e, "error_code", None) != "LeaseNotPresentWithLeaseOperation":
             raise
