@@ -118,8 +118,8 @@ class CountingServer:
         self.sessions: list[Any] = []
 
     @contextlib.contextmanager
-    def open(self, address: str, token: Any) -> Iterator[Any]:
-        with self.inner.open(address, token) as session:
+    def open(self, address: str, token: Any, **options: Any) -> Iterator[Any]:
+        with self.inner.open(address, token, **options) as session:
             self.sessions.append(session)
             yield session
 

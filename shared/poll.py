@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.action_ports import ActionStateStore
-from shared.after_delivery import act_after_delivery, delete_delivered, plan_mailbox
-from shared.errors import CheckpointConflict, FolderUnavailable, MailboxThrottled, MailferryError
+from shared.errors import MailboxThrottled, MailferryError
 from shared.fanout import LeaseKeeper
-from shared.folder_poll import FolderPoll
 from shared.log_texts import FAILURE_LOG_TEXT, FOLDER_FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
+from shared.mailbox_poll import poll_imap, poll_pop3
 from shared.metrics import mailbox_metrics, metrics_message
 from shared.model import FolderResult, Health, MailboxResult, PollOptions, PollReport, Secret
-from shared.pop3_poll import Pop3Poll
 from shared.ports import (
     CheckpointStore,
     Clock,
@@ -41,7 +39,9 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
+from shared.reconnect import ReconnectPolicy
 from shared.throttle import read_health, skip_if_throttled, throttled_result
+from shared.time_box import MailboxShares
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
@@ -115,6 +115,8 @@ class Poller:
     jitter: random.Random = field(default_factory=random.Random)
     # Where the after-delivery phase keeps its rows (needed unless AFTER_DELIVERY is keep).
     action_states: ActionStateStore | None = None
+    # How a dropped mail connection is reopened within a run.
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
     def run(
         self, mailboxes: Sequence[MailboxConfig], observer: PollObserver | None = None, *,
@@ -125,16 +127,17 @@ class Poller:
         ``on_thread_start`` runs first in every thread the poll starts. ``lease_held``: the
         caller holds the mailboxes' leases and has checked they are not throttled (fan-out).
         """
-        watcher = observer or SilentObserver()
+        observer = observer or SilentObserver()
         started = self.clock.monotonic()
         deadline = started + self.options.deadline_seconds
         token = _RunToken(self.tokens)
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
+        shares = MailboxShares(self.clock, deadline, mailboxes=len(mailboxes), workers=workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, deadline, watcher, on_thread_start,
-                                             lease_held=lease_held),
+                lambda m: self._poll_mailbox(m, token, shares.next_deadline(), observer,
+                                             on_thread_start, lease_held=lease_held),
                 self._least_recently_polled_first(mailboxes)))
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
@@ -157,7 +160,7 @@ class Poller:
         return sorted(mailboxes, key=lambda m: attempted.get(m.address.lower()) or never)
 
     def _poll_mailbox(
-        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
         on_thread_start: ThreadStart, *, lease_held: bool,
     ) -> MailboxResult:
         if self.clock.monotonic() >= deadline:
@@ -171,7 +174,7 @@ class Poller:
             if skipped is not None:
                 return skipped
         if lease_held or self.leases is None:
-            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
         try:
             lease = self.leases.acquire(address)
         except Exception as e:  # storage failing (or a bug) costs this mailbox only
@@ -179,7 +182,7 @@ class Poller:
                 log.exception("unexpected error taking the poll lease of %s", address)
             result = self._failed(address, e)
             self._record(result)
-            watcher.mailbox_finished(result)
+            observer.mailbox_finished(result)
             return result
         if lease is None:
             # The lease fan-out takes too: overlapping runs (a slow one and the next, one by
@@ -190,23 +193,23 @@ class Poller:
             return MailboxResult(address, skipped=reason)
         with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
                          on_thread_start=on_thread_start):
-            return self._poll_and_record(mailbox, token, deadline, watcher, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
 
     def _poll_and_record(
-        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, watcher: PollObserver,
+        self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
         on_thread_start: ThreadStart,
     ) -> MailboxResult:
         started = self.clock.monotonic()
-        watcher.mailbox_started(mailbox.address)
+        observer.mailbox_started(mailbox.address)
         result = MailboxResult(mailbox.address)
         try:
             secret = token.get()
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox, secret, deadline, watcher, inbox, on_thread_start)
+                self._poll_pop3(mailbox, secret, deadline, observer, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, secret, deadline, watcher, result, on_thread_start)
+                self._poll_imap(mailbox, secret, deadline, observer, result, on_thread_start)
         except MailboxThrottled as e:
             # A delay, not a failure: what was delivered stays; no poll before the server's time.
             previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
@@ -219,57 +222,18 @@ class Poller:
             result = self._failed(mailbox.address, e, folders=result.folders)
         result.seconds = self.clock.monotonic() - started
         self._record(result)
-        watcher.mailbox_finished(result)
+        observer.mailbox_finished(result)
         return result
 
     def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   watcher: PollObserver, result: MailboxResult,
+                   observer: PollObserver, result: MailboxResult,
                    on_thread_start: ThreadStart) -> None:
-        with self.server.open(mailbox.address, token) as session:
-            for folder, plan in plan_mailbox(self, session, mailbox, result):
-                folder_result = FolderResult(folder)
-                result.folders.append(folder_result)
-                try:
-                    FolderPoll(session, mailbox.address, folder, sink=self.sink,
-                               checkpoints=self.checkpoints, options=self.options,
-                               clock=self.clock, result=folder_result, deadline=deadline,
-                               watcher=watcher, on_thread_start=on_thread_start,
-                               scope=mailbox.first_run or self.options.first_run).run()
-                    act_after_delivery(self, session, plan, deadline, folder_result)
-                except FolderUnavailable as e:
-                    # One bad folder must not hide the others, run after run.
-                    folder_result.error = str(e)
-                    log.error("%s: %s/%s: %s", FOLDER_FAILURE_LOG_TEXT, mailbox.address, folder, e)
-                    continue
-                except CheckpointConflict:
-                    # Another run is delivering this folder right now; nothing is wrong.
-                    folder_result.yielded = True
-                    log.info("%s/%s: another run advanced the checkpoint first; this run leaves "
-                             "the folder to it", mailbox.address, folder)
-                    continue
-                if not folder_result.complete:
-                    break
+        poll_imap(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   watcher: PollObserver, result: FolderResult,
+                   observer: PollObserver, result: FolderResult,
                    on_thread_start: ThreadStart) -> None:
-        """POP3 sees the Inbox only; see pop3_poll."""
-        address = mailbox.address
-        if self.pop3 is None or self.pop3_checkpoints is None:
-            raise RuntimeError("this poller was built without a POP3 server or checkpoint store")
-        with self.pop3.open(address, token) as session:
-            try:
-                Pop3Poll(session, address, sink=self.sink, checkpoints=self.pop3_checkpoints,
-                         clock=self.clock, deadline=deadline, watcher=watcher,
-                         batch_size=self.options.fetch_batch_size,
-                         upload_concurrency=self.options.upload_concurrency, result=result,
-                         on_thread_start=on_thread_start,
-                         scope=mailbox.first_run or self.options.first_run).run()
-                delete_delivered(self, session, mailbox, deadline, result)
-            except CheckpointConflict:
-                result.yielded = True
-                log.info("%s: another run advanced the POP3 checkpoint first; this run leaves "
-                         "the mailbox to it", address)
+        poll_pop3(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _failed(self, address: str, error: Exception,
                 folders: list[FolderResult] | None = None) -> MailboxResult:

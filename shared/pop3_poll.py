@@ -11,9 +11,9 @@ maildrop's size. Nothing is ever deleted from the server.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
+from shared.delivery import ConcurrentDelivery
 from shared.first_run import pop3_starting_checkpoint
 from shared.history_scope import ALL, FirstRunScope
 from shared.model import FolderResult, Pop3Checkpoint
@@ -27,25 +27,31 @@ from shared.ports import (
     ThreadStart,
     no_thread_setup,
 )
+from shared.time_box import TimeBox, TimeBoxedCalls
 
 log = logging.getLogger("mailferry.poll")
 
-class Pop3Poll:
-    """Delivers one POP3 maildrop's new messages, batch by batch, checkpointing after each."""
+# Retrieved messages waiting for an uploader, per upload thread: large ones stay bounded.
+_WAITING_PER_UPLOADER = 2
 
-    def __init__(self, session: Pop3Session, address: str, *, sink: MessageSink,
-                 checkpoints: Pop3CheckpointStore, clock: Clock, deadline: float,
-                 watcher: PollObserver, batch_size: int, upload_concurrency: int,
-                 result: FolderResult | None = None,
-                 on_thread_start: ThreadStart = no_thread_setup,
-                 scope: FirstRunScope = ALL) -> None:
-        self.session = session
+
+class Pop3Poll:
+    """Delivers one POP3 maildrop's new messages, batch by batch, checkpointing after each.
+
+    ``run`` may be called again with a new session after the connection dropped: what was
+    stored before the drop is in the checkpoint, and the rest is listed again.
+    """
+
+    def __init__(self, address: str, *, sink: MessageSink, checkpoints: Pop3CheckpointStore,
+                 clock: Clock, time_box: TimeBox, observer: PollObserver, batch_size: int,
+                 upload_concurrency: int, result: FolderResult | None = None,
+                 on_thread_start: ThreadStart = no_thread_setup, scope: FirstRunScope = ALL) -> None:
         self.address = address
         self.sink = sink
         self.checkpoints = checkpoints
         self.clock = clock
-        self.deadline = deadline
-        self.watcher = watcher
+        self.time_box = time_box
+        self.observer = observer
         self.batch_size = max(1, batch_size)
         self.upload_concurrency = max(1, upload_concurrency)
         # Given by the caller, the counts survive a failure partway (for the health row).
@@ -53,9 +59,13 @@ class Pop3Poll:
         self.on_thread_start = on_thread_start
         self.scope = scope  # how much of the maildrop a first poll takes
 
-    def run(self) -> FolderResult:
+    def progress(self) -> str:
+        """What is durable, for errors."""
+        return f"{self.result.delivered} new message(s) delivered and checkpointed"
+
+    def run(self, session: Pop3Session) -> FolderResult:
         """Deliver what is new; returns what was done (``complete`` False at the deadline)."""
-        listed = self.session.list_uidls()
+        listed = session.list_uidls()
         listed_digests = {uidl_digest(uidl) for _, uidl in listed}
         stored = self.checkpoints.get_pop3_checkpoint(self.address)
         first = None if stored else pop3_starting_checkpoint(self.scope, self.address, listed_digests)
@@ -72,46 +82,47 @@ class Pop3Poll:
                 self.checkpoints.put_pop3_checkpoint(replace(checkpoint, delivered=frozenset(delivered)))
             return self.result
 
-        for start in range(0, len(new), self.batch_size):
-            if self.clock.monotonic() >= self.deadline:
-                self.result.complete = False
-                log.warning("%s: time box reached with %d POP3 message(s) left; the next run "
-                            "resumes", self.address, len(new) - start)
-                return self.result
-            batch = new[start:start + self.batch_size]
-            self._deliver(batch)
-            delivered.update(uidl_digest(uidl) for _, uidl in batch)
-            checkpoint = self.checkpoints.put_pop3_checkpoint(
-                replace(checkpoint, delivered=frozenset(delivered)))
+        what = f"write the POP3 checkpoint of {self.address}"
+
+        def save(checkpoint: Pop3Checkpoint) -> Pop3Checkpoint:
+            moved = replace(checkpoint, delivered=frozenset(delivered))
+            return calls.call(what, lambda: self.checkpoints.put_pop3_checkpoint(moved))
+
+        with TimeBoxedCalls(self.clock, self.time_box.writes_end,
+                            on_thread_start=self.on_thread_start) as calls, ConcurrentDelivery[str](
+                self.sink, address=self.address, result=self.result, observer=self.observer,
+                concurrency=self.upload_concurrency,
+                on_stored=lambda uidl: delivered.add(uidl_digest(uidl)), clock=self.clock,
+                waits_end=self.time_box.waits_end, on_thread_start=self.on_thread_start) as delivery:
+            try:
+                for start in range(0, len(new), self.batch_size):
+                    if self.clock.monotonic() >= self.time_box.ends:
+                        self.result.complete = False
+                        log.warning("%s: time box reached with %d POP3 message(s) left; the next "
+                                    "run resumes", self.address, len(new) - start)
+                        break
+                    self._retrieve(session, delivery, new[start:start + self.batch_size])
+                    delivery.settle()
+                    if delivery.failure is not None:
+                        break
+                    checkpoint = save(checkpoint)
+            finally:
+                # Whatever stopped the run, what was stored before it enters the checkpoint.
+                delivery.settle()
+                if frozenset(delivered) != checkpoint.delivered:
+                    save(checkpoint)
+        if delivery.failure is not None:
+            raise delivery.failure
         return self.result
 
-    def _deliver(self, batch: list[tuple[int, str]]) -> None:
+    def _retrieve(self, session: Pop3Session, delivery: ConcurrentDelivery[str],
+                  batch: list[tuple[int, str]]) -> None:
         """Retrieve each message and upload it while the next one is read."""
-        workers = min(self.upload_concurrency, len(batch))
-        pending: set[Future[bool]] = set()
-        outcomes: list[tuple[Future[bool], int]] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix="upload",
-                                initializer=self.on_thread_start) as pool:
-            for number, uidl in batch:
-                # At most two uploads per worker wait in memory: large messages stay bounded.
-                while len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()  # a failed upload stops the batch here
-                raw = self.session.retrieve(number)
-                future = pool.submit(self.sink.create, pop3_blob_name(self.address, uidl), raw,
-                                     pop3_blob_metadata(self.address, uidl, raw))
-                pending.add(future)
-                outcomes.append((future, len(raw)))
-        # result() re-raises the first failed upload, so the checkpoint written after this
-        # batch never holds a message whose blob is missing.
-        for future, size in outcomes:
-            if future.result():
-                self.result.delivered += 1
-                self.result.bytes_delivered += size
-                self.watcher.message_delivered(self.address, size)
-            else:
-                self.result.already_present += 1
+        for number, uidl in batch:
+            delivery.settle(leave=_WAITING_PER_UPLOADER * self.upload_concurrency)
+            raw = session.retrieve(number)
+            delivery.upload(uidl, pop3_blob_name(self.address, uidl), raw,
+                            pop3_blob_metadata(self.address, uidl, raw))
 
 
 __all__ = ["Pop3Poll"]

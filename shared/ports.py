@@ -97,8 +97,9 @@ class MailSession(MailboxActions, Protocol):
         """UIDs the server lists for ``first_uid:*`` (it may include one below ``first_uid``)."""
         ...
 
-    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        """The messages with these UIDs, byte for byte; expunged ones are simply absent."""
+    def fetch(self, uids: Sequence[int]) -> Iterable[FetchedMessage]:
+        """The messages with these UIDs, byte for byte, each as it arrives; expunged ones are
+        simply absent. Those handed out before a failure are complete."""
         ...
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
@@ -120,7 +121,10 @@ class MailSession(MailboxActions, Protocol):
 class MailServer(Protocol):
     """Opens sessions to mailboxes on one server."""
 
-    def open(self, address: str, token: Secret) -> AbstractContextManager[MailSession]: ...
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> AbstractContextManager[MailSession]:
+        """A logged-in session; no read of it outlasts ``deadline`` (a ``time.monotonic()``)."""
+        ...
 
 
 class MessageSink(Protocol):
@@ -272,7 +276,10 @@ class Pop3Session(Protocol):
 class Pop3Server(Protocol):
     """Opens XOAUTH2 sessions to mailboxes over POP3."""
 
-    def open(self, address: str, token: Secret) -> AbstractContextManager[Pop3Session]: ...
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> AbstractContextManager[Pop3Session]:
+        """A logged-in session; no read of it outlasts ``deadline`` (a ``time.monotonic()``)."""
+        ...
 
 
 class Pop3CheckpointStore(Protocol):

@@ -163,6 +163,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     _integer("POLL_DEADLINE_SECONDS",
              "A run stops starting work after this many seconds; keep it below host.json functionTimeout.",
              default=480, low=10, high=86_400),
+    _integer("IMAP_TIMEOUT_SECONDS",
+             "Seconds an IMAP or POP3 read may wait for data; the same span judges a minimum pace "
+             "(1 KiB/s), so a server trickling data is cut too. Reads never outlast the run's time box.",
+             default=60, low=1, high=600),
 )
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 from shared.clouds import CLOUDS, Cloud
-from shared.connection_string import connection_string_problems, endpoint_problem
 from shared.error_text import quoted
 from shared.errors import ConfigurationError
 from shared.history_scope import ALL, FirstRunScope, parse_first_run
@@ -24,10 +23,10 @@ from shared.mailbox_list import (
     after_delivery_setting,
     parse_mailboxes,
 )
-from shared.model import PollOptions, Secret
+from shared.model import PollOptions
 from shared.ncrontab import ncrontab_problems
-from shared.setting_reader import GUID, SettingReader
 from shared.setting_specs import SETTING_NAMES, SETTINGS, SPECS, STORAGE, SettingSpec
+from shared.storage_settings import StorageConnection, StorageSettingReader
 
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -37,17 +36,6 @@ _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])
                    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 Security = Literal["tls", "starttls"]
-
-
-@dataclass(frozen=True)
-class StorageConnection:
-    """How to reach the mail storage account: a connection string, or endpoints plus an identity."""
-
-    connection_string: Secret | None = None
-    blob_service_uri: str | None = None
-    table_service_uri: str | None = None
-    queue_service_uri: str | None = None
-    managed_identity_client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +86,8 @@ class Settings:
     pop3: MailServerAddress
     ca_bundle: Path | None
     poll: PollOptions
+    # IMAP_TIMEOUT_SECONDS: per read of the IMAP or POP3 connection, and its pace window.
+    mail_timeout_seconds: float
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -105,7 +95,7 @@ class Settings:
         return _Reader(env).build()
 
 
-class _Reader(SettingReader):
+class _Reader(StorageSettingReader):
     """Reads every setting into one Settings, collecting every problem instead of stopping."""
 
     def build(self) -> Settings:
@@ -150,6 +140,7 @@ class _Reader(SettingReader):
         imap = self.server("IMAP", cloud)
         pop3 = self.server("POP3", cloud)
         ca_bundle = self.ca_bundle()
+        mail_timeout = self.integer("IMAP_TIMEOUT_SECONDS")
         after_delivery, wrong = after_delivery_setting(self.raw("AFTER_DELIVERY") or "keep", mailboxes)
         self.problems += wrong
         poll = replace(self.options(PollOptions), first_run=self.first_run(mailboxes),
@@ -177,6 +168,7 @@ class _Reader(SettingReader):
             pop3=pop3,
             ca_bundle=ca_bundle,
             poll=poll,
+            mail_timeout_seconds=float(mail_timeout),
         )
 
     def credentials(self, cloud: Cloud, mi_client_id: str | None) -> Credentials:
@@ -255,44 +247,6 @@ class _Reader(SettingReader):
             if problems:
                 self.problems.append(f"POLL_SCHEDULE is {quoted(value)}: {'; '.join(problems)}.")
         return value
-
-    def storage(self, *, needs_queue: bool) -> StorageConnection:
-        connection_string = self.raw(STORAGE)
-        blob_uri = self.raw(f"{STORAGE}__blobServiceUri")
-        table_uri = self.raw(f"{STORAGE}__tableServiceUri")
-        queue_uri = self.raw(f"{STORAGE}__queueServiceUri")
-        credential = self.raw(f"{STORAGE}__credential")
-        client_id = self.raw(f"{STORAGE}__clientId")
-        if connection_string:
-            services = ("blob", "table", "queue") if needs_queue else ("blob", "table")
-            problems = connection_string_problems(connection_string, services=services)
-            if problems:
-                self.problems.append(f"{STORAGE} is not a usable connection string: it "
-                                     f"{'; it '.join(problems)}.")
-            return StorageConnection(connection_string=Secret(connection_string))
-        if not (blob_uri and table_uri):
-            self.problems.append(
-                f"{STORAGE} is not set: give a connection string in {STORAGE}, or the identity-based "
-                f"{STORAGE}__blobServiceUri and {STORAGE}__tableServiceUri."
-            )
-            return StorageConnection()
-        for name, uri in ((f"{STORAGE}__blobServiceUri", blob_uri),
-                          (f"{STORAGE}__tableServiceUri", table_uri),
-                          (f"{STORAGE}__queueServiceUri", queue_uri)):
-            wrong = endpoint_problem(uri) if uri else None
-            if wrong:
-                self.problems.append(f"{name} {wrong}; expected the service's endpoint, e.g. "
-                                     f"{SPECS[name].example}.")
-        if credential and credential.lower() != "managedidentity":
-            self.problems.append(f"{STORAGE}__credential is {quoted(credential)}, expected managedidentity.")
-        if client_id and not GUID.match(client_id):
-            self.problems.append(f"{STORAGE}__clientId is {quoted(client_id)}, expected a GUID.")
-        return StorageConnection(
-            blob_service_uri=blob_uri,
-            table_service_uri=table_uri,
-            queue_service_uri=queue_uri,
-            managed_identity_client_id=client_id,
-        )
 
     def ca_bundle(self) -> Path | None:
         value = self.raw("CA_BUNDLE")

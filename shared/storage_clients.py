@@ -23,7 +23,7 @@ from shared.errors import ConfigurationError
 from shared.fanout import ENQUEUE_CONCURRENCY
 from shared.naming import lease_container_name
 from shared.setting_specs import SPECS, STORAGE
-from shared.settings import StorageConnection
+from shared.storage_settings import StorageConnection
 
 # Storage retries, set explicitly: the SDK's defaults (back-offs of 15, 18 and 24 s, and no
 # bound on a stalled read) kept a poll going for minutes in silence during an outage. Here a

@@ -203,15 +203,15 @@ class Components:
 
     def _imap_server(self, timeout: float | None = None) -> ImapServer:
         imap = self.settings.imap
-        limit = {} if timeout is None else {"timeout": timeout}
         return ImapServer(imap.host, imap.port, security=imap.security,
-                          ca_bundle=self.settings.ca_bundle, **limit)
+                          ca_bundle=self.settings.ca_bundle,
+                          timeout=timeout or self.settings.mail_timeout_seconds)
 
     def _pop3_server(self, timeout: float | None = None) -> Pop3MailServer:
         pop3 = self.settings.pop3
-        limit = {} if timeout is None else {"timeout": timeout}
         return Pop3MailServer(pop3.host, pop3.port, security=pop3.security,
-                              ca_bundle=self.settings.ca_bundle, **limit)
+                              ca_bundle=self.settings.ca_bundle,
+                              timeout=timeout or self.settings.mail_timeout_seconds)
 
 
 _components_lock = threading.Lock()

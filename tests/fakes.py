@@ -13,6 +13,7 @@ from shared.errors import (
     ActionUnavailable,
     AuthenticationError,
     CheckpointConflict,
+    FailureKind,
     FolderUnavailable,
     MailboxThrottled,
     MailServerError,
@@ -78,11 +79,17 @@ def throttled(retry_after_seconds: float | None = 30.0) -> MailboxThrottled:
     return MailboxThrottled(f"NO Request is throttled.{wait}", retry_after_seconds=retry_after_seconds)
 
 
+def dropped(what: str) -> MailServerError:
+    """What the adapters raise when the connection drops."""
+    return MailServerError(f"the connection was lost during {what}", kind=FailureKind.CONNECTION_DROPPED)
+
+
 class FakeSession:
     def __init__(self, folders: dict[str, FakeFolder],
                  after: dict[str, Callable[[], None]] | None = None,
                  refusals: list[tuple[str, int, Exception]] | None = None,
-                 offered: frozenset[str] = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})) -> None:
+                 offered: frozenset[str] = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"}),
+                 cuts: list[int | None] | None = None, fetched: list[int] | None = None) -> None:
         self.folders = folders
         self.selected: FakeFolder | None = None
         self.writable = False
@@ -93,8 +100,18 @@ class FakeSession:
         self.offered = offered
         # (command, how many of them first pass, the error answered instead), used up in order.
         self.refusals = refusals if refusals is not None else []
+        # Shared with the server: each body FETCH takes the first; it sends that many
+        # messages, then the connection drops (the session is dead from then on); None:
+        # that FETCH goes through. A 0 first when a message is streamed: its second range
+        # drops the connection.
+        self.cuts = cuts if cuts is not None else []
+        self.dead = False
+        # How many messages each body FETCH asked for (shared with the server).
+        self.fetched = fetched if fetched is not None else []
 
     def _answer(self, command: str) -> None:
+        if self.dead:
+            raise dropped(command)
         self.commands.append(command)
         self.refuse_if_scripted(command)
 
@@ -125,12 +142,18 @@ class FakeSession:
             uids = [max(self.selected.messages)]
         return uids
 
-    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+    def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMessage]:
         self._answer("UID FETCH")
+        self.fetched.append(len(uids))
         folder = self.selected
         assert folder is not None
         sent = [(u, folder.sent(u)) for u in uids]
-        return [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
+        whole = [FetchedMessage(u, raw, folder.arrived[u]) for u, raw in sent if raw is not None]
+        cut = self.cuts.pop(0) if self.cuts else None
+        yield from whole[:cut]
+        if cut is not None:
+            self.dead = True
+            raise dropped("UID FETCH")
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
         self._answer("UID FETCH")
@@ -143,6 +166,10 @@ class FakeSession:
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
         self._answer("UID FETCH")
+        if offset > 0 and self.cuts and self.cuts[0] == 0:  # cut after a message's first range
+            self.cuts.pop(0)
+            self.dead = True
+            raise dropped("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
         self._then("fetch_range")
@@ -261,6 +288,10 @@ class FakeServer:
         self._lock = threading.Lock()
         # What sessions offer after login.
         self.offered = frozenset({"IMAP4REV1", "UIDPLUS", "MOVE"})
+        # Where the next body FETCHes drop the connection: see FakeSession.cuts.
+        self.cuts: list[int | None] = []
+        self.fetched: list[int] = []
+        self.deadlines: list[float | None] = []
 
     def refuse(self, address: str, error: Exception, *, at: str = "AUTHENTICATE",
                after: int = 0) -> None:
@@ -271,7 +302,8 @@ class FakeServer:
         return self.mailboxes.setdefault(address, {}).setdefault(name, FakeFolder())
 
     @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[FakeSession]:
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> Iterator[FakeSession]:
         with self._lock:
             self.open_now[address] = self.open_now.get(address, 0) + 1
             self.peak[address] = max(self.peak.get(address, 0), self.open_now[address])
@@ -279,9 +311,11 @@ class FakeServer:
             if address in self.refused or token.reveal() != "good-token":
                 raise AuthenticationError(f"{address}: AUTHENTICATE failed")
             session = FakeSession(self.mailboxes[address], self.after,
-                                  self.refusals.setdefault(address, []), self.offered)
+                                  self.refusals.setdefault(address, []), self.offered,
+                                  self.cuts, self.fetched)
             session.refuse_if_scripted("AUTHENTICATE")
             self.sessions.append(session)
+            self.deadlines.append(deadline)
             yield session
         finally:
             with self._lock:
@@ -442,12 +476,19 @@ class FakeClock:
     def now(self) -> datetime:
         return self.at
 
+    def sleep(self, seconds: float) -> None:
+        """What waiting does to this clock."""
+        self.seconds += seconds
+
 
 class FakePop3Session:
-    def __init__(self, maildrop: list[tuple[str, bytes]]) -> None:
+    def __init__(self, maildrop: list[tuple[str, bytes]], cuts: list[int] | None = None) -> None:
         self.maildrop = list(maildrop)  # a POP3 session sees the maildrop as it was at login
         self.commands: list[str] = []
         self.deleted: set[int] = set()
+        # Shared with the server: the connection drops at the RETR after that many more.
+        self.cuts = cuts if cuts is not None else []
+        self.dead = False
 
     def list_uidls(self) -> list[tuple[int, str]]:
         self.commands.append("UIDL")
@@ -457,6 +498,12 @@ class FakePop3Session:
 
     def retrieve(self, number: int) -> bytes:
         self.commands.append("RETR")
+        if self.cuts and self.cuts[0] <= 0:
+            self.cuts.pop(0)
+            self.dead = True
+            raise dropped("RETR")
+        if self.cuts:
+            self.cuts[0] -= 1
         return self.maildrop[number - 1][1]
 
     def dele(self, number: int) -> None:
@@ -475,6 +522,8 @@ class FakePop3Server:
         self.sessions: list[FakePop3Session] = []
         # The run dies before its QUIT: what it marked with DELE stays in the maildrop.
         self.dies_before_quit = False
+        # Where the next sessions drop the connection: see FakePop3Session.cuts.
+        self.cuts: list[int] = []
 
     def deliver(self, address: str, uidl: str, raw: bytes) -> None:
         self.maildrops.setdefault(address, []).append((uidl, raw))
@@ -484,18 +533,20 @@ class FakePop3Server:
         self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u != uidl]
 
     @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[FakePop3Session]:
+    def open(self, address: str, token: Secret, *,
+             deadline: float | None = None) -> Iterator[FakePop3Session]:
         if address in self.refused or token.reveal() != "good-token":
             raise AuthenticationError(f"{address}: -ERR Authentication failure")
         if address in self.throttled:
             raise self.throttled.pop(address)
-        session = FakePop3Session(self.maildrops.setdefault(address, []))
+        session = FakePop3Session(self.maildrops.setdefault(address, []), self.cuts)
         self.sessions.append(session)
         try:
             yield session
         finally:
-            # The adapter ends every session with QUIT, which commits the DELEs.
-            if not self.dies_before_quit:
+            # The adapter ends every healthy session with QUIT, which commits the DELEs; a
+            # dropped one is just closed.
+            if not self.dies_before_quit and not session.dead:
                 gone = {session.maildrop[n - 1][0] for n in session.deleted}
                 self.maildrops[address] = [(u, r) for u, r in self.maildrops[address] if u not in gone]
 

@@ -250,7 +250,7 @@ def test_ranges_end_short_and_a_missing_message_reads_as_none(session: MailSessi
     assert first is not None and rest is not None and first + rest == whole
     assert session.fetch_range(3, len(whole) + 10, 100) == b""
     assert session.fetch_range(99, 0, 100) is None
-    assert session.fetch([99]) == []
+    assert list(session.fetch([99])) == []
 
 
 def test_an_empty_folder_and_a_missing_one(session: MailSession) -> None:

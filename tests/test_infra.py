@@ -409,7 +409,7 @@ def test_bicep_params_refuse_what_the_app_refuses() -> None:
             assert "allowed" in decorators, (spec.name, param)
             assert list(main.decorator_value(param, "allowed")) == list(spec.choices), spec.name
         checked += 1
-    assert checked == 10  # the five integer knobs; cloud, auth mode, protocol, mailbox source, poll mode
+    assert checked == 11  # the six integer knobs; cloud, auth mode, protocol, mailbox source, poll mode
 
 
 def test_cloud_specific_settings_come_from_m365_cloud() -> None:

@@ -31,12 +31,14 @@ BOTTOM = {"shared", "shared.model", "shared.ports", "shared.errors", "shared.nam
 CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout", "shared.resync",
         "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.first_run",
         "shared.notices", "shared.notice_document", "shared.after_delivery",
-        "shared.copy_recovery", "shared.mailbox_plan", "shared.pop3_deletes"}
+        "shared.copy_recovery", "shared.mailbox_plan", "shared.pop3_deletes", "shared.batching",
+        "shared.streamed", "shared.reconnect", "shared.time_box", "shared.mailbox_poll"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
-                   "shared.adapters.sasl", "shared.adapters.table_rows"}
+                   "shared.adapters.sasl", "shared.adapters.table_rows", "shared.adapters.mail_server",
+                   "shared.adapters.mail_socket", "shared.adapters.imap_client"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",
-              "shared.connection_string", "shared.wiring", "shared.storage_clients",
+              "shared.connection_string", "shared.storage_settings", "shared.wiring", "shared.storage_clients",
               "shared.built_once", "shared.entry", "shared.cli", "shared.doctor",
               "shared.mailbox_commands", "shared.composition", "shared.report_json",
               "shared.action_status", "shared.doctor_actions"}

@@ -145,7 +145,7 @@ def test_a_refused_token_fails_every_mailbox_and_records_each(world):
 
 
 def test_prefix_checkpoint_never_passes_a_missing_blob():
-    from shared.folder_poll import ContiguousPrefix
+    from shared.batching import ContiguousPrefix
 
     prefix = ContiguousPrefix(10)
     prefix.expect([11, 12, 13, 15])
@@ -159,12 +159,12 @@ def test_prefix_checkpoint_never_passes_a_missing_blob():
 
 
 def test_batches_are_bounded_by_count_and_bytes_and_large_messages_go_alone():
-    from shared.folder_poll import plan_batches
+    from shared.batching import BatchLimits, plan_batches
     from shared.model import MessageInfo
 
     infos = [MessageInfo(1, 10), MessageInfo(2, 10), MessageInfo(3, 10), MessageInfo(4, 500),
              MessageInfo(5, 60), MessageInfo(6, 60)]
-    batches = [[i.uid for i in b] for b in plan_batches(infos, count=2, size_limit=100, large=400)]
+    batches = [[i.uid for i in b] for b in plan_batches(infos, BatchLimits(2, 100), large=400)]
     assert batches == [[1, 2], [3], [4], [5], [6]]
 
 
@@ -260,7 +260,7 @@ def test_a_spent_time_box_starts_no_more_mailboxes_and_the_unreached_go_first_ne
     clock = FakeClock()
     clock.tick = 100.0  # every look at the clock costs 100 s: the box is spent at once
     timed = Poller(FakeTokens(), server, sink, state, state,
-                   PollOptions(max_concurrent_mailboxes=1, deadline_seconds=250), clock)
+                   PollOptions(max_concurrent_mailboxes=1, deadline_seconds=1000), clock)
     first = timed.run([MailboxConfig(a) for a in addresses])
     reached = [m.address for m in first.mailboxes if m.skipped is None]
     assert 0 < len(reached) < 5

@@ -101,6 +101,11 @@ param largeMessageBytes int = 16777216
 @maxValue(86400)
 param pollDeadlineSeconds int = 480
 
+@description('Seconds an IMAP or POP3 read may wait for data (also the span of the 1 KiB/s minimum pace).')
+@minValue(1)
+@maxValue(600)
+param imapTimeoutSeconds int = 60
+
 @description('Python of the Function App: the versions Flex Consumption offers from 3.11 on (requirements.txt pins azure-functions per version).')
 @allowed(['3.11', '3.12', '3.13', '3.14'])
 param pythonVersion string = '3.11'
@@ -365,6 +370,7 @@ var appSettings = {
   UPLOAD_CONCURRENCY: string(uploadConcurrency)
   LARGE_MESSAGE_BYTES: string(largeMessageBytes)
   POLL_DEADLINE_SECONDS: string(pollDeadlineSeconds)
+  IMAP_TIMEOUT_SECONDS: string(imapTimeoutSeconds)
 }
 
 module functionApp 'modules/function-app.bicep' = {

@@ -1,22 +1,23 @@
 """IMAP over TLS with SASL XOAUTH2, through IMAPClient (which handles quoting, modified
-UTF-7 folder names and response parsing)."""
+UTF-7 folder names and response parsing); every read paced (``mail_socket``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import ssl
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
+from shared.adapters.imap_client import PacedImapClient, stream_fetch
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
+from shared.adapters.mail_server import MailConnector
+from shared.adapters.mail_socket import Pace
 from shared.adapters.sasl import xoauth2_string
-from shared.errors import ActionUnavailable, FolderUnavailable, MailServerError
+from shared.errors import ActionUnavailable, FolderUnavailable, MailferryError, MailServerError
 from shared.folder_patterns import ListedFolder
 from shared.model import FetchedMessage, FolderState, MessageInfo, Secret
 
@@ -40,47 +41,21 @@ class _XOAuth2:
         return self._first
 
 
-class ImapServer:
+class ImapServer(MailConnector[IMAPClient, "ImapSession"]):
     """Opens XOAUTH2 sessions to one IMAP server."""
 
-    def __init__(self, host: str, port: int, *, security: Literal["tls", "starttls"] = "tls",
-                 ca_bundle: Path | None = None, timeout: float = 60.0) -> None:
-        self.host = host
-        self.port = port
-        self.security = security
-        self.timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    library_errors = (IMAPClientError,)
 
-    @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[ImapSession]:
-        """A logged-in session for ``address``; logged out when the block ends."""
-        client = self._connect()
-        try:
-            self._login(client, address, token)
-            yield ImapSession(client, address)
-        finally:
-            try:
-                client.logout()
-            except (IMAPClientError, OSError):
-                client.shutdown()
-
-    def _connect(self) -> IMAPClient:
-        where = f"{self.host}:{self.port}"
-        try:
-            client = IMAPClient(self.host, self.port, ssl=self.security == "tls",
-                                ssl_context=self._context, timeout=self.timeout)
-            # IMAPClient turns imaplib's debug output up to 5, and imaplib then formats the
-            # repr of every message it receives for a log line, whether or not the logger
-            # wants it: most of a large fetch's CPU. IMAPClient's own DEBUG log remains.
-            client._imap.debug = 0
-            if self.security == "starttls":
-                client.starttls(self._context)
-        except (IMAPClientError, OSError) as e:
-            raise imap_failure(e, doing="connect", server=where) from e
+    def _client(self, pace: Pace) -> IMAPClient:
+        client = PacedImapClient(self.host, self.port, tls=self.security == "tls",
+                                 ssl_context=self._context, pace=pace)
+        if self.security == "starttls":
+            client.starttls(self._context)
         return client
 
-    def _login(self, client: IMAPClient, address: str, token: Secret) -> None:
+    def _login(self, client: IMAPClient, address: str, token: Secret, pace: Pace) -> None:
         try:
+            pace.new_answer()
             capabilities = client.capabilities()
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing="CAPABILITY", server=self.host, mailbox=address,
@@ -88,10 +63,24 @@ class ImapServer:
         if b"AUTH=XOAUTH2" not in capabilities:
             raise no_xoauth2(self.host, [c.decode() for c in capabilities])
         try:
+            pace.new_answer()
             client.sasl_login("XOAUTH2", _XOAuth2(address, token))
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing=AUTHENTICATE, server=self.host, mailbox=address,
                                bye=last_bye(client)) from e
+
+    def _session(self, client: IMAPClient, address: str, pace: Pace) -> ImapSession:
+        return ImapSession(client, address, pace)
+
+    def _goodbye(self, client: IMAPClient) -> None:
+        client.logout()
+
+    def _drop(self, client: IMAPClient) -> None:
+        with contextlib.suppress(IMAPClientError, OSError):  # already closed
+            client.shutdown()
+
+    def _failure(self, error: BaseException, doing: str, server: str) -> MailferryError:
+        return imap_failure(error, doing=doing, server=server)
 
 
 class ImapProbe:
@@ -99,11 +88,12 @@ class ImapProbe:
 
     def __init__(self, server: ImapServer) -> None:
         self._server = server
+        self._pace = Pace(server.timeout)
         self._client: IMAPClient | None = None
 
     def connect(self) -> list[str]:
         """Connect (TLS or STARTTLS) and return the capabilities offered before login."""
-        self._client = self._server._connect()
+        self._client = self._server._connect(self._pace)
         try:
             return sorted(c.decode() for c in self._client.capabilities())
         except (IMAPClientError, OSError) as e:
@@ -112,7 +102,7 @@ class ImapProbe:
 
     def login(self, address: str, token: Secret) -> None:
         assert self._client is not None, "connect first"
-        self._server._login(self._client, address, token)
+        self._server._login(self._client, address, token, self._pace)
 
     def folders(self) -> list[str]:
         """Every folder the mailbox lists (LIST), by name."""
@@ -125,19 +115,17 @@ class ImapProbe:
 
     def close(self) -> None:
         if self._client is not None:
-            try:
-                self._client.logout()
-            except (IMAPClientError, OSError):
-                self._client.shutdown()
+            self._server._close(self._client, self._pace)
             self._client = None
 
 
 class ImapSession:
     """A logged-in IMAP connection to one mailbox."""
 
-    def __init__(self, client: IMAPClient, address: str) -> None:
+    def __init__(self, client: IMAPClient, address: str, pace: Pace) -> None:
         self._client = client
         self._address = address
+        self._pace = pace
         self.commands = 0
 
     def select_folder(self, folder: str) -> FolderState:
@@ -162,20 +150,17 @@ class ImapSession:
         found = self._call("UID SEARCH", self._client.search, ["UID", f"{first_uid}:*"])
         return [int(u) for u in found]
 
-    def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        if not uids:
-            return []
-        response: dict[int, dict[bytes, Any]] = self._call(
-            "UID FETCH", self._client.fetch, list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
-        messages = []
-        for uid, data in response.items():
+    def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """Each message as soon as its FETCH response is complete: when the connection drops,
+        the messages received before are kept and only the one cut short is fetched again."""
+        wanted = set(uids)
+        self.commands += 1
+        for uid, data in stream_fetch(self._client, self._pace, uids, "BODY.PEEK[] INTERNALDATE",
+                                      failure=self._failure):
             raw = data.get(b"BODY[]")
-            if raw is None:
+            if raw is None or uid not in wanted:
                 continue  # an untagged FETCH for flags only, or a message expunged meanwhile
-            internal = data.get(b"INTERNALDATE")
-            messages.append(FetchedMessage(int(uid), bytes(raw),
-                                           internal if isinstance(internal, datetime) else None))
-        return sorted(messages, key=lambda m: m.uid)
+            yield FetchedMessage(uid, bytes(raw), _internal_date(data))
 
     def fetch_info(self, uids: Sequence[int]) -> list[MessageInfo]:
         infos: list[MessageInfo] = []
@@ -185,9 +170,8 @@ class ImapSession:
             response: dict[int, dict[bytes, Any]] = self._call(
                 "UID FETCH", self._client.fetch, chunk, ["RFC822.SIZE", "INTERNALDATE"])
             for uid, data in response.items():
-                internal = data.get(b"INTERNALDATE")
                 infos.append(MessageInfo(int(uid), int(data.get(b"RFC822.SIZE", 0)),
-                                         internal if isinstance(internal, datetime) else None))
+                                         _internal_date(data)))
         return sorted(infos, key=lambda i: i.uid)
 
     def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
@@ -198,14 +182,6 @@ class ImapSession:
                 # NIL is what Dovecot sends once another session expunged the message.
                 return None if value is None else bytes(value)
         return None  # no FETCH data: the message is gone
-
-    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
-        self.commands += 1
-        try:
-            return method(*args, **kwargs)
-        except (IMAPClientError, OSError) as e:
-            raise imap_failure(e, doing=what, server=str(self._client.host), mailbox=self._address,
-                               bye=last_bye(self._client)) from e
 
     def search_uids_since(self, day: date) -> list[int]:
         found = self._call("UID SEARCH", self._client.search, ["SINCE", day])
@@ -280,6 +256,23 @@ class ImapSession:
                     and "throttled" not in str(cause).lower()):
                 raise ActionUnavailable(str(e)) from cause
             raise
+
+    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        self.commands += 1
+        self._pace.new_answer()
+        try:
+            return method(*args, **kwargs)
+        except (IMAPClientError, OSError) as e:
+            raise self._failure(e, what) from e
+
+    def _failure(self, error: BaseException, what: str) -> MailferryError:
+        return imap_failure(error, doing=what, server=str(self._client.host), mailbox=self._address,
+                            bye=last_bye(self._client))
+
+
+def _internal_date(data: dict[bytes, Any]) -> datetime | None:
+    internal = data.get(b"INTERNALDATE")
+    return internal if isinstance(internal, datetime) else None
 
 
 def uid_set(uids: Sequence[int]) -> str:

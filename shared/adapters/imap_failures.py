@@ -8,20 +8,9 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError
 
-from shared.adapters.mail_failures import (
-    connect_failure,
-    dropped,
-    login_refused,
-    throttle_notice,
-    throttled,
-)
+from shared.adapters.mail_failures import connect_failure, dropped, login_refused, throttle_notice, throttled
 from shared.diagnoses import hint
-from shared.errors import (
-    AuthenticationError,
-    FailureKind,
-    MailferryError,
-    MailServerError,
-)
+from shared.errors import AuthenticationError, FailureKind, MailferryError, MailServerError
 
 AUTHENTICATE = "AUTHENTICATE"
 _IMAPLIB_PREFIX = re.compile(r"^command: \S+ => ")  # how imaplib re-raises an abort

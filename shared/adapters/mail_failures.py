@@ -11,6 +11,7 @@ import re
 import ssl
 from dataclasses import dataclass
 
+from shared.adapters.mail_socket import ServerTooSlow
 from shared.diagnoses import Ids, hint
 from shared.errors import (
     AuthenticationError,
@@ -82,7 +83,8 @@ def throttled(subject: str, doing: str, notice: ThrottleNotice, words: str) -> M
 def dropped(subject: str, doing: str, error: BaseException, words: str) -> MailServerError:
     """The error for a session that ended in the middle of ``doing``."""
     if isinstance(error, TimeoutError):
-        text = f"{subject}: timed out during {doing}."
+        why = str(error) if isinstance(error, ServerTooSlow) else ""
+        text = f"{subject}: timed out during {doing}{f' ({why})' if why else ''}."
     else:
         text = f"{subject}: the connection was lost during {doing} ({words or type(error).__name__})."
     return MailServerError(text, kind=FailureKind.CONNECTION_DROPPED)

@@ -14,13 +14,12 @@ from urllib.parse import quote
 
 from azure.core.exceptions import (
     HttpResponseError,
-    ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
 )
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import create_table_if_missing, storage_error
 from shared.mailbox_list import MailboxConfig, parse_mailboxes
 
 _ROLE = "Storage Table Data Contributor"
@@ -81,12 +80,7 @@ class TableMailboxRegistry:
         return True
 
     def _ensure_table(self) -> None:
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"create table '{self._table.table_name}'", e, role=_ROLE) from e
+        create_table_if_missing(self._table, role=_ROLE)
 
 
 def _row(mailbox: MailboxConfig) -> dict[str, Any]:

@@ -4,19 +4,19 @@ Exchange Online's POP3 has no SASL-IR: the client sends ``AUTH XOAUTH2``, waits 
 then sends the base64 string. Messages are read raw (see ``Pop3Session.retrieve``) because
 poplib's line reader drops line-end information and refuses lines over 2048 bytes.
 Nothing is deleted unless AFTER_DELIVERY is ``delete`` (``Pop3Session.dele``, committed by
-the QUIT that ends the session).
+the QUIT that ends the session; a session that broke is closed without QUIT, so it keeps all).
 """
 
 from __future__ import annotations
 
 import base64
 import poplib
+import socket
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
 
+from shared.adapters.mail_server import MailConnector
+from shared.adapters.mail_socket import Pace, paced_file
 from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
 from shared.adapters.sasl import xoauth2_string
 from shared.errors import MailferryError, MailServerError
@@ -25,72 +25,91 @@ from shared.model import Secret
 _MAX_ANSWER = 8192  # one status line; a JSON challenge is far shorter
 
 
-class Pop3MailServer:
-    """Opens XOAUTH2 sessions to one POP3 server."""
+class _PacedFile:
+    """Mixed into poplib's classes: the file they read answers from (``self.file =
+    self.sock.makefile('rb')``, also after STLS) becomes a paced file of the same socket."""
 
-    def __init__(self, host: str, port: int, *, security: Literal["tls", "starttls"] = "tls",
-                 ca_bundle: Path | None = None, timeout: float = 60.0) -> None:
-        self.host = host
-        self.port = port
-        self.security = security
-        self.timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    pace: Pace
+    sock: socket.socket
+    _paced: object = None
 
-    @contextmanager
-    def open(self, address: str, token: Secret) -> Iterator[Pop3Session]:
-        """A logged-in session for ``address``; ended with QUIT when the block ends."""
-        client = self._connect()
-        try:
-            self._login(client, address, token)
-            yield Pop3Session(client, address)
-        finally:
-            try:
-                client.quit()
-            except (poplib.error_proto, OSError):
-                client.close()
+    @property
+    def file(self) -> object:
+        return self._paced
 
-    def _connect(self) -> poplib.POP3:
-        where = f"{self.host}:{self.port}"
-        try:
-            client: poplib.POP3
-            if self.security == "tls":
-                client = poplib.POP3_SSL(self.host, self.port, context=self._context,
-                                         timeout=self.timeout)
-            else:
-                client = poplib.POP3(self.host, self.port, timeout=self.timeout)
-                client.stls(self._context)
-        except (poplib.error_proto, OSError) as e:
-            raise pop3_failure(e, doing="connect", server=where) from e
+    @file.setter
+    def file(self, plain: object) -> None:
+        if hasattr(plain, "close"):
+            plain.close()  # only this reader goes: the socket stays open
+        self._paced = None if plain is None else paced_file(self.sock, self.pace)
+
+
+class _PacedPop3Tls(_PacedFile, poplib.POP3_SSL):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, pace: Pace) -> None:
+        self.pace = pace
+        super().__init__(host, port, context=context, timeout=pace.connect_timeout())
+
+
+class _PacedPop3Plain(_PacedFile, poplib.POP3):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, pace: Pace) -> None:
+        self.pace = pace
+        super().__init__(host, port, timeout=pace.connect_timeout())
+
+
+class Pop3MailServer(MailConnector[poplib.POP3, "Pop3Session"]):
+    """Opens XOAUTH2 sessions to one POP3 server; a healthy session ends with QUIT."""
+
+    library_errors = (poplib.error_proto,)
+
+    def _client(self, pace: Pace) -> poplib.POP3:
+        if self.security == "tls":
+            return _PacedPop3Tls(self.host, self.port, self._context, pace)
+        client = _PacedPop3Plain(self.host, self.port, pace)
+        client.stls(self._context)
         return client
 
-    def _login(self, client: poplib.POP3, address: str, token: Secret) -> None:
+    def _login(self, client: poplib.POP3, address: str, token: Secret, pace: Pace) -> None:
         doing = AUTH
         try:
-            answer = _command(client, "AUTH XOAUTH2")
+            answer = _command(client, pace, "AUTH XOAUTH2")
             if answer != b"+" and not answer.startswith(b"+ "):
                 raise poplib.error_proto(answer)  # "+OK" is no continuation: not taken
             doing = LOGIN
-            answer = _command(client, base64.b64encode(xoauth2_string(address, token)).decode())
+            answer = _command(client, pace, base64.b64encode(xoauth2_string(address, token)).decode())
             if not answer.startswith(b"+OK"):
                 # A JSON challenge saying why; the server wants an empty line, then says -ERR.
-                answer = _command(client, "")
+                answer = _command(client, pace, "")
             if not answer.startswith(b"+OK"):
                 raise poplib.error_proto(answer)
         except (poplib.error_proto, OSError) as e:
             raise pop3_failure(e, doing=doing, server=self.host, mailbox=address) from e
 
+    def _session(self, client: poplib.POP3, address: str, pace: Pace) -> Pop3Session:
+        return Pop3Session(client, address, pace)
+
+    def _goodbye(self, client: poplib.POP3) -> None:
+        client.quit()
+
+    def _drop(self, client: poplib.POP3) -> None:
+        client.close()
+
+    def _failure(self, error: BaseException, doing: str, server: str) -> MailferryError:
+        return pop3_failure(error, doing=doing, server=server)
+
 
 class Pop3Session:
     """A logged-in POP3 connection to one mailbox's Inbox."""
 
-    def __init__(self, client: poplib.POP3, address: str) -> None:
+    def __init__(self, client: poplib.POP3, address: str, pace: Pace) -> None:
         self._client = client
         self._address = address
+        self._pace = pace
         self.commands = 0
 
     def list_uidls(self) -> list[tuple[int, str]]:
         self.commands += 1
         try:
+            self._pace.new_answer()
             _, lines, _ = self._client.uidl()
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, "UIDL") from e
@@ -107,7 +126,7 @@ class Pop3Session:
         self.commands += 1
         what = f"RETR {number}"
         try:
-            _command(self._client, what)  # raises on -ERR
+            _command(self._client, self._pace, what)  # raises on -ERR
             return _read_multiline(self._client.file.readline)
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
@@ -120,7 +139,7 @@ class Pop3Session:
         self.commands += 1
         what = f"DELE {number}"
         try:
-            _command(self._client, what)
+            _command(self._client, self._pace, what)
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
 
@@ -138,11 +157,12 @@ def _read_multiline(readline: Callable[[], bytes]) -> bytes:
         parts.append(line[1:] if line.startswith(b".") else line)
 
 
-def _command(client: poplib.POP3, line: str) -> bytes:
+def _command(client: poplib.POP3, pace: Pace, line: str) -> bytes:
     """Send one line and read the one-line answer (``+OK``, or a ``+`` continuation).
 
     Written on poplib's public socket and file: its own helpers are private.
     """
+    pace.new_answer()
     client.sock.sendall(line.encode("ascii") + b"\r\n")
     answer = client.file.readline(_MAX_ANSWER)
     if not answer:

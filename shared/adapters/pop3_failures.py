@@ -3,20 +3,9 @@ server's own words, in; the project's errors, each with a ``kind``, out."""
 
 from __future__ import annotations
 
-from shared.adapters.mail_failures import (
-    connect_failure,
-    dropped,
-    login_refused,
-    throttle_notice,
-    throttled,
-)
+from shared.adapters.mail_failures import connect_failure, dropped, login_refused, throttle_notice, throttled
 from shared.diagnoses import hint
-from shared.errors import (
-    AuthenticationError,
-    FailureKind,
-    MailferryError,
-    MailServerError,
-)
+from shared.errors import AuthenticationError, FailureKind, MailferryError, MailServerError
 
 AUTH = "AUTH XOAUTH2"  # the mechanism offered; a refusal means the server does not take it
 LOGIN = "login"  # the XOAUTH2 string sent; a refusal means the token or the mailbox

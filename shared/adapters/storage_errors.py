@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+)
+from azure.data.tables import TableClient
 
 from shared.diagnoses import hint
 from shared.errors import FailureKind, StorageError
@@ -12,8 +20,12 @@ _DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "Authentic
 
 
 def storage_error(action: str, error: Exception, *, role: str, code: str | None = None) -> StorageError:
-    """A StorageError saying what failed and, when access was denied, which role to grant."""
+    """A StorageError saying what failed (and in which account) and, when access was denied,
+    which role to grant."""
     code = code or getattr(error, "error_code", None)
+    account = _account(error)
+    if account:
+        action = f"{action} in storage account {account}"
     if isinstance(error, ClientAuthenticationError) or code in _DENIED:
         return StorageError(
             f"Could not {action}: access denied ({code or 'authentication failed'}); the Function "
@@ -25,3 +37,29 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
                             kind=FailureKind.STORAGE_UNREACHABLE)
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
+
+
+def create_table_if_missing(table: TableClient, *, role: str) -> None:
+    """Create the table unless it exists; a failure says which role to grant."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except (HttpResponseError, ServiceRequestError) as e:
+        raise storage_error(f"create table '{table.table_name}'", e, role=role) from e
+
+
+def _account(error: Exception) -> str | None:
+    """The host (and port) of the storage account a failed request went to, when known: from
+    the response's request, or the transport's own error (requests' request, or urllib3's
+    connection when it was refused)."""
+    inner = getattr(error, "inner_exception", None)
+    for source in (getattr(error, "response", None), inner):
+        url = getattr(getattr(source, "request", None), "url", None)
+        if isinstance(url, str) and url:
+            return urlsplit(url).netloc or None
+    connection = getattr(inner, "conn", None)
+    host, port = getattr(connection, "host", None), getattr(connection, "port", None)
+    if isinstance(host, str) and host:
+        return f"{host}:{port}" if port else host
+    return None

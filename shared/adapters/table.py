@@ -23,7 +23,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import create_table_if_missing, storage_error
 from shared.adapters.table_rows import (
     FOLDER,
     HEALTH,
@@ -56,12 +56,7 @@ class TableStateStore:
 
     def ensure_table(self) -> None:
         """Create the table if it is missing."""
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except (HttpResponseError, ServiceRequestError) as e:
-            raise storage_error(f"create table '{self._table.table_name}'", e, role=_ROLE) from e
+        create_table_if_missing(self._table, role=_ROLE)
 
     def get_checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
         try:

@@ -15,9 +15,10 @@ from pathlib import Path
 import azure.functions as func
 from azure.functions._abc import RetryContext, TraceContext
 from azure.functions.decorators.function_app import Function
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
 from shared.model import PollReport
+from shared.naming import lease_blob_name, lease_container_name
 from shared.poll import Poller
 from shared.settings import SETTING_NAMES, Settings
 from shared.wiring import Components
@@ -47,6 +48,14 @@ def stored_blobs(env: dict[str, str]) -> dict[str, bytes]:
     if not client.exists():
         return {}
     return {b.name: client.download_blob(b.name).readall() for b in client.list_blobs()}
+
+
+def break_poll_lease(connection_string: str, blob_container: str, address: str) -> None:
+    """What an operator does to rerun at once after killing a poll: break the lease the killed
+    run still holds on the mailbox (it would expire within a minute)."""
+    service = BlobServiceClient.from_connection_string(connection_string)
+    blob = service.get_blob_client(lease_container_name(blob_container), lease_blob_name(address))
+    BlobLeaseClient(blob).break_lease(lease_break_period=0)
 
 
 def new_poller(env: dict[str, str]) -> tuple[Poller, Settings]:

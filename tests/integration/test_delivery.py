@@ -8,14 +8,14 @@ import time
 from email.message import EmailMessage
 
 import pytest
-from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from devstack.seed import demo_messages
 from devstack.stack import Stack
 from shared.adapters.table import TableStateStore
 from shared.errors import CheckpointConflict
-from shared.naming import blob_name, lease_blob_name, lease_container_name
+from shared.naming import blob_name
 from tests.integration.helpers import (
+    break_poll_lease,
     cli_command,
     cli_environment,
     container,
@@ -115,9 +115,7 @@ def test_poll_killed_mid_batch_then_rerun_delivers_every_message_exactly_once(st
     early = run_cli(env, "poll", cwd=tmp_path)
     assert early.returncode == 0 and "another run holds its lease" in early.stdout, early.stderr
     assert len(stored_blobs(env)) == partial
-    lease_blob = BlobServiceClient.from_connection_string(env["MAIL_STORAGE"]).get_blob_client(
-        lease_container_name(env["BLOB_CONTAINER"]), lease_blob_name(address))
-    BlobLeaseClient(lease_blob).break_lease(lease_break_period=0)
+    break_poll_lease(env["MAIL_STORAGE"], env["BLOB_CONTAINER"], address)
     rerun = subprocess.run(cli_command("poll"), env=cli_environment(env), cwd=tmp_path,
                            capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -231,8 +229,8 @@ def test_an_empty_poll_costs_two_imap_commands_per_folder_and_writes_nothing(sta
         """The real IMAP adapter, keeping each session to count its commands afterwards."""
 
         @contextmanager
-        def open(self, mailbox: str, token):
-            with real.open(mailbox, token) as session:
+        def open(self, address: str, token, **options):
+            with real.open(address, token, **options) as session:
                 sessions.append(session)
                 yield session
 

@@ -4,6 +4,8 @@ during login and during a poll, over IMAP and POP3."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from devstack.faults import FaultFront
@@ -79,10 +81,15 @@ def test_a_throttle_during_a_poll_fails_the_mailbox_as_throttled_and_loses_nothi
     address = new_mailbox()
     stack.append(address, "INBOX", ONE)
     env = faults.settings_env(address, storage=False)
-    faults.throttle(address, on=command, status="BAD", bye=True)
+    faults.throttle(address, on=command, status="BAD", bye=True, backoff_ms=5000)
     [result] = poll(env).mailboxes
+    throttled_at = time.monotonic()
     assert result.error_type == "MailboxThrottled", result.error
-    assert "Suggested Backoff Time: 300000 milliseconds" in (result.error or "")
+    assert "Suggested Backoff Time: 5000 milliseconds" in (result.error or "")
     assert result.folder_errors == []  # the mailbox is throttled, not one folder
-    [again] = poll(env).mailboxes  # the fault was used up: the next run delivers
+    [early] = poll(env).mailboxes  # inside the suggested wait: left alone, no login
+    assert (early.skipped or "").startswith("throttled until "), early
+    time.sleep(max(0.0, throttled_at + 5.2 - time.monotonic()))
+    [again] = poll(env).mailboxes  # the fault was used up and the wait is over: it delivers
     assert again.ok and again.delivered == 1
+    assert faults.connections(address).total == 2

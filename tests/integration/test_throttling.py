@@ -78,7 +78,7 @@ def test_a_throttled_mailbox_among_four_waits_its_suggested_time_and_the_others_
     throttled, others = addresses[0], addresses[1:]
     for address in addresses:
         stack.append_many(address, "INBOX", messages(address, 0, 20))
-    env = faults.settings_env(", ".join(addresses))
+    env = faults.settings_env(", ".join(addresses), storage=False)
     # Long enough for two more runs and a status on a loaded machine, short enough to wait out.
     backoff = 20.0
     faults.throttle(throttled, on="AUTHENTICATE", backoff_ms=int(backoff * 1000))
@@ -134,7 +134,7 @@ def test_a_throttled_mailbox_among_four_waits_its_suggested_time_and_the_others_
 def test_without_a_suggested_time_the_back_off_is_persisted_and_grows(stack, faults, new_mailbox):
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(address, 0, 3))
-    env = faults.settings_env(address)
+    env = faults.settings_env(address, storage=False)
     faults.answer(address, on="AUTHENTICATE", status="NO", text="Request is throttled.", times=2)
     poller, settings = new_poller(env)
     clock = ShiftedClock()
@@ -192,7 +192,7 @@ def test_throttled_in_the_middle_of_a_fetch_keeps_what_was_delivered_and_resumes
         stack, faults, new_mailbox, caplog, how):
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(address, 0, 40))
-    env = faults.settings_env(address) | {"FETCH_BATCH_SIZE": "5", "UPLOAD_CONCURRENCY": "2"}
+    env = faults.settings_env(address, storage=False) | {"FETCH_BATCH_SIZE": "5", "UPLOAD_CONCURRENCY": "2"}
     poller, settings = new_poller(env)
     text = THROTTLED_TEXT.format(ms=4000)
     observer: SilentObserver
@@ -230,7 +230,7 @@ def test_two_overlapping_inline_runs_never_open_a_second_connection_to_a_mailbox
         stack.append_many(address, "INBOX", messages(address, 0, 60))
         # The first session's first FETCH waits 2 s, so both runs are surely in flight at once.
         faults.stall(address, duration=2, on="FETCH")
-    env = faults.settings_env(", ".join(addresses)) | {"FETCH_BATCH_SIZE": "5"}
+    env = faults.settings_env(", ".join(addresses), storage=False) | {"FETCH_BATCH_SIZE": "5"}
     runs = [new_poller(env) for _ in range(2)]
     start = threading.Barrier(2)
     reports = []
@@ -278,7 +278,7 @@ def test_an_empty_poll_pays_two_blob_requests_per_mailbox_for_its_lease(stack, f
 def test_a_throttled_pop3_login_waits_its_suggested_time(stack, faults, new_mailbox, caplog):
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(address, 0, 4))
-    env = faults.settings_env(address) | {"MAIL_PROTOCOL": "pop3"}
+    env = faults.settings_env(address, storage=False) | {"MAIL_PROTOCOL": "pop3"}
     faults.throttle(address, on="AUTHENTICATE", backoff_ms=3000, protocol="pop3")
     poller, settings = new_poller(env)
 
@@ -300,7 +300,7 @@ def test_a_throttled_mailbox_in_fanout_completes_its_messages_without_connecting
         stack, faults, new_mailbox):
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(address, 0, 2))
-    env = faults.settings_env(address) | {"POLL_MODE": "fanout",
+    env = faults.settings_env(address, storage=False) | {"POLL_MODE": "fanout",
                                           "POLL_QUEUE": f"polls-{uuid.uuid4().hex[:12]}"}
     faults.throttle(address, on="AUTHENTICATE", backoff_ms=60_000, status="BAD", bye=True)
     # The first attempt of a message: a failure would raise so that the host retries it.
@@ -313,7 +313,7 @@ def test_a_throttled_mailbox_in_fanout_completes_its_messages_without_connecting
 
 def test_hours_of_throttling_log_the_failure_line_so_the_alert_fires(stack, faults, new_mailbox, caplog):
     address = new_mailbox()
-    env = faults.settings_env(address)
+    env = faults.settings_env(address, storage=False)
     faults.throttle(address, on="AUTHENTICATE", backoff_ms=600_000, times=2)
     poller, settings = new_poller(env)
     clock = ShiftedClock()
@@ -336,7 +336,7 @@ def test_a_throttled_only_run_is_no_failure_for_the_timer_or_the_command_line(
         stack, faults, new_mailbox, tmp_path):
     address = new_mailbox()
     stack.append_many(address, "INBOX", messages(address, 0, 2))
-    env = faults.settings_env(address)
+    env = faults.settings_env(address, storage=False)
     faults.throttle(address, on="AUTHENTICATE", backoff_ms=2000)
     report = run_timer_poll(past_due=False, env=env)  # every mailbox throttled: no raise
     assert report.failed == [] and len(report.throttled) == 1

@@ -1,0 +1,105 @@
+"""IMAPClient whose imaplib connection reads every answer through a paced file
+(``mail_socket``): imaplib reads only through ``read()`` and ``readline()``."""
+
+from __future__ import annotations
+
+import imaplib
+import io
+import socket
+import ssl
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.imap4 import IMAP4WithTimeout
+from imapclient.imapclient import join_message_ids
+from imapclient.response_parser import parse_fetch_response
+from imapclient.tls import IMAP4_TLS
+
+from shared.adapters.mail_socket import Pace, paced_file
+from shared.errors import MailferryError
+
+
+class _PacedReads:
+    """Mixed into imaplib's IMAP4 classes: answers come through a paced file of the current
+    socket (a new one after STARTTLS)."""
+
+    pace: Pace
+    sock: socket.socket
+    _paced: tuple[socket.socket, io.BufferedReader] | None = None
+
+    def _answers(self) -> io.BufferedReader:
+        if self._paced is None or self._paced[0] is not self.sock:
+            self._paced = (self.sock, paced_file(self.sock, self.pace))
+        return self._paced[1]
+
+    def read(self, size: int) -> bytes:
+        return self._answers().read(size)
+
+    def readline(self) -> bytes:
+        limit = imaplib._MAXLINE  # type: ignore[attr-defined]
+        line = self._answers().readline(limit + 1)
+        if len(line) > limit:
+            raise imaplib.IMAP4.error(f"got more than {limit} bytes")
+        return line
+
+
+class _PacedTls(_PacedReads, IMAP4_TLS):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, pace: Pace) -> None:
+        self.pace = pace
+        super().__init__(host, port, context, pace.connect_timeout())
+
+
+class _PacedPlain(_PacedReads, IMAP4WithTimeout):  # type: ignore[misc]
+    def __init__(self, host: str, port: int, pace: Pace) -> None:
+        self.pace = pace
+        super().__init__(host, port, pace.connect_timeout())
+
+
+class PacedImapClient(IMAPClient):  # type: ignore[misc]
+    """IMAPClient over a connection read within ``pace``, from the greeting on."""
+
+    def __init__(self, host: str, port: int, *, tls: bool, ssl_context: ssl.SSLContext,
+                 pace: Pace) -> None:
+        self.pace = pace
+        super().__init__(host, port, ssl=tls, ssl_context=ssl_context, timeout=pace.connect_timeout())
+        # IMAPClient turns imaplib's debug output up to 5, and imaplib then formats the
+        # repr of every message it receives for a log line, whether or not the logger
+        # wants it: most of a large fetch's CPU. IMAPClient's own DEBUG log remains.
+        self._imap.debug = 0
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - IMAPClient's name
+        if self.ssl:
+            return _PacedTls(self.host, self.port, self.ssl_context, self.pace)
+        return _PacedPlain(self.host, self.port, self.pace)
+
+
+def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str, *,
+                 failure: Callable[[BaseException, str], MailferryError],
+                 ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    """``UID FETCH`` read one response at a time: imaplib reads each one whole, literals
+    included, so every one handed out is complete. ``failure`` maps an error of the command."""
+    if not uids:
+        return
+    imap = client._imap
+    pace.new_answer()
+    finished = False
+    try:
+        tag = imap._command("UID", "FETCH", join_message_ids(list(uids)), f"({items})")
+        while imap.tagged_commands[tag] is None:
+            imap._get_response()
+            imap._check_bye()
+            responses = imap.untagged_responses.pop("FETCH", [])
+            for uid, data in parse_fetch_response(responses, True, True).items():
+                yield int(uid), data
+        status, said = imap.tagged_commands.pop(tag)
+        finished = True
+    except (IMAPClientError, OSError) as e:
+        raise failure(e, "UID FETCH") from e
+    finally:
+        if not finished:
+            pace.broken = True  # left in the middle of an answer
+    if status != "OK":
+        words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
+        raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")

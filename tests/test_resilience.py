@@ -1,0 +1,254 @@
+"""Dropped connections, time shares and upload give-ups against in-memory ports: end state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import pytest
+
+from shared.batching import GROW_AFTER, BatchLimits
+from shared.delivery import ConcurrentDelivery
+from shared.errors import FailureKind, StorageError
+from shared.model import FolderResult, PollOptions
+from shared.naming import blob_name
+from shared.poll import Poller, SilentObserver
+from shared.reconnect import ReconnectPolicy
+from shared.settings import MailboxConfig
+from shared.time_box import MailboxShares, TimeBoxedCalls
+from tests.fakes import (
+    FakeClock,
+    FakePop3Server,
+    FakeServer,
+    FakeSink,
+    FakeStateStore,
+    FakeTokens,
+)
+
+A, B = "ops@contoso.com", "billing@contoso.com"
+
+
+def message(n: int) -> bytes:
+    return f"Message-ID: <r{n}@contoso.com>\r\nSubject: s{n}\r\n\r\nbody {n}\r\n".encode()
+
+
+class World:
+    def __init__(self, *, batch: int = 10, attempts: int = 3) -> None:
+        self.server, self.pop3 = FakeServer(), FakePop3Server()
+        self.sink, self.state, self.clock = FakeSink(), FakeStateStore(), FakeClock()
+        self.pauses: list[float] = []
+        policy = ReconnectPolicy(attempts=attempts, sleep=self.pause, jitter=lambda: 0.5)
+        self.poller = Poller(FakeTokens(), self.server, self.sink, self.state, self.state,
+                             PollOptions(fetch_batch_size=batch, upload_concurrency=4,
+                                         deadline_seconds=300), self.clock,
+                             pop3=self.pop3, pop3_checkpoints=self.state, reconnect=policy)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.clock.sleep(seconds)
+
+    def seed(self, count: int, address: str = A) -> None:
+        for n in range(count):
+            self.server.folder(address).append(message(n))
+            self.pop3.deliver(address, f"U{n:05d}", message(n))
+
+    def uids_stored(self, address: str = A) -> list[int]:
+        return sorted(int(name.rsplit("/", 1)[1][:-4]) for name in self.sink.blobs
+                      if name.startswith(address))
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_a_drop_mid_fetch_keeps_what_arrived_and_the_same_run_finishes_the_folder(world):
+    world.seed(30)
+    world.server.cuts[:] = [7, 3]  # the first FETCH drops after 7 messages, the next after 3
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.complete, result.error
+    assert result.delivered == 30 and result.folders[0].already_present == 0
+    assert world.uids_stored() == list(range(1, 31))
+    assert len(world.server.sessions) == 3 and len(world.pauses) == 2
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 30
+
+
+def test_messages_fully_received_before_a_drop_are_never_fetched_again(world):
+    world.seed(12)
+    world.server.cuts[:] = [5]
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    # Each message written once: none of the five received before the drop came again.
+    assert world.sink.writes == 12 and result.folders[0].already_present == 0
+
+
+def test_after_too_many_drops_the_run_gives_up_saying_what_is_durable_and_the_next_resumes(world):
+    world.seed(40)
+    world.server.cuts[:] = [4, 4, 4, 4]  # four drops: one more than the three reconnects
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok
+    error = result.error or ""
+    # Batches of 10, 5, 2 and 1 (halved after each drop), each cut after 4 at most: 4+4+2+1.
+    assert "dropped 4 times" in error and "INBOX: delivered through UID 11" in error, error
+    assert "the next run resumes there" in error
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 11
+    assert world.uids_stored() == list(range(1, 12))
+    assert world.poller.run([MailboxConfig(A)]).delivered == 29
+    assert world.uids_stored() == list(range(1, 41))
+
+
+def test_the_batch_halves_after_each_drop_and_grows_back():
+    limits = BatchLimits(100, 8 * 1024 * 1024)
+    limits.dropped()
+    limits.dropped()
+    assert (limits.count, limits.size) == (25, 2 * 1024 * 1024)
+    for _ in range(GROW_AFTER):
+        limits.arrived()
+    assert limits.count == 50
+    for _ in range(10 * GROW_AFTER):
+        limits.arrived()
+    assert (limits.count, limits.size) == (100, 8 * 1024 * 1024)
+    for _ in range(20):
+        limits.dropped()
+    assert limits.count == 1 and limits.size == 256 * 1024
+
+
+def test_after_a_drop_the_next_fetches_ask_for_fewer_messages(world):
+    world.seed(40)
+    world.server.cuts[:] = [2]
+    world.poller.run([MailboxConfig(A)])
+    assert world.server.fetched[:2] == [10, 5]  # halved after the drop
+    assert len(world.sink.blobs) == 40
+
+
+def test_no_reconnect_once_the_time_box_is_spent(world):
+    world.seed(20)
+    world.server.cuts[:] = [3]
+    world.poller.options = PollOptions(fetch_batch_size=10, deadline_seconds=10)
+    world.poller.reconnect = ReconnectPolicy(first_pause=30.0, max_pause=60.0, sleep=world.pause)
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok and world.pauses == []
+    assert "No time is left to reconnect in this run" in (result.error or "")
+    assert "delivered through UID 3" in (result.error or "")
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 3
+
+
+def test_every_session_is_told_the_end_of_the_mailboxes_time_box(world):
+    world.seed(1)
+    world.poller.run([MailboxConfig(A)])
+    [deadline] = world.server.deadlines
+    assert deadline is not None and 300 < deadline <= 300 + 10  # the share's end and the grace
+
+
+def test_a_pop3_drop_mid_maildrop_reconnects_and_loses_nothing(world):
+    world.seed(25)
+    world.pop3.cuts[:] = [11, 6]
+    [result] = world.poller.run([MailboxConfig(A, ("INBOX",), "pop3")]).mailboxes
+    assert result.ok and result.delivered == 25, result.error
+    assert len(world.pop3.sessions) == 3
+    assert sorted(world.sink.blobs) == sorted(
+        n for n in world.sink.blobs if n.startswith(A))  # one blob per message, nothing else
+    assert len(world.sink.blobs) == 25
+
+
+def test_a_storage_failure_says_what_is_durable(world):
+    world.seed(30)
+    world.sink.fail_after = 15
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok and result.error_type == "StorageError"
+    last = world.state.get_checkpoint(A, "INBOX").last_uid
+    assert f"INBOX: delivered through UID {last}" in (result.error or "")
+    assert "the next run resumes there" in (result.error or "")
+    world.sink.fail_after = None
+    world.poller.run([MailboxConfig(A)])
+    assert world.uids_stored() == list(range(1, 31))
+
+
+def test_a_mailbox_starting_gets_a_fair_share_of_what_is_left():
+    clock = FakeClock()
+    shares = MailboxShares(clock, 400.0, mailboxes=4, workers=1)
+    assert shares.next_deadline() == 100.0  # a quarter of 400 s
+    clock.seconds = 40.0  # the first finished early: its time goes to those after it
+    assert shares.next_deadline() == 40.0 + 360.0 / 3
+    clock.seconds = 160.0
+    assert shares.next_deadline() == 160.0 + 240.0 / 2
+    assert shares.next_deadline() == 400.0  # the last one gets all that is left
+
+
+def test_a_slow_mailbox_cannot_take_the_time_of_those_behind_it():
+    world = World(batch=1)
+    for address in (A, B):
+        world.seed(50, address)
+    world.poller.options = PollOptions(fetch_batch_size=1, max_concurrent_mailboxes=1,
+                                       deadline_seconds=100)
+    world.clock.tick = 1.0  # every look at the clock: a second passes (a slow server)
+    report = world.poller.run([MailboxConfig(A), MailboxConfig(B)])
+    by_address = {m.address: m for m in report.mailboxes}
+    assert by_address[A].delivered > 0 and by_address[B].delivered > 0
+
+
+class StalledSink(FakeSink):
+    """Storage that takes uploads but never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
+        self.release.wait(30)
+        return super().create(name, raw, metadata)
+
+
+def test_uploads_that_never_finish_are_given_up_at_the_end_of_the_time_box():
+    clock, sink = FakeClock(), StalledSink()
+    result = FolderResult("INBOX")
+    stored: list[int] = []
+    try:
+        with ConcurrentDelivery[int](sink, address=A, result=result, observer=SilentObserver(),
+                                     concurrency=2, on_stored=stored.append, clock=clock,
+                                     waits_end=0.2) as delivery:
+            for uid in range(3):
+                delivery.upload(uid, blob_name(A, "INBOX", 1, uid), b"x", {})
+            delivery.settle()
+        failure = delivery.failure
+        assert failure is not None and getattr(failure, "kind", None) is FailureKind.STORAGE_UNREACHABLE
+        assert "still running when the run's time box ended" in str(failure)
+        assert stored == [] and result.delivered == 0
+    finally:
+        sink.release.set()
+
+
+def test_the_reconnect_pause_doubles_with_jitter_up_to_its_cap():
+    policy = ReconnectPolicy(first_pause=1.0, max_pause=15.0, jitter=lambda: 1.0)
+    assert [policy.pause(n) for n in (1, 2, 3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
+    assert ReconnectPolicy(first_pause=4.0, jitter=lambda: 0.0).pause(1) == 2.0
+
+
+def test_a_checkpoint_write_that_never_returns_is_given_up_at_the_end_of_the_time_box():
+    clock, release = FakeClock(), threading.Event()
+    clock.seconds = 100.0  # past the box: the write gets the last short wait only
+    try:
+        with TimeBoxedCalls(clock, until=50.0) as calls:
+            with pytest.raises(StorageError, match="did not answer before the run's time box ended"):
+                calls.call("write the checkpoint of ops/INBOX", lambda: release.wait(30))
+            with pytest.raises(StorageError, match="an earlier call"):  # no second wait
+                calls.call("write the checkpoint of ops/INBOX", lambda: True)
+    finally:
+        release.set()
+    with TimeBoxedCalls(clock, until=50.0) as calls:
+        assert calls.call("write", lambda: 7) == 7
+
+
+def test_a_large_message_cut_mid_stream_is_never_half_stored_and_is_delivered_after_the_reconnect():
+    world = World()
+    world.poller.options = PollOptions(large_message_bytes=1024, deadline_seconds=300)
+    big = message(1) + b"L" * (9 * 1024 * 1024)  # three ranges
+    folder = world.server.folder(A)
+    folder.append(message(0))
+    folder.append(big)
+    world.server.cuts[:] = [None, 0]  # the first FETCH whole; the stream cut after one range
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.delivered == 2, result.error
+    name = blob_name(A, "INBOX", 1, 2)
+    assert world.sink.streamed == [name]  # committed once, from the second connection
+    assert world.sink.blobs[name][0] == big
+    assert len(world.server.sessions) == 2
