@@ -10,6 +10,8 @@ Entries of a mailbox's folder list:
   it); exclusions narrow the patterns above and never an entry named outright. A folder
   whose name starts with ``!`` is written ``\\!name``.
 
+Any other entry is a folder name, even one with ``*`` in it (``*star``, ``a*b``).
+
 Names are matched as the server lists them, decoded from modified UTF-7, case-sensitively
 (``INBOX`` in any case). The default exclusions of ``*`` are Exchange's folders that hold no
 mail to deliver (Deleted Items, Junk Email, Drafts, Outbox, Sync Issues, Conversation
@@ -79,25 +81,23 @@ def parse_entry(text: str) -> FolderEntry:
         inner = parse_entry(text[1:])
         below = inner.kind == "subtree"
         return FolderEntry(text, "exclude", inner.path, inner.delimiter, below)
-    if text.endswith(EVERY_FOLDER):
+    if _is_subtree(text):
         return FolderEntry(text, "subtree", text[:-2], text[-2])
     return FolderEntry(text, "name", text)
 
 
+def _is_subtree(text: str) -> bool:
+    """``<folder><delimiter>*``: one '*', last, after a delimiter (not a letter, digit or space)."""
+    return (len(text) >= 3 and text.count(EVERY_FOLDER) == 1 and text.endswith(EVERY_FOLDER)
+            and not text[-2].isalnum() and not text[-2].isspace())
+
+
 def entry_problem(text: str) -> str | None:
-    """Why ``text`` is not a folder name, ``*``, ``<folder>/*`` or an exclusion; or None."""
-    if text.startswith("\\" + EXCLUDE):
-        return f"{text!r} mixes an escaped '!' with a pattern" if EVERY_FOLDER in text else None
-    body = text[1:] if text.startswith(EXCLUDE) else text
-    if text.startswith(EXCLUDE) and body.strip() in ("", EVERY_FOLDER):
+    """Why ``text`` cannot be an entry, or None. Any entry that is not ``*``, a subtree or an
+    exclusion is a folder name, whatever it holds (a folder may be called ``*star``)."""
+    if text.startswith(EXCLUDE) and text[1:].strip() in ("", EVERY_FOLDER):
         return f"{text!r} excludes nothing usable: write !<folder>, e.g. !Junk Email"
-    if EVERY_FOLDER not in body or body == EVERY_FOLDER:
-        return None
-    if (len(body) >= 3 and body.index(EVERY_FOLDER) == len(body) - 1
-            and not body[-2].isalnum() and not body[-2].isspace()):
-        return None
-    return (f"{text!r} is not a pattern mailferry reads: '*' stands alone (every folder) or "
-            "ends a folder and its delimiter (INBOX/*, the folders under INBOX)")
+    return None
 
 
 def named_folders(entries: Sequence[str]) -> list[str]:

@@ -103,8 +103,15 @@ def test_valid_entries(entry):
     assert entry_problem(entry) is None
 
 
-@pytest.mark.parametrize("entry", ["IN*BOX", "INBOX*", "a*/b", "*/x", "!", "!*", "! ", "INBOX/**", "x *"])
-def test_entries_mailferry_cannot_read_are_named(entry):
+@pytest.mark.parametrize("entry", ["*star", "IN*BOX", "INBOX*", "a*/b", "*/x", "INBOX/**", "x *"])
+def test_any_other_entry_is_a_folder_name_even_with_a_star(entry):
+    assert entry_problem(entry) is None and not uses_patterns([entry])
+    listed = [ListedFolder(entry), ListedFolder("INBOX")]
+    assert names([entry], listed) == [entry]
+
+
+@pytest.mark.parametrize("entry", ["!", "!*", "! "])
+def test_an_exclusion_of_nothing_is_named(entry):
     problem = entry_problem(entry)
     assert problem is not None and repr(entry) in problem
 
