@@ -116,6 +116,10 @@ def outcome_of(result: MailboxResult, *, dequeue_count: int,
     return Outcome.GIVE_UP if dequeue_count >= max_dequeue_count else Outcome.RETRY
 
 
+# How long the end of a poll waits for its lease to be released.
+RELEASE_WAIT_SECONDS = 5.0
+
+
 class LeaseKeeper:
     """Holds a lease for a ``with`` block, renewing it from a background thread."""
 
@@ -136,6 +140,15 @@ class LeaseKeeper:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._stop.set()
+        # Storage may hold a renewal or the release for its whole timeout; the lease expires
+        # on its own, so the run waits a few seconds at most and goes on (its time box).
+        releasing = threading.Thread(target=self._release, daemon=True,
+                                     name=f"lease-release-{self._mailbox}")
+        releasing.start()
+        releasing.join(RELEASE_WAIT_SECONDS)
+
+    def _release(self) -> None:
+        self._on_thread_start()
         self._thread.join()
         try:
             self._lease.release()

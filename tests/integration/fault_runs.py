@@ -144,3 +144,14 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path,
         time.sleep(0.05)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return process.returncode, err_path.read_text(errors="replace"), usage.ru_maxrss / 1024
+
+
+def next_run(env: dict[str, str], *, within: float = 90) -> PollReport:
+    """The next timer run: one that finds no mailbox held by the lease of a run that ended
+    while storage was not answering (the lease expires within a minute)."""
+    deadline = time.monotonic() + within
+    while True:
+        report = poll(env)
+        if all(m.skipped is None for m in report.mailboxes) or time.monotonic() > deadline:
+            return report
+        time.sleep(2)

@@ -12,11 +12,11 @@ from tests.integration.fault_runs import (
     MARGIN,
     TimedPoll,
     assert_exactly_once,
+    next_run,
     scaled,
     seeded,
     wait_until,
 )
-from tests.integration.helpers import poll
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
 
@@ -44,7 +44,7 @@ def test_a_busy_burst_and_an_outage_mid_poll_end_the_run_in_its_box_and_the_next
     assert f"storage account 127.0.0.1:{faults.ports.blob}" in error, error
     assert "INBOX: delivered through UID" in error and "the next run resumes there" in error
     faults.clear()  # the outage is over
-    [again] = poll(env).mailboxes
+    [again] = next_run(env).mailboxes
     assert again.ok and again.complete, again.error
     # An upload whose answer the outage cut may have landed: the next run finds it present.
     assert result.delivered + again.delivered <= count
@@ -66,6 +66,6 @@ def test_uploads_that_storage_never_answers_cannot_hold_the_run(stack: Stack, fa
     assert running.seconds <= deadline + MARGIN, running.seconds
     assert not result.ok and "still running when the run's time box ended" in (result.error or "")
     faults.clear()
-    [again] = poll(env).mailboxes
+    [again] = next_run(env).mailboxes
     assert again.ok and again.complete, again.error
     assert_exactly_once(stack, env, address)
