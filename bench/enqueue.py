@@ -10,17 +10,13 @@ queue's message count is read back. Prints one ``BENCH-RESULT {json}`` line.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
-import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
 from azure.storage.queue import QueueClient
 
-from bench.measure import RESULT_PREFIX, Measured, Meter
+from bench.measure import Measured, Meter, child_main
 
 Spec = dict[str, Any]
 POOL_LOGGER = "urllib3.connectionpool"
@@ -85,16 +81,7 @@ def run_enqueue(spec: Spec) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    spec: Spec = json.loads(Path(args[0]).read_text())
-    try:
-        result = run_enqueue(spec)
-    except Exception as e:
-        traceback.print_exc()
-        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
-    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
-    return 0
+    return child_main(run_enqueue, argv)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,15 @@ blobs written and identity requests. Prints one ``BENCH-RESULT {json}`` line.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import ContainerClient
 
 from bench.delay_proxy import read_counts
-from bench.measure import RESULT_PREFIX, CountingServer, Measured, Meter
+from bench.measure import CountingServer, Measured, Meter, child_main
 from devstack.stack import Stack
 
 Spec = dict[str, Any]
@@ -97,16 +94,7 @@ def run_idle(spec: Spec) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    spec: Spec = json.loads(Path(args[0]).read_text())
-    try:
-        result = run_idle(spec)
-    except Exception as e:
-        traceback.print_exc()
-        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
-    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
-    return 0
+    return child_main(run_idle, argv)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
-import json
 import ssl
-import sys
-import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +28,7 @@ from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 from requests.adapters import HTTPAdapter
 
-from bench.measure import RESULT_PREFIX, Measured, Meter
+from bench.measure import Measured, Meter, child_main
 from bench.messages import read_messages
 from bench.plan import LimitConfig, best_config, limit_configs, sample_count
 
@@ -208,16 +205,7 @@ def run_imap(spec: Spec) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    spec: Spec = json.loads(Path(args[0]).read_text())
-    try:
-        result = run_imap(spec) if spec["kind"] == "imap" else run_storage(spec)
-    except Exception as e:
-        traceback.print_exc()
-        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
-    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
-    return 0
+    return child_main(lambda spec: run_imap(spec) if spec["kind"] == "imap" else run_storage(spec), argv)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
+import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,3 +129,18 @@ class CountingServer:
     def commands(self) -> int:
         """IMAP commands counted by the sessions opened so far."""
         return sum(int(getattr(s, "commands", 0)) for s in self.sessions)
+
+
+def child_main(run: Callable[[dict[str, Any]], Measured], argv: list[str] | None) -> int:
+    """A measuring child process: read the spec file named by the first argument, run, and
+    print the result on one line the parent reads (a failure is a result too)."""
+    args = sys.argv[1:] if argv is None else argv
+    spec: dict[str, Any] = json.loads(Path(args[0]).read_text())
+    try:
+        result = run(spec)
+    except Exception as e:
+        traceback.print_exc()
+        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
+    sys.stdout.flush()
+    return 0

@@ -19,7 +19,6 @@ import pwd
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from azure.storage.blob import BlobServiceClient
 from requests.adapters import HTTPAdapter
 
 from bench.limits import imap_login
-from bench.measure import RESULT_PREFIX, CountingServer, Measured, Meter
+from bench.measure import CountingServer, Measured, Meter, child_main
 from shared.settings import Settings
 from shared.wiring import Components
 
@@ -202,16 +201,7 @@ VARIANTS: dict[str, Callable[[Spec], Measured]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    spec: Spec = json.loads(Path(args[0]).read_text())
-    try:
-        result = VARIANTS[spec["variant"]](spec)
-    except Exception as e:
-        traceback.print_exc()
-        result = Measured(False, error=f"{type(e).__name__}: {e}"[:500])
-    sys.stdout.write(RESULT_PREFIX + json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
-    return 0
+    return child_main(lambda spec: VARIANTS[spec["variant"]](spec), argv)
 
 
 if __name__ == "__main__":
