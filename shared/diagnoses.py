@@ -224,10 +224,12 @@ DIAGNOSES: dict[FailureKind, Diagnosis] = {
          "Contributor (blobs, leases), Storage Table Data Contributor (checkpoints, health), Storage "
          "Queue Data Contributor (fan-out)",)),
     FailureKind.STORAGE_UNREACHABLE: Diagnosis(
-        "`Could not … : storage unreachable`",
-        "wrong MAIL_STORAGE settings, or the network path to the account is closed",
-        ("Check MAIL_STORAGE (or MAIL_STORAGE__blobServiceUri, __tableServiceUri, __queueServiceUri) "
-         "and the storage account's network rules",)),
+        "`Could not … : storage unreachable`, `… dropped the connection`, `… did not answer`",
+        "a storage outage or a slow account if this worked before; otherwise wrong MAIL_STORAGE "
+        "settings or a closed network path to the account",
+        ("After an outage nothing is needed: the next run resumes from the checkpoint",
+         "Otherwise check MAIL_STORAGE (or MAIL_STORAGE__blobServiceUri, __tableServiceUri, "
+         "__queueServiceUri) and the storage account's network rules")),
     FailureKind.STORAGE_FAILED: Diagnosis(
         "another storage error",
         "storage refused or failed a request",

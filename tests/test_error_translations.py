@@ -12,6 +12,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 
 from shared.adapters.app_credentials import load_client_certificate
@@ -70,6 +71,8 @@ STORAGE = [
      K.STORAGE_DENIED, "AuthorizationFailure"),
     (HttpResponseError(message="Forbidden"), "Forbidden", K.STORAGE_DENIED, "access denied (Forbidden)"),
     (ServiceRequestError("Connection refused"), None, K.STORAGE_UNREACHABLE, "storage unreachable"),
+    (ServiceResponseError("Connection reset by peer"), None, K.STORAGE_UNREACHABLE,
+     "storage dropped the connection before it answered"),
     (storage(ResourceExistsError(message="The specified blob already exists."), "BlobAlreadyExists"),
      None, K.STORAGE_FAILED, "BlobAlreadyExists"),
     (HttpResponseError(message="Server busy\nRequestId: 42"), None, K.STORAGE_FAILED, "Server busy."),

@@ -15,15 +15,13 @@ from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
-    ServiceRequestError,
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, storage_error
 from shared.adapters.table_rows import row_key as _key
 from shared.delivery_actions import ActionState, KnownFolders
 from shared.errors import CheckpointConflict
@@ -70,7 +68,7 @@ class TableActionStore:
         except (ResourceExistsError, ResourceModifiedError) as e:
             raise CheckpointConflict(f"The {what} was changed by another run; this run leaves the "
                                      "folder's actions to it.") from e
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write the {what}", e, role=_ROLE) from e
         return replace(state, etag=str(metadata["etag"]))
 
@@ -80,7 +78,7 @@ class TableActionStore:
             return [_state(row) for row in rows]
         except ResourceNotFoundError:
             return []
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error("list the action states", e, role=_ROLE) from e
 
     def get_known_folders(self, mailbox: str) -> KnownFolders | None:
@@ -101,7 +99,7 @@ class TableActionStore:
         }
         try:
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write the folders selected in {known.mailbox}", e, role=_ROLE) from e
 
     def _get(self, mailbox: str, row_key: str, what: str) -> Any:
@@ -109,7 +107,7 @@ class TableActionStore:
             return self._table.get_entity(_key(mailbox.lower()), row_key)
         except ResourceNotFoundError:
             return None
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read {what}", e, role=_ROLE) from e
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, storage_error
 
 _ROLE = "Storage Blob Data Contributor"
 _JSON = ContentSettings(content_type="application/json; charset=utf-8")
@@ -22,7 +27,7 @@ class BlobDeliveredMessages:
     def get_size_and_metadata(self, name: str) -> tuple[int, dict[str, str]]:
         try:
             properties = self._container.get_blob_client(name).get_blob_properties()
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read the properties of blob '{name}'", e, role=_ROLE) from e
         return int(properties.size), dict(properties.metadata or {})
 
@@ -34,7 +39,7 @@ class BlobDeliveredMessages:
             if length and e.status_code == 416:  # an empty blob has no range to read
                 return
             raise storage_error(f"read blob '{name}'", e, role=_ROLE) from e
-        except ServiceRequestError as e:
+        except (ServiceRequestError, ServiceResponseError) as e:
             raise storage_error(f"read blob '{name}'", e, role=_ROLE) from e
 
     def create_json(self, name: str, text: str) -> bool:
@@ -43,6 +48,6 @@ class BlobDeliveredMessages:
             self._container.upload_blob(name, text.encode(), overwrite=False, content_settings=_JSON)
         except ResourceExistsError:
             return False
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write the summary blob '{name}'", e, role=_ROLE) from e
         return True

@@ -13,13 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceNotFoundError,
-    ServiceRequestError,
 )
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 
-from shared.adapters.storage_errors import create_table_if_missing, storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, create_table_if_missing, storage_error
 from shared.mailbox_list import MailboxConfig, parse_mailboxes
 
 _ROLE = "Storage Table Data Contributor"
@@ -44,7 +42,7 @@ class TableMailboxRegistry:
             rows = list(self._table.query_entities(f"PartitionKey eq '{PARTITION}'"))
         except ResourceNotFoundError:
             return []
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error("list the registered mailboxes", e, role=_ROLE) from e
         return sorted((_mailbox(row) for row in rows), key=lambda m: m.address.lower())
 
@@ -54,7 +52,7 @@ class TableMailboxRegistry:
             return _mailbox(self._table.get_entity(PARTITION, _row_key(address)))
         except ResourceNotFoundError:
             return None
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read the registered mailbox {address}", e, role=_ROLE) from e
 
     def upsert_mailboxes(self, mailboxes: Iterable[MailboxConfig]) -> int:
@@ -65,7 +63,7 @@ class TableMailboxRegistry:
         try:
             for start in range(0, len(operations), _BATCH):
                 self._table.submit_transaction(operations[start:start + _BATCH])
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error("register mailboxes", e, role=_ROLE) from e
         return len(operations)
 
@@ -75,7 +73,7 @@ class TableMailboxRegistry:
             return False
         try:
             self._table.delete_entity(PARTITION, _row_key(address))
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"unregister {address}", e, role=_ROLE) from e
         return True
 

@@ -9,11 +9,16 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableClient
 
 from shared.diagnoses import hint
 from shared.errors import FailureKind, StorageError
+
+# What a storage call can raise once the SDK's own retries are spent: an answer, no
+# connection, or a connection dropped before the answer (a reset mid-response).
+STORAGE_FAILURES = (HttpResponseError, ServiceRequestError, ServiceResponseError)
 
 _DENIED = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthenticationFailed",
            "Forbidden")
@@ -35,6 +40,10 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
         return StorageError(f"Could not {action}: storage unreachable. "
                             f"{hint(FailureKind.STORAGE_UNREACHABLE)}",
                             kind=FailureKind.STORAGE_UNREACHABLE)
+    if isinstance(error, ServiceResponseError):
+        return StorageError(f"Could not {action}: storage dropped the connection before it "
+                            f"answered. {hint(FailureKind.STORAGE_UNREACHABLE)}",
+                            kind=FailureKind.STORAGE_UNREACHABLE)
     first_line = str(getattr(error, "message", error)).splitlines()[0][:300]
     return StorageError(f"Could not {action}: {code or first_line}.")
 
@@ -45,7 +54,7 @@ def create_table_if_missing(table: TableClient, *, role: str) -> None:
         table.create_table()
     except ResourceExistsError:
         pass
-    except (HttpResponseError, ServiceRequestError) as e:
+    except STORAGE_FAILURES as e:
         raise storage_error(f"create table '{table.table_name}'", e, role=role) from e
 
 

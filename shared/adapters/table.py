@@ -15,15 +15,13 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
-    ServiceRequestError,
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage_errors import create_table_if_missing, storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, create_table_if_missing, storage_error
 from shared.adapters.table_rows import (
     FOLDER,
     HEALTH,
@@ -63,7 +61,7 @@ class TableStateStore:
             entity = self._table.get_entity(row_key(mailbox.lower()), FOLDER + row_key(folder))
         except ResourceNotFoundError:
             return None
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read the checkpoint of {mailbox}/{folder}", e, role=_ROLE) from e
         return checkpoint_from(entity)
 
@@ -111,7 +109,7 @@ class TableStateStore:
             except (ResourceExistsError, ResourceModifiedError):
                 # Jittered, growing back-off: contenders spread out instead of colliding again.
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))  # noqa: S311
-            except (HttpResponseError, ServiceRequestError) as e:
+            except STORAGE_FAILURES as e:
                 raise storage_error(f"write the health of {result.address}", e, role=_ROLE) from e
         raise StorageError(
             f"Could not write the health of {result.address}: {_HEALTH_ATTEMPTS} other runs "
@@ -144,7 +142,7 @@ class TableStateStore:
         }
         try:
             self._table.upsert_entity(row, mode=UpdateMode.MERGE)
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write the health of {mailbox}", e, role=_ROLE) from e
 
     def _get_health(self, mailbox: str) -> tuple[Health, str | None]:
@@ -153,7 +151,7 @@ class TableStateStore:
             entity = self._table.get_entity(row_key(mailbox.lower()), HEALTH)
         except ResourceNotFoundError:
             return Health(mailbox), None
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read the health of {mailbox}", e, role=_ROLE) from e
         return health_from(entity), str(entity.metadata["etag"])
 
@@ -162,7 +160,7 @@ class TableStateStore:
             return [dict(e) for e in self._table.query_entities(query)]
         except ResourceNotFoundError:
             return []
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"query table '{self._table.table_name}'", e, role=_ROLE) from e
 
     def get_pop3_checkpoint(self, mailbox: str) -> Pop3Checkpoint | None:
@@ -171,7 +169,7 @@ class TableStateStore:
             entity = self._table.get_entity(row_key(mailbox.lower()), POP3)
         except ResourceNotFoundError:
             return None
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"read the POP3 checkpoint of {mailbox}", e, role=_ROLE) from e
         return pop3_checkpoint_from(mailbox, entity)
 
@@ -222,6 +220,6 @@ class TableStateStore:
                 f"The {what} was changed by another run; this run leaves the {scope} to it "
                 "(nothing is lost: the other run continues from there)."
             ) from e
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write the {what}", e, role=_ROLE) from e
         return str(metadata["etag"])

@@ -69,3 +69,20 @@ def test_uploads_that_storage_never_answers_cannot_hold_the_run(stack: Stack, fa
     [again] = next_run(env).mailboxes
     assert again.ok and again.complete, again.error
     assert_exactly_once(stack, env, address)
+
+
+def test_table_answers_cut_by_resets_are_a_storage_failure_naming_the_account(
+        stack: Stack, faults, new_mailbox):
+    address = seeded(stack, new_mailbox, 5)
+    env = faults.settings_env(address) | {"POLL_DEADLINE_SECONDS": "60"}
+    # Each table read reaches Azurite, but its answer never arrives (a reset instead).
+    faults.storage_reset(service="table", method="GET", when="after", times=None, seconds=60)
+    [result] = TimedPoll(env).start().wait(60 + MARGIN).mailboxes
+    assert not result.ok and result.error_type == "StorageError", (result.error_type, result.error)
+    error = result.error or ""
+    assert "storage dropped the connection before it answered" in error, error
+    assert f"storage account 127.0.0.1:{faults.ports.table}" in error, error
+    faults.clear()
+    [again] = next_run(env).mailboxes
+    assert again.ok and again.complete, again.error
+    assert_exactly_once(stack, env, address)
