@@ -41,7 +41,7 @@ from shared.ports import (
 )
 from shared.reconnect import ReconnectPolicy
 from shared.throttle import read_health, skip_if_throttled, throttled_result
-from shared.time_box import MailboxShares
+from shared.time_box import CHECKPOINT_GRACE_SECONDS, MailboxShares, TimeBox, TimeBoxedCalls
 
 log = logging.getLogger("mailferry.poll")
 metrics_log = logging.getLogger("mailferry.metrics")
@@ -181,7 +181,7 @@ class Poller:
             if not isinstance(e, MailferryError):
                 log.exception("unexpected error taking the poll lease of %s", address)
             result = self._failed(address, e)
-            self._record(result)
+            self._record(result, deadline, on_thread_start)
             observer.mailbox_finished(result)
             return result
         if lease is None:
@@ -221,7 +221,7 @@ class Poller:
             log.exception("unexpected error while polling %s", mailbox.address)
             result = self._failed(mailbox.address, e, folders=result.folders)
         result.seconds = self.clock.monotonic() - started
-        self._record(result)
+        self._record(result, deadline, on_thread_start)
         observer.mailbox_finished(result)
         return result
 
@@ -240,10 +240,15 @@ class Poller:
         log.error("%s: %s: %s: %s", FAILURE_LOG_TEXT, address, type(error).__name__, error)
         return MailboxResult(address, folders or [], 0.0, str(error), type(error).__name__)
 
-    def _record(self, result: MailboxResult) -> None:
+    def _record(self, result: MailboxResult, deadline: float, on_thread_start: ThreadStart) -> None:
         now = self.clock.now()
+        # Waited for a little past the checkpoint writes, no longer: storage that stalls costs
+        # this row (the ETag-guarded write is safe whenever it lands), never the time box.
+        until = TimeBox(deadline).writes_end + CHECKPOINT_GRACE_SECONDS
         try:
-            health = self.health.record_result(result, at=now)
+            with TimeBoxedCalls(self.clock, until, on_thread_start=on_thread_start) as calls:
+                health = calls.call(f"write the health of {result.address}",
+                                    lambda: self.health.record_result(result, at=now))
         except MailferryError as e:
             log.warning("could not record health of %s: %s", result.address, e)
             return

@@ -4,7 +4,7 @@ A mailbox's part ends at ``TimeBox.ends``: no command or batch starts after it. 
 already sent gets READ_GRACE_SECONDS more to be answered, then its connection is cut
 (``MailServer.open``'s deadline); uploads already started get UPLOAD_GRACE_SECONDS more,
 then the run stops waiting for them; a checkpoint write gets CHECKPOINT_GRACE_SECONDS more.
-The health row is written after that, bounded by storage's own timeouts.
+The health row is written after that, waited for CHECKPOINT_GRACE_SECONDS more at most.
 """
 
 from __future__ import annotations

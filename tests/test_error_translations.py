@@ -13,6 +13,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ServiceRequestError,
     ServiceResponseError,
+    ServiceResponseTimeoutError,
 )
 
 from shared.adapters.app_credentials import load_client_certificate
@@ -73,6 +74,8 @@ STORAGE = [
     (ServiceRequestError("Connection refused"), None, K.STORAGE_UNREACHABLE, "storage unreachable"),
     (ServiceResponseError("Connection reset by peer"), None, K.STORAGE_UNREACHABLE,
      "storage dropped the connection before it answered"),
+    (ServiceResponseTimeoutError("Read timed out. (read timeout=20)"), None, K.STORAGE_UNREACHABLE,
+     "storage did not answer in time"),
     (storage(ResourceExistsError(message="The specified blob already exists."), "BlobAlreadyExists"),
      None, K.STORAGE_FAILED, "BlobAlreadyExists"),
     (HttpResponseError(message="Server busy\nRequestId: 42"), None, K.STORAGE_FAILED, "Server busy."),

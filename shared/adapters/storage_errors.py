@@ -10,6 +10,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ServiceRequestError,
     ServiceResponseError,
+    ServiceResponseTimeoutError,
 )
 from azure.data.tables import TableClient
 
@@ -38,6 +39,10 @@ def storage_error(action: str, error: Exception, *, role: str, code: str | None 
             f"{hint(FailureKind.STORAGE_DENIED)}", kind=FailureKind.STORAGE_DENIED)
     if isinstance(error, ServiceRequestError):
         return StorageError(f"Could not {action}: storage unreachable. "
+                            f"{hint(FailureKind.STORAGE_UNREACHABLE)}",
+                            kind=FailureKind.STORAGE_UNREACHABLE)
+    if isinstance(error, ServiceResponseTimeoutError):
+        return StorageError(f"Could not {action}: storage did not answer in time. "
                             f"{hint(FailureKind.STORAGE_UNREACHABLE)}",
                             kind=FailureKind.STORAGE_UNREACHABLE)
     if isinstance(error, ServiceResponseError):

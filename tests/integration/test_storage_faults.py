@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from devstack.stack import Stack
+from shared.time_box import CHECKPOINT_GRACE_SECONDS
+from tests.devstack.raw_clients import message
 from tests.integration.fault_runs import (
     MARGIN,
     TimedPoll,
@@ -82,6 +84,28 @@ def test_table_answers_cut_by_resets_are_a_storage_failure_naming_the_account(
     error = result.error or ""
     assert "storage dropped the connection before it answered" in error, error
     assert f"storage account 127.0.0.1:{faults.ports.table}" in error, error
+    faults.clear()
+    [again] = next_run(env).mailboxes
+    assert again.ok and again.complete, again.error
+    assert_exactly_once(stack, env, address)
+
+
+@pytest.mark.fault_runs
+def test_table_writes_storage_never_answers_cannot_hold_the_run(stack: Stack, faults, new_mailbox):
+    address = seeded(stack, new_mailbox, 5)
+    deadline = 10
+    env = faults.settings_env(address) | {"POLL_DEADLINE_SECONDS": str(deadline)}
+    assert next_run(env).mailboxes[0].delivered == 5  # tables and container exist from here on
+    stack.append_many(address, "INBOX", [message(n, lines=5) for n in range(5, 10)])
+    # Checkpoint and health writes are held, then dropped; reads still answer.
+    for method in ("PUT", "PATCH", "MERGE"):  # updates; POST (create table, first row) answers
+        faults.storage_stall(service="table", method=method, duration=90, then="close",
+                             times=None, seconds=90)
+    running = TimedPoll(env).start()
+    [result] = running.wait(deadline + MARGIN + 90).mailboxes
+    # The checkpoint write is given up at its grace, the health row a grace after that.
+    assert running.seconds <= deadline + MARGIN + CHECKPOINT_GRACE_SECONDS, running.seconds
+    assert not result.ok and "did not answer before the run's time box ended" in (result.error or "")
     faults.clear()
     [again] = next_run(env).mailboxes
     assert again.ok and again.complete, again.error
