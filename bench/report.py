@@ -15,6 +15,7 @@ VARIANT_LABELS = {
     "imap": "(a) IMAP fetch limit",
     "naive": "(b) naive loop",
     "mailferry": "(c) mailferry",
+    "notices": "(c) mailferry + notices",
     "getmail6": "(d) getmail6",
     "inline": "(c) mailferry inline",
 }
