@@ -220,7 +220,7 @@ def _results() -> Results:
         {"senders": 1, "msgs_per_s": 200.0, "seconds": 50.0, "queued": 10_000,
          "discarded_connections": 0},
         {"senders": 16, "msgs_per_s": 520.0, "seconds": 19.2, "queued": 10_000,
-         "discarded_connections": 0}]}
+         "discarded_connections": 0, "cpu_seconds": 12.5}]}
     return Results(rows=rows, fanout=fanout, idle=idle, enqueue=enqueue,
                    imports={"azure.storage.blob": 0.5, "function_app": 0.9})
 
@@ -301,7 +301,8 @@ def test_the_report_shows_the_limit_sweep_and_the_many_mailbox_sections():
     assert "| phase | 1 worker alone | 4 workers starting together |" in text
     assert "| imports | 0.500 | 1.500 |" in text
     assert "| storage requests: table | 3,000 (3.00 per mailbox) |" in text
-    assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 |" in text
+    assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 | 1.25 |" in text
+    assert "| 1 | 200.0 | 50.00 | 10,000 | 0 | — |" in text
 
 
 def test_rows_are_shown_by_workload_then_variant_whatever_the_run_order():
