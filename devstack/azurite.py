@@ -1,13 +1,7 @@
-"""Azurite (blob, queue, table) on free loopback ports, in memory.
-
-The three services run in one process, each on its own thread with its own event loop
-(``azurite_services.js``): on Azure they are separate services, so a queue request must not
-wait behind blob uploads here either. One PID, stopped like any other service.
-"""
+"""Azurite (blob, queue, table) on free loopback ports, in memory."""
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -17,8 +11,6 @@ from devstack._proc import LOOPBACK, Proc, ServiceError, can_connect, free_port,
 
 DEVSTACK_DIR = Path(__file__).resolve().parent
 AZURITE_BIN = DEVSTACK_DIR / "node_modules" / ".bin" / "azurite"
-AZURITE_PACKAGE = DEVSTACK_DIR / "node_modules" / "azurite"
-SERVICES_SCRIPT = DEVSTACK_DIR / "azurite_services.js"
 ACCOUNT = "devstoreaccount1"
 # The well-known Azurite development key (public, documented by Microsoft).
 ACCOUNT_KEY = (
@@ -62,11 +54,13 @@ def start(work_dir: Path, timeout: float = 30.0) -> tuple[Proc, AzuritePorts]:
     if not AZURITE_BIN.exists():
         raise ServiceError(f"{AZURITE_BIN} is missing: run devstack/install.sh")
     ports = AzuritePorts(blob=free_port(), queue=free_port(), table=free_port())
-    node = shutil.which("node")
-    if node is None:
-        raise ServiceError("node is not on PATH: install Node.js 20 (devstack/install.sh needs it too)")
-    argv = [node, str(SERVICES_SCRIPT), str(AZURITE_PACKAGE.resolve()), LOOPBACK,
-            str(ports.blob), str(ports.queue), str(ports.table)]
+    argv = [
+        str(AZURITE_BIN),
+        "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
+        "--blobHost", LOOPBACK, "--blobPort", str(ports.blob),
+        "--queueHost", LOOPBACK, "--queuePort", str(ports.queue),
+        "--tableHost", LOOPBACK, "--tablePort", str(ports.table),
+    ]
     proc = spawn("azurite", argv, work_dir / "azurite.log", cwd=work_dir)
     wait_until(
         proc,
