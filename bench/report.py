@@ -15,6 +15,7 @@ VARIANT_LABELS = {
     "imap": "(a) IMAP fetch limit",
     "naive": "(b) naive loop",
     "mailferry": "(c) mailferry",
+    "notices": "(c) mailferry + notices",
     "getmail6": "(d) getmail6",
     "inline": "(c) mailferry inline",
 }
@@ -243,14 +244,17 @@ def _enqueue_section(enq: dict[str, Any] | None) -> list[str]:
     rows = []
     for run in enq["runs"]:
         default = " (default)" if run["senders"] == enq["default"] else ""
+        cpu = run.get("cpu_seconds")
         rows.append([f"{run['senders']}{default}", fmt(run["msgs_per_s"]), f"{run['seconds']:.2f}",
-                     f"{run['queued']:,}", str(run["discarded_connections"])])
+                     f"{run['queued']:,}", str(run["discarded_connections"]),
+                     fmt(None if cpu is None else cpu * 1000 / enq["mailboxes"], 2)])
     return ["## Enqueue rate", "",
             f"`shared.fanout.enqueue_polls` sending {enq['mailboxes']:,} poll messages to Azurite "
             "(LAN) through the composition root's queue client (`Components.poll_queue`), a fresh queue per "
-            "row. Discarded connections: the client's pool (sized for the default) was full.", "",
+            "row. Discarded connections: the client's pool (sized for the default) was full. CPU: "
+            "the sending process's, per message (steadier than msgs/s on a busy machine).", "",
             *_table(["senders", "msgs/s", "seconds", "messages in the queue",
-                     "discarded connections"], rows), ""]
+                     "discarded connections", "client CPU ms/msg"], rows), ""]
 
 
 def render(results: Results, targets: Sequence[Any], title: str) -> str:

@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--profiles LAN,WAN]
                     [--workloads 5k,200k,large,fanout,idle,enqueue]
-                    [--variants limit,imap,naive,mailferry,getmail6] [--scale 1.0] [--out FILE]
+                    [--variants limit,imap,naive,mailferry,notices,getmail6] [--scale 1.0] [--out FILE]
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from typing import Any
 from bench.report import METHOD_LABELS, Results, Row, fanout_variant, fmt
 
 LIMIT_SHARE = 0.9
+# Notices may cost at most 10 % of a poll's throughput.
+NOTICE_SHARE = 0.9
 SIZE_LABELS = {"5k": "5 KB", "200k": "200 KB", "large": "large message"}
 
 
@@ -73,6 +75,19 @@ def _cpu(results: Results, key: str) -> Target:
                   None if ratio is None else ratio <= 0.6)
 
 
+def _notice_cost(results: Results) -> Target:
+    """A poll with NOTIFY_QUEUE against the same poll without, LAN 5 KB."""
+    plain = results.find("LAN", "5k", "mailferry")
+    announced = results.find("LAN", "5k", "notices")
+    speed = [r.msgs_per_s if r else None for r in (announced, plain)]
+    cpu = [r.cpu_ms_per_msg if r else None for r in (announced, plain)]
+    ratio = _ratio(speed[0], speed[1])
+    return Target("LAN 5 KB: notices cost ≤ 10 %",
+                  f"mailferry + notices ≥ {NOTICE_SHARE:g} x mailferry (msgs/s)",
+                  f"{fmt(speed[0])} vs {fmt(speed[1])} msgs/s; client CPU {fmt(cpu[0], 2)} vs "
+                  f"{fmt(cpu[1], 2)} ms/msg", ratio, None if ratio is None else ratio >= NOTICE_SHARE)
+
+
 def evaluate_targets(results: Results) -> list[Target]:
     """Every target, in the order of the issue."""
     find = results.find
@@ -93,6 +108,7 @@ def evaluate_targets(results: Results) -> list[Target]:
                           f"{fmt(growth)} MB", _ratio(growth, 64.0),
                           None if growth is None else growth < 64.0))
     targets.extend(_cpu(results, key) for key in ("5k", "200k"))
+    targets.append(_notice_cost(results))
     targets.extend(_fanout_targets(results))
     targets.extend(_idle_targets(results.idle))
     targets.append(_enqueue_target(results.enqueue))

@@ -12,9 +12,11 @@ from bench.harness import LOOPBACK, Endpoints, Harness, Seeded, log, num
 from bench.plan import Workload
 from bench.report import Row, limit_note
 
-# Run order: mailferry right after the storage limit it is judged against, so that a
-# change in the shared machine's load between them is least likely.
-VARIANTS = ("limit", "mailferry", "imap", "naive", "getmail6")
+# Run order: mailferry right after the storage limit it is judged against, and with notices
+# right after mailferry, so that a change in the shared machine's load between them is least likely.
+VARIANTS = ("limit", "mailferry", "notices", "imap", "naive", "getmail6")
+# Workloads the notices row runs on (its target: the cost of notices on 5 KB messages).
+NOTICE_WORKLOADS = ("5k",)
 
 
 def _logged(row: Row) -> Row:
@@ -83,8 +85,10 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
     }
     if variant in ("naive", "getmail6"):
         spec["token"] = bench.stack.issue_token()
-    if variant == "mailferry":
+    if variant in ("mailferry", "notices"):
         env = bench.mailferry_env(seeded.addresses, ends)
+        if variant == "notices":
+            env["NOTIFY_QUEUE"] = f"notices-{uuid.uuid4().hex[:12]}"
         if bench.args.upload_concurrency is not None:
             env["UPLOAD_CONCURRENCY"] = str(bench.args.upload_concurrency)
         spec["env"] = env
@@ -106,7 +110,7 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
             row.status = f"failed: {measured.count} Maildir files for {seeded.count} messages"
     else:
         _check_blobs(bench, row, container, seeded)
-    if variant == "mailferry" and measured.ok:
+    if variant in ("mailferry", "notices") and measured.ok:
         settings = measured.extra.get("settings", {})
         row.note = ", ".join(f"{k}={v}" for k, v in settings.items())
     bench.results.rows.append(row)
@@ -121,5 +125,7 @@ def run_throughput(bench: Harness, workload: Workload, seeded: Seeded, ends: End
             run_limit(bench, workload, seeded, ends)
         elif variant == "imap":
             run_imap_limit(bench, workload, seeded, ends)
+        elif variant == "notices" and workload.key not in NOTICE_WORKLOADS:
+            continue
         else:
             run_variant(bench, variant, workload, seeded, ends)

@@ -4,8 +4,9 @@
 
 prints one line ``BENCH-RESULT {json}`` (see :class:`bench.measure.Measured`). The
 variants: ``naive`` (one FETCH and one sequential upload per message), ``mailferry`` (the
-product end to end) and ``getmail6`` (the peer, delivering into a Maildir). The limits
-each side alone reaches are measured by :mod:`bench.limits`.
+product end to end; ``notices`` is the same with NOTIFY_QUEUE set) and ``getmail6`` (the
+peer, delivering into a Maildir). The limits each side alone reaches are measured by
+:mod:`bench.limits`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
 from requests.adapters import HTTPAdapter
 
 from bench.limits import imap_login
@@ -104,12 +106,23 @@ def run_mailferry(spec: Spec) -> Measured:
         "failed": failed[:5],
         "imap_commands": counting.commands(),
     }
+    if settings.notify_queue:
+        extra["notices"] = _queued(env["MAIL_STORAGE"], settings.notify_queue)
     result = meter.result(report.delivered, sum(m.bytes_delivered for m in report.mailboxes),
                           **extra)
     if failed:
         result.ok = False
         result.error = "; ".join(failed[:3])
+    elif settings.notify_queue and extra["notices"] != report.delivered:
+        result.ok = False
+        result.error = f"{extra['notices']} notices queued for {report.delivered} messages"
     return result
+
+
+def _queued(connection_string: str, queue: str) -> int:
+    """How many messages a queue holds (after the timed run)."""
+    properties = QueueClient.from_connection_string(connection_string, queue).get_queue_properties()
+    return int(properties.approximate_message_count or 0)
 
 
 # -- (d) getmail6 --------------------------------------------------------------------------
@@ -196,6 +209,7 @@ def run_getmail6(spec: Spec) -> Measured:
 VARIANTS: dict[str, Callable[[Spec], Measured]] = {
     "naive": run_naive,
     "mailferry": run_mailferry,
+    "notices": run_mailferry,  # with NOTIFY_QUEUE set in its env
     "getmail6": run_getmail6,
 }
 

@@ -190,6 +190,7 @@ def _results() -> Results:
         _row("LAN", "5k", "imap", 1000, 0.1, 0.05),
         _row("LAN", "5k", "naive", 1000, 10.0, 4.0),
         _row("LAN", "5k", "mailferry", 1000, 4.3, 2.0),               # 0.93 x the limit
+        _row("LAN", "5k", "notices", 1000, 4.6, 2.5),                 # 0.93 x mailferry
         _row("LAN", "5k", "getmail6", 1000, 30.0, 12.0),
         _limit("LAN", "200k", 100, 1.0, size=200 * KB),
         _row("LAN", "200k", "naive", 100, 2.0, 1.0, size=200 * KB),
@@ -219,7 +220,7 @@ def _results() -> Results:
         {"senders": 1, "msgs_per_s": 200.0, "seconds": 50.0, "queued": 10_000,
          "discarded_connections": 0},
         {"senders": 16, "msgs_per_s": 520.0, "seconds": 19.2, "queued": 10_000,
-         "discarded_connections": 0}]}
+         "discarded_connections": 0, "cpu_seconds": 12.5}]}
     return Results(rows=rows, fanout=fanout, idle=idle, enqueue=enqueue,
                    imports={"azure.storage.blob": 0.5, "function_app": 0.9})
 
@@ -240,6 +241,8 @@ def test_targets_come_from_the_rows_of_one_run():
     assert verdicts["Large message RSS"] is False                  # 80 MB
     assert verdicts["Client CPU per 5 KB message"] is True         # 2.0 vs 4.0 ms
     assert verdicts["Client CPU per 200 KB message"] is True       # 5.0 vs 10.0 ms
+    assert verdicts["LAN 5 KB: notices cost ≤ 10 %"] is True       # 217.4 vs 232.6 msgs/s
+    assert "client CPU 2.50 vs 2.00 ms/msg" in targets["LAN 5 KB: notices cost ≤ 10 %"].measured
     assert verdicts["Fan-out vs 1 worker"] is True                 # 80 s vs 25 s
     assert targets["Fan-out vs 1 worker"].ratio == 3.2
     assert verdicts["Fan-out vs inline"] is False                  # 1.2 x
@@ -251,6 +254,22 @@ def test_targets_come_from_the_rows_of_one_run():
     assert verdicts["Enqueue rate"] is True                        # 520/s at 16 senders
     assert verdicts["import function_app cold"] is False           # +0.4 s
     assert "(+0.400 s)" in targets["import function_app cold"].measured
+
+
+def test_notices_costing_more_than_a_tenth_miss_their_target_and_unmeasured_ones_are_na():
+    results = _results()
+    row = results.find("LAN", "5k", "notices")
+    assert row is not None and row.measured is not None
+    row.measured.seconds = 4.3 / 0.89
+    assert {t.name: t.met for t in evaluate_targets(results)}["LAN 5 KB: notices cost ≤ 10 %"] is False
+    results.rows.remove(row)
+    assert {t.name: t.met for t in evaluate_targets(results)}["LAN 5 KB: notices cost ≤ 10 %"] is None
+
+
+def test_the_notices_row_sits_under_mailferry_in_the_report():
+    results = _results()
+    text = render(results, evaluate_targets(results), "bench")
+    assert text.index("| (c) mailferry | 1,000 x 5 KB |") < text.index("| (c) mailferry + notices | 1,000 x 5 KB |")
 
 
 def test_an_idle_run_past_its_time_box_or_a_slow_enqueue_misses_its_target():
@@ -282,7 +301,8 @@ def test_the_report_shows_the_limit_sweep_and_the_many_mailbox_sections():
     assert "| phase | 1 worker alone | 4 workers starting together |" in text
     assert "| imports | 0.500 | 1.500 |" in text
     assert "| storage requests: table | 3,000 (3.00 per mailbox) |" in text
-    assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 |" in text
+    assert "| 16 (default) | 520.0 | 19.20 | 10,000 | 0 | 1.25 |" in text
+    assert "| 1 | 200.0 | 50.00 | 10,000 | 0 | — |" in text
 
 
 def test_rows_are_shown_by_workload_then_variant_whatever_the_run_order():
