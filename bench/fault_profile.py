@@ -141,9 +141,17 @@ def fault_targets(faults: dict[str, Any] | None) -> list[FaultTarget]:
     return [
         FaultTarget("WAN + faults vs WAN", goal, measured, ratio,
                     None if ratio is None else ratio >= SHARE_OF_WAN),
-        FaultTarget("Faults: exactly once", exact_goal, str(faults["delivery"]), None,
-                    bool(faults["exact"])),
+        FaultTarget("Faults: exactly once", exact_goal, str(faults["delivery"]) + _rounds(faults),
+                    None, bool(faults["exact"])),
     ]
+
+
+def _rounds(faults: dict[str, Any]) -> str:
+    rounds = faults.get("rounds") or []
+    if len(rounds) < 2:
+        return ""
+    return ("; every round: lost " + "/".join(str(r["lost"]) for r in rounds) + ", duplicated "
+            + "/".join(str(r["duplicated"]) for r in rounds))
 
 
 def fault_section(faults: dict[str, Any] | None) -> list[str]:
