@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,11 +123,22 @@ class TargetCounts:
     requests: int = 0
 
 
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST (SO_LINGER 0), as the far end did: a reset crosses the link as one."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
                 counter: RequestCounter | None = None) -> None:
-    """Copy ``reader`` to ``writer``, each chunk ``delay`` seconds after it was read."""
+    """Copy ``reader`` to ``writer``, each chunk ``delay`` seconds after it was read; an end
+    by reset is passed on, after the chunks before it, as a reset."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    reset_at: list[float] = []
 
     async def pump() -> None:
         try:
@@ -134,6 +146,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
                 if counter is not None:
                     counter.feed(data)
                 queue.put_nowait((loop.time() + delay, data))
+        except ConnectionResetError:
+            reset_at.append(loop.time() + delay)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -148,7 +162,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
                     await asyncio.sleep(wait)
                 writer.write(data)
                 await writer.drain()
-            if writer.can_write_eof():
+            if reset_at:
+                await asyncio.sleep(max(0.0, reset_at[0] - loop.time()))
+                _reset(writer)
+            elif writer.can_write_eof():
                 writer.write_eof()
         except (ConnectionError, OSError):
             pass

@@ -6,8 +6,11 @@ for Functions instances) each take messages from the queue and poll that one mai
                                               # delete, until idle
 
 A worker first starts up as an instance would and times each step (imports, clients,
-first token, first IMAP connection), then prints ``BENCH-READY {json}`` and waits for
-messages. Each process ends with one ``BENCH-RESULT {json}`` line; times are wall-clock
+first token, first IMAP connection), then prints ``BENCH-READY {json}`` and takes messages
+as the Functions host's queue listener would with host.json's ``extensions.queues``: a
+batch of ``batchSize`` messages whenever no more than ``newBatchThreshold`` are being
+processed, each on its own thread (a sync Python function runs on the worker's thread
+pool). Each process ends with one ``BENCH-RESULT {json}`` line; times are wall-clock
 (``time.time()``) so the parent can line up the processes.
 """
 
@@ -19,11 +22,15 @@ import importlib
 import json
 import os
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.host_queue import QueueTriggerLimits
 from bench.measure import (
     RESULT_PREFIX,
     Measured,
@@ -114,6 +121,72 @@ def start_up(env: dict[str, str], probe_mailbox: str) -> dict[str, float]:
     return phases
 
 
+class QueueListener:
+    """Takes messages from the queue as the host's queue trigger would (see
+    :class:`bench.host_queue.QueueTriggerLimits`) and runs each on a thread of its own."""
+
+    def __init__(self, queue: Any, limits: QueueTriggerLimits, poll: Callable[[Any], int],
+                 not_found: type[BaseException]) -> None:
+        self.queue = queue
+        self.limits = limits
+        self.poll = poll
+        self.not_found = not_found
+        self.lock = threading.Lock()
+        self.processed = 0
+        self.delivered = 0
+        self.peak_in_flight = 0
+        self.errors: list[str] = []
+        self.first_at: float | None = None
+        self.last_done: float | None = None
+
+    def _handle(self, message: Any) -> None:
+        error: str | None = None
+        delivered = 0
+        try:
+            delivered = self.poll(message)
+        except Exception as e:  # reported, and the message is left for a retry
+            error = f"{type(e).__name__}: {e}"[:300]
+        else:
+            self.queue.delete_message(message)
+        with self.lock:
+            self.processed += 1
+            self.delivered += delivered
+            if error is not None:
+                self.errors.append(error)
+            self.last_done = time.time()
+
+    def _fetch(self, count: int) -> list[Any]:
+        try:
+            return list(self.queue.receive_messages(messages_per_page=count, max_messages=count,
+                                                    visibility_timeout=600))
+        except self.not_found:
+            return []  # the timer has not created the queue yet
+
+    def run(self, idle_seconds: float, start_timeout: float) -> None:
+        """Until the queue has stayed empty ``idle_seconds`` with nothing running (or no
+        message came within ``start_timeout``)."""
+        give_up = time.monotonic() + start_timeout
+        idle_since = time.monotonic()
+        running: set[Future[None]] = set()
+        with ThreadPoolExecutor(self.limits.concurrency, thread_name_prefix="invocation") as pool:
+            while True:
+                running = {f for f in running if not f.done()}
+                wanted = self.limits.batch_to_fetch(len(running))
+                messages = self._fetch(wanted) if wanted else []
+                if messages and self.first_at is None:
+                    self.first_at = time.time()
+                for message in messages:
+                    running.add(pool.submit(self._handle, message))
+                self.peak_in_flight = max(self.peak_in_flight, len(running))
+                now = time.monotonic()
+                if running or messages:
+                    idle_since = now
+                elif now >= (idle_since + idle_seconds if self.processed else give_up):
+                    break
+                if not messages:
+                    time.sleep(0.05)
+
+
 def run_worker(spec: dict[str, Any]) -> Measured:
     env: dict[str, str] = spec["env"]
     os.environ.update({k: env[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in env})
@@ -127,51 +200,29 @@ def run_worker(spec: dict[str, Any]) -> Measured:
     except ImportError as e:
         return Measured(False, error=f"{NOT_AVAILABLE}: {e}")
     not_found = importlib.import_module("azure.core.exceptions").ResourceNotFoundError
+    limits = QueueTriggerLimits(int(spec.get("batch_size", 1)),
+                                int(spec.get("new_batch_threshold", 0)))
     sys.stdout.write(READY_PREFIX + json.dumps(startup) + "\n")
     sys.stdout.flush()
     queue = queue_module.QueueClient.from_connection_string(env["MAIL_STORAGE"], env["POLL_QUEUE"])
-    idle_after_work = float(spec.get("idle_seconds", 2.0))
-    give_up = time.monotonic() + float(spec.get("start_timeout", 120.0))
-    processed = 0
-    delivered = 0
-    errors: list[str] = []
-    first_at: float | None = None
-    last_done: float | None = None
-    idle_since = time.monotonic()
+
+    def poll(message: Any) -> int:
+        outcome = queue_poll(decode_body(message.content),
+                             dequeue_count=int(message.dequeue_count or 1), env=env)
+        return int(getattr(outcome, "delivered", 0) or 0)
+
+    listener = QueueListener(queue, limits, poll, not_found)
     reset_peak_rss()
     rss_base = current_rss_kb()
     c0 = cpu_seconds()
-    while True:
-        try:
-            message = queue.receive_message(visibility_timeout=600)
-        except not_found:
-            message = None  # the timer has not created the queue yet
-        now = time.monotonic()
-        if message is None:
-            if processed and now - idle_since >= idle_after_work:
-                break
-            if not processed and now >= give_up:
-                break
-            time.sleep(0.05)
-            continue
-        if first_at is None:
-            first_at = time.time()
-        try:
-            outcome = queue_poll(decode_body(message.content),
-                                 dequeue_count=int(message.dequeue_count or 1), env=env)
-            delivered += int(getattr(outcome, "delivered", 0) or 0)
-        except Exception as e:  # reported, and the message is left for a retry
-            errors.append(f"{type(e).__name__}: {e}"[:300])
-        else:
-            queue.delete_message(message)
-        processed += 1
-        last_done = time.time()
-        idle_since = time.monotonic()
-    return Measured(not errors, count=delivered, cpu_seconds=cpu_seconds() - c0,
+    listener.run(float(spec.get("idle_seconds", 2.0)), float(spec.get("start_timeout", 120.0)))
+    errors = listener.errors
+    return Measured(not errors, count=listener.delivered, cpu_seconds=cpu_seconds() - c0,
                     rss_base_kb=rss_base, rss_peak_kb=max(rss_base, peak_rss_kb()),
                     error="; ".join(errors[:3]) or None,
-                    extra={"processed": processed, "first_at": first_at, "last_done": last_done,
-                           "errors": len(errors), "startup": startup})
+                    extra={"processed": listener.processed, "first_at": listener.first_at,
+                           "last_done": listener.last_done, "errors": len(errors),
+                           "startup": startup, "peak_in_flight": listener.peak_in_flight})
 
 
 def main(argv: list[str] | None = None) -> int:

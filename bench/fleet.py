@@ -15,6 +15,7 @@ from typing import Any
 from bench.enqueue import default_senders
 from bench.fanout import READY_PREFIX
 from bench.harness import REPO, Endpoints, Harness, Seeded, log, parse_result, status_of
+from bench.host_queue import read_queue_limits
 from bench.measure import RESULT_PREFIX, Measured
 from bench.plan import Workload, enqueue_senders
 from bench.report import Row, fanout_variant, median
@@ -61,16 +62,19 @@ def _finish(proc: subprocess.Popen[str], timeout: float, stderr_file: Any) -> Me
 def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoints,
                 workers: int, summary: dict[str, Any]) -> list[dict[str, float]]:
     """One fan-out run with ``workers`` warm worker processes; their start-up phases."""
+    limits = read_queue_limits(bench.args.host_json)
     row = Row(ends.profile, workload.key, workload.name(seeded.count), fanout_variant(workers),
               seeded.count, seeded.nbytes,
               note=f"{workers} worker process{'es' if workers != 1 else ''}, started and "
-              "warm before the timer")
+              f"warm before the timer; {limits.describe()}")
     bench.results.rows.append(row)
     env = bench.mailferry_env(seeded.addresses, ends)
     env["POLL_MODE"] = "fanout"
     env["POLL_QUEUE"] = f"bench-{uuid.uuid4().hex[:12]}"
     spec_path = bench.spec_file({"env": env, "idle_seconds": 2.0, "probe_mailbox": seeded.addresses[0],
-                                 "start_timeout": min(bench.timeout, 120.0)})
+                                 "start_timeout": min(bench.timeout, 120.0),
+                                 "batch_size": limits.batch_size,
+                                 "new_batch_threshold": limits.new_batch_threshold})
     procs: list[subprocess.Popen[str]] = []
     logs = [bench.work / f"worker-{uuid.uuid4().hex[:8]}.log" for _ in range(workers)]
     try:
@@ -117,8 +121,9 @@ def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoi
     row.measured = Measured(True, blobs, nbytes, seconds,
                             sum(r.cpu_seconds for r in results) + timer.cpu_seconds,
                             1, 1 + max(0, peak), extra={"processed": processed})
-    row.note += (f"; seconds = timer start → last mailbox done; polls per worker {processed}; "
-                 "CPU = all workers + timer; RSS = largest worker")
+    in_flight = [int(r.extra.get("peak_in_flight") or 0) for r in results]
+    row.note += (f"; seconds = timer start → last mailbox done; polls per worker {processed}, "
+                 f"most at once {in_flight}; CPU = all workers + timer; RSS = largest worker")
     if not complete:
         row.status = f"failed: {blobs} blobs, per mailbox {sorted(set(per.values()))}"
     log(f"fan-out x{workers}: {row.status}; {seconds:.1f} s")

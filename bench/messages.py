@@ -11,6 +11,11 @@ _LINE = b"The quick brown fox jumps over the lazy dog; pack my box with five doz
 _LEN = struct.Struct(">Q")
 
 
+def message_id_of(workload: str, index: int) -> str:
+    """The Message-ID of message ``index`` of a workload (its mailbox's local part)."""
+    return f"<{workload}.{index}@bench.example>"
+
+
 def make_message(workload: str, index: int, size: int) -> bytes:
     """An RFC 5322 message (CRLF line ends) of exactly ``size`` bytes when ``size`` is
     at least the header's length; a unique Message-ID per (workload, index)."""
@@ -19,7 +24,7 @@ def make_message(workload: str, index: int, size: int) -> bytes:
         f"To: Bench Mailbox <{workload}@bench.example>\r\n"
         f"Subject: bench {workload} message {index}\r\n"
         f"Date: Mon, 03 Mar 2025 10:{index // 60 % 60:02d}:{index % 60:02d} +0000\r\n"
-        f"Message-ID: <{workload}.{index}@bench.example>\r\n"
+        f"Message-ID: {message_id_of(workload, index)}\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=us-ascii\r\n"
         "\r\n"

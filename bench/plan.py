@@ -44,7 +44,7 @@ class Workload:
 
 
 def plan_workloads(quick: bool, scale: float) -> dict[str, Workload]:
-    """Every workload of a run; ``fanout`` and ``idle`` run on WAN only (count = WAN's)."""
+    """Every workload of a run; ``fanout``, ``idle`` and ``faults`` run on WAN only (count = WAN's)."""
     def n(value: int) -> int:
         return max(1, round(value * scale))
 
@@ -60,6 +60,7 @@ def plan_workloads(quick: bool, scale: float) -> dict[str, Workload]:
             "fanout": boxes(20, 5, "fanout"),
             "idle": boxes(100, 2, "idle"),
             "enqueue": Workload("enqueue", 0, n(1000), None, mailboxes=n(1000)),
+            "faults": Workload("faults", 5 * KB, n(1000), n(1000)),
         }
     return {
         "5k": Workload("5k", 5 * KB, n(5000), n(2000)),
@@ -68,6 +69,7 @@ def plan_workloads(quick: bool, scale: float) -> dict[str, Workload]:
         "fanout": boxes(200, 5, "fanout"),
         "idle": boxes(1000, 2, "idle"),
         "enqueue": Workload("enqueue", 0, n(10000), None, mailboxes=n(10000)),
+        "faults": Workload("faults", 5 * KB, n(5000), n(5000)),
     }
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.fault_profile import LABELS as FAULT_LABELS
+from bench.fault_profile import fault_section
 from bench.measure import Measured
 from bench.plan import workload_name
 
@@ -18,6 +20,7 @@ VARIANT_LABELS = {
     "notices": "(c) mailferry + notices",
     "getmail6": "(d) getmail6",
     "inline": "(c) mailferry inline",
+    **FAULT_LABELS,
 }
 FANOUT_PREFIX = "fanout-"
 METHOD_LABELS = {
@@ -103,6 +106,7 @@ class Results:
     fanout: dict[str, Any] | None = None
     idle: dict[str, Any] | None = None
     enqueue: dict[str, Any] | None = None
+    faults: dict[str, Any] | None = None
     imports: dict[str, float] | None = None
     machine: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -269,6 +273,7 @@ def render(results: Results, targets: Sequence[Any], title: str) -> str:
     out.extend(_fanout_section(results.fanout))
     out.extend(_idle_section(results.idle))
     out.extend(_enqueue_section(results.enqueue))
+    out.extend(fault_section(results.faults))
     if results.imports:
         i = results.imports
         out.append("Cold imports (fresh interpreter, median of 5, wall time of `python -c`): "

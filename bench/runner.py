@@ -22,8 +22,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench.fault_run import run_faults
 from bench.fleet import run_enqueue, run_fanout, run_idle
 from bench.harness import REPO, Endpoints, Harness, Seeded, log
+from bench.host_queue import HOST_JSON
 from bench.plan import ENQUEUE_SENDERS, LIMIT_THREADS, THROUGHPUT, Workload, plan_workloads
 from bench.report import Results, median, render
 from bench.targets import evaluate_targets
@@ -31,8 +33,8 @@ from bench.throughput import VARIANTS, run_throughput
 from devstack.stack import Stack
 from shared.setting_specs import SPECS
 
-ALL_WORKLOADS = (*THROUGHPUT, "fanout", "idle", "enqueue")
-WAN_ONLY = ("fanout", "idle")
+ALL_WORKLOADS = (*THROUGHPUT, "fanout", "idle", "enqueue", "faults")
+WAN_ONLY = ("fanout", "idle", "faults")
 PACKAGES = ("azure-storage-blob", "azure-core", "azure-data-tables", "azure-storage-queue",
             "azure-identity", "msal", "IMAPClient", "requests", "getmail6")
 
@@ -137,6 +139,8 @@ def _measure_all(bench: Harness, args: argparse.Namespace, workloads: dict[str, 
         run_idle(bench, seeded[("idle", "WAN")], wan)
     if "enqueue" in chosen:
         run_enqueue(bench, workloads["enqueue"])
+    if "faults" in chosen and wan is not None:
+        run_faults(bench, workloads["faults"], seeded[("faults", "WAN")], wan)
     if args.imports:
         measure_imports(bench)
 
@@ -222,6 +226,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--workers", type=int, default=4, help="fan-out worker processes")
+    parser.add_argument("--host-json", type=Path, default=HOST_JSON,
+                        help="host.json whose extensions.queues batchSize and newBatchThreshold "
+                             "the fan-out workers follow (default the app's)")
     parser.add_argument("--limit-threads", type=ints, default=list(LIMIT_THREADS),
                         help="thread counts the storage limit tries (default "
                              f"{','.join(map(str, LIMIT_THREADS))})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bench.fault_profile import fault_targets
 from bench.report import METHOD_LABELS, Results, Row, fanout_variant, fmt
 
 LIMIT_SHARE = 0.9
@@ -113,6 +114,7 @@ def evaluate_targets(results: Results) -> list[Target]:
     targets.extend(_idle_targets(results.idle))
     targets.append(_enqueue_target(results.enqueue))
     targets.append(_import_target(results.imports))
+    targets.extend(Target(*t) for t in fault_targets(results.faults))
     return targets
 
 

@@ -27,6 +27,7 @@ from shared.fanout import (
 from shared.model import Health, MailboxResult
 from shared.naming import LEASE_SECONDS, lease_container_name
 from shared.poll import Poller, PollOptions
+from shared.setting_specs import SPECS
 from shared.settings import MailboxConfig
 from tests.fakes import (
     FakeClock,
@@ -283,8 +284,10 @@ def test_host_json_queue_settings_agree_with_the_code():
     # A retry after a crashed attempt must find that attempt's lease expired, not skip.
     hours, minutes, seconds = (int(p) for p in queues["visibilityTimeout"].split(":"))
     assert hours * 3600 + minutes * 60 + seconds > LEASE_SECONDS
-    # One poll per instance at a time: the host runs up to batchSize + newBatchThreshold.
-    assert queues["batchSize"] + queues["newBatchThreshold"] == 1
+    # An instance polls as many mailboxes at once as an inline run does by default: the host
+    # runs up to batchSize + newBatchThreshold, and fetches again with newBatchThreshold left.
+    assert queues["batchSize"] + queues["newBatchThreshold"] == int(SPECS["MAX_CONCURRENT_MAILBOXES"].default or 0)
+    assert 0 < queues["newBatchThreshold"] < queues["batchSize"] + queues["newBatchThreshold"]
 
 
 CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
