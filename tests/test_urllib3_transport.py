@@ -148,3 +148,10 @@ def test_a_response_reads_as_the_sdk_reads_it() -> None:
     assert xml.headers["content-type"] == "application/xml"
     latin = response("é".encode("latin-1"), "text/plain; charset=ISO-8859-1")
     assert (latin.encoding, latin.text()) == ("ISO-8859-1", "é")
+
+
+def test_the_request_attributes_the_transport_reads_are_still_there() -> None:
+    """``data`` and ``files`` are azure-core's compatibility attributes of a request (the
+    requests transport reads them too): pinned azure-core, and this fails if they go."""
+    request = HttpRequest("PUT", "http://127.0.0.1/c/b", content=b"raw bytes")
+    assert (request.data, request.files) == (b"raw bytes", None)

@@ -18,7 +18,6 @@ from collections.abc import Iterator, MutableMapping
 from email.message import Message
 from typing import Any
 
-import certifi
 import urllib3
 from azure.core.exceptions import (
     HttpResponseError,
@@ -29,6 +28,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -209,7 +209,7 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
 def tls_context(verify: str | bool) -> ssl.SSLContext:
     """One TLS context for every connection: the CA bundle is read here, once.
 
-    True trusts what requests trusts by default (certifi's bundle), so the storage clients
+    True trusts what requests trusts by default (its CA bundle, certifi's), so the storage clients
     accept the same servers as before; False checks nothing, as requests' ``verify=False``.
     """
     if verify is False:
@@ -217,4 +217,4 @@ def tls_context(verify: str | bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where())
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH)
