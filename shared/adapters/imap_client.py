@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import imaplib
 import io
+import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import join_message_ids
@@ -90,9 +92,7 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
         while imap.tagged_commands[tag] is None:
             imap._get_response()
             imap._check_bye()
-            responses = imap.untagged_responses.pop("FETCH", [])
-            for uid, data in parse_fetch_response(responses, True, True).items():
-                yield int(uid), data
+            yield from fetch_responses(imap.untagged_responses.pop("FETCH", []))
         status, said = imap.tagged_commands.pop(tag)
         finished = True
     except (IMAPClientError, OSError) as e:
@@ -103,3 +103,41 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
     if status != "OK":
         words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
         raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
+
+
+# A message's answer to ``BODY.PEEK[] INTERNALDATE`` as Dovecot words it: one line, then the
+# literal. IMAPClient's parser reads that line a character at a time: a tenth of a small
+# message's client CPU. Any other wording goes to that parser.
+_BODY_FETCH = re.compile(rb'(\d+) \(UID (\d+) INTERNALDATE "([^"\\]*)" BODY\[\] \{(\d+)\}')
+
+
+def fetch_responses(responses: list[Any]) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    """Untagged FETCH responses, as imaplib keeps them, by UID: what IMAPClient's
+    ``parse_fetch_response`` gives, with the usual wording read by one pattern."""
+    quick = _body_fetches(responses)
+    if quick is None:
+        for uid, data in parse_fetch_response(responses, True, True).items():
+            yield int(uid), data
+        return
+    yield from quick
+
+
+def _body_fetches(responses: list[Any]) -> list[tuple[int, dict[bytes, Any]]] | None:
+    """Each response as UID, SEQ, INTERNALDATE and BODY[], or None if any is worded otherwise."""
+    if len(responses) % 2:
+        return None
+    parsed: list[tuple[int, dict[bytes, Any]]] = []
+    for item, end in zip(responses[::2], responses[1::2], strict=True):
+        if end != b")" or not isinstance(item, tuple) or len(item) != 2:
+            return None
+        line, literal = item
+        found = _BODY_FETCH.fullmatch(line)
+        if found is None or int(found[4]) != len(literal):
+            return None
+        try:
+            internal = parse_to_datetime(found[3], normalise=True)
+        except ValueError:
+            internal = None  # as IMAPClient's parser: an unreadable date is no date
+        parsed.append((int(found[2]), {b"SEQ": int(found[1]), b"INTERNALDATE": internal,
+                                       b"BODY[]": literal}))
+    return parsed
