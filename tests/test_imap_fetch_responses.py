@@ -35,6 +35,20 @@ def test_the_usual_wording_reads_as_imapclient_reads_it() -> None:
         assert ours == theirs
 
 
+def _size(seq: int, uid: int, size: int, date: bytes = b"01-Dec-2026 18:12:16 +0000") -> bytes:
+    return b'%d (UID %d RFC822.SIZE %d INTERNALDATE "%s")' % (seq, uid, size, date)
+
+
+def test_the_usual_size_answers_read_as_imapclient_reads_them() -> None:
+    for responses in ([_size(1, 7, 5000)], [_size(1, 7, 0), _size(2, 8, 10**9, b"bad")]):
+        ours, theirs = _both(responses)
+        assert ours == theirs
+    for other in ([b'1 (UID 7 INTERNALDATE "01-Dec-2026 18:12:16 +0000" RFC822.SIZE 5)'],
+                  [_size(1, 7, 5), b"2 (UID 8 FLAGS ())"], [_size(1, 7, 5) + b" "]):
+        ours, theirs = _both(other)
+        assert ours == theirs
+
+
 def test_every_other_wording_goes_to_imapclient() -> None:
     flags_only = [b"5 (UID 13 FLAGS (\\Seen))"]
     reordered = [(b"6 (UID 14 BODY[] {%d}" % len(BODY), BODY), b' INTERNALDATE "01-Dec-2026 18:12:16 +0000")']

@@ -105,16 +105,19 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
         raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
 
 
-# A message's answer to ``BODY.PEEK[] INTERNALDATE`` as Dovecot words it: one line, then the
-# literal. IMAPClient's parser reads that line a character at a time: a tenth of a small
-# message's client CPU. Any other wording goes to that parser.
-_BODY_FETCH = re.compile(rb'(\d+) \(UID (\d+) INTERNALDATE "([^"\\]*)" BODY\[\] \{(\d+)\}')
+# The answers to the poll's two FETCHes as Dovecot words them: ``BODY.PEEK[] INTERNALDATE``
+# (one line, then the literal) and ``RFC822.SIZE INTERNALDATE`` (one line). IMAPClient's
+# parser reads each line a character at a time: a tenth of a small message's client CPU.
+# Any other wording goes to that parser.
+_DATE = rb'INTERNALDATE "(?P<date>[^"\\]*)"'
+_BODY_FETCH = re.compile(rb"(?P<seq>\d+) \(UID (?P<uid>\d+) " + _DATE + rb" BODY\[\] \{(?P<length>\d+)\}")
+_SIZE_FETCH = re.compile(rb"(?P<seq>\d+) \(UID (?P<uid>\d+) RFC822\.SIZE (?P<size>\d+) " + _DATE + rb"\)")
 
 
 def fetch_responses(responses: list[Any]) -> Iterator[tuple[int, dict[bytes, Any]]]:
     """Untagged FETCH responses, as imaplib keeps them, by UID: what IMAPClient's
-    ``parse_fetch_response`` gives, with the usual wording read by one pattern."""
-    quick = _body_fetches(responses)
+    ``parse_fetch_response`` gives, with the usual wordings read by one pattern each."""
+    quick = _quick_fetches(responses)
     if quick is None:
         for uid, data in parse_fetch_response(responses, True, True).items():
             yield int(uid), data
@@ -122,22 +125,26 @@ def fetch_responses(responses: list[Any]) -> Iterator[tuple[int, dict[bytes, Any
     yield from quick
 
 
-def _body_fetches(responses: list[Any]) -> list[tuple[int, dict[bytes, Any]]] | None:
-    """Each response as UID, SEQ, INTERNALDATE and BODY[], or None if any is worded otherwise."""
-    if len(responses) % 2:
-        return None
+def _quick_fetches(responses: list[Any]) -> list[tuple[int, dict[bytes, Any]]] | None:
+    """Each response read by a pattern, or None if any is worded otherwise."""
     parsed: list[tuple[int, dict[bytes, Any]]] = []
-    for item, end in zip(responses[::2], responses[1::2], strict=True):
-        if end != b")" or not isinstance(item, tuple) or len(item) != 2:
-            return None
-        line, literal = item
-        found = _BODY_FETCH.fullmatch(line)
-        if found is None or int(found[4]) != len(literal):
+    items = iter(responses)
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2:
+            line, literal = item
+            found = _BODY_FETCH.fullmatch(line)
+            if (found is None or int(found["length"]) != len(literal)
+                    or next(items, None) != b")"):
+                return None
+            data: dict[bytes, Any] = {b"BODY[]": literal}
+        elif isinstance(item, bytes) and (found := _SIZE_FETCH.fullmatch(item)) is not None:
+            data = {b"RFC822.SIZE": int(found["size"])}
+        else:
             return None
         try:
-            internal = parse_to_datetime(found[3], normalise=True)
+            data[b"INTERNALDATE"] = parse_to_datetime(found["date"], normalise=True)
         except ValueError:
-            internal = None  # as IMAPClient's parser: an unreadable date is no date
-        parsed.append((int(found[2]), {b"SEQ": int(found[1]), b"INTERNALDATE": internal,
-                                       b"BODY[]": literal}))
+            data[b"INTERNALDATE"] = None  # as IMAPClient's parser: an unreadable date is no date
+        data[b"SEQ"] = int(found["seq"])
+        parsed.append((int(found["uid"]), data))
     return parsed
