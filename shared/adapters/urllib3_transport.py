@@ -154,6 +154,9 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
     def _pools(self) -> urllib3.PoolManager:
         # Built at the first request, as requests reads the CA bundle: a bundle that cannot be
         # read fails that request (and the run says so), not the wiring of the clients.
+        built = self._built
+        if built is not None:
+            return built
         with self._lock:
             if self._built is None:
                 try:
