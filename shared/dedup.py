@@ -47,12 +47,15 @@ IDENTITY_HEADERS = ("message-id", "date", "from", "to", "cc", "subject", "in-rep
 
 def header_section(raw: bytes) -> bytes:
     """The header section, with the empty line that ends it (searched in the first 256 KiB)."""
-    head = raw[:HEAD_BYTES]
-    ends = [(i, len(mark)) for mark in (b"\r\n\r\n", b"\n\n") if (i := head.find(mark)) >= 0]
-    if not ends:
-        return head
-    start, length = min(ends)
-    return head[:start + length]
+    # Searched in place: slicing off the first 256 KiB first would copy them.
+    crlf = raw.find(b"\r\n\r\n", 0, HEAD_BYTES)
+    # A bare-LF empty line counts only before the CRLF one (CRLFCRLF holds no LFLF).
+    lf = raw.find(b"\n\n", 0, HEAD_BYTES if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        return raw[:lf + 2]
+    if crlf >= 0:
+        return raw[:crlf + 4]
+    return raw[:HEAD_BYTES]
 
 
 def header_fields(section: bytes) -> list[tuple[str, bytes]]:
@@ -75,12 +78,15 @@ class MessageDigest:
     """Reads a message once, whole or in chunks: its header fields, size and dedup key."""
 
     def __init__(self, raw: bytes = b"") -> None:
+        """``raw``, if given, is the whole message; else it comes through ``update``."""
         self.size = 0
         self._head = bytearray()
         self._body: hashlib._Hash | None = None
         self._fields: list[tuple[str, bytes]] = []
         if raw:
-            self.update(raw)
+            # A whole message: split it where it lies, without gathering a copy of its head.
+            self.size = len(raw)
+            self._split(raw)
 
     def update(self, chunk: bytes) -> None:
         """The next bytes of the message."""
@@ -117,18 +123,17 @@ class MessageDigest:
     def dedup_key(self, internal_date: datetime | None) -> str:
         """The key of the message as read so far (call once it is complete)."""
         body = self._finished().digest()
-        key = hashlib.sha256()
-
-        def part(data: bytes) -> None:
-            key.update(len(data).to_bytes(8, "big") + data)
-
+        values: dict[str, list[bytes]] = {name: [] for name in IDENTITY_HEADERS}
+        for field, value in self._fields:
+            if field in values:
+                values[field].append(b" ".join(value.split()))
+        parts: list[bytes] = []
         for name in IDENTITY_HEADERS:
-            values = [b" ".join(v.split()) for f, v in self._fields if f == name]
-            part(name.encode() + b":" + len(values).to_bytes(4, "big"))
-            for value in values:
-                part(value)
-        part(internal_date_text(internal_date).encode())
-        part(body)
+            parts.append(name.encode() + b":" + len(values[name]).to_bytes(4, "big"))
+            parts += values[name]
+        parts += [internal_date_text(internal_date).encode(), body]
+        # Each part length-prefixed; hashed in one call.
+        key = hashlib.sha256(b"".join(len(part).to_bytes(8, "big") + part for part in parts))
         return KEY_VERSION + key.hexdigest()
 
 

@@ -15,6 +15,7 @@ import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from shared.adapters.reachability import ConnectionProbe
+from shared.adapters.urllib3_transport import Urllib3Transport
 from shared.built_once import built_once
 from shared.errors import ConfigurationError, FailureKind, MailServerError
 from shared.naming import lease_container_name
@@ -95,7 +96,8 @@ def test_the_mail_and_lease_containers_share_one_blob_service_and_its_connection
 def test_the_blob_pool_has_room_for_every_upload_of_a_run():
     parts = components(GOOD | {"MAX_CONCURRENT_MAILBOXES": "3", "UPLOAD_CONCURRENCY": "5"})
     transport: Any = parts.storage.blob_service._pipeline._transport
-    assert transport.session.adapters["https://"]._pool_maxsize == 3 * 5 + 4
+    assert isinstance(transport, Urllib3Transport)
+    assert transport.pool_size == 3 * 5 + 4
     assert parts.storage.blob_service._config.retry_policy is STORAGE_RETRY["retry_policy"]
 
 
@@ -199,4 +201,4 @@ def test_every_storage_client_trusts_the_ca_bundle(tmp_path):
     blob: Any = storage.blob_service._pipeline._transport
     queue: Any = storage.queue._pipeline._transport
     table: Any = storage.table._client._client._pipeline._transport
-    assert [t.connection_config.verify for t in (blob, queue, table)] == [str(bundle)] * 3
+    assert [blob.verify, *(t.connection_config.verify for t in (queue, table))] == [str(bundle)] * 3

@@ -167,8 +167,13 @@ class ImapSession:
         # Chunked so a first run over a large folder does not send one huge command line.
         for start in range(0, len(uids), INFO_CHUNK):
             chunk = list(uids[start:start + INFO_CHUNK])
-            response: dict[int, dict[bytes, Any]] = self._call(
-                "UID FETCH", self._client.fetch, chunk, ["RFC822.SIZE", "INTERNALDATE"])
+            asked = set(chunk)
+            self.commands += 1
+            response: dict[int, dict[bytes, Any]] = {}
+            for uid, data in stream_fetch(self._client, self._pace, chunk, "RFC822.SIZE INTERNALDATE",
+                                          failure=self._failure):
+                if uid in asked:  # unsolicited answers about other messages are dropped
+                    response.setdefault(uid, {}).update(data)
             for uid, data in response.items():
                 infos.append(MessageInfo(int(uid), int(data.get(b"RFC822.SIZE", 0)),
                                          _internal_date(data)))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import imaplib
 import io
+import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import join_message_ids
@@ -90,9 +92,7 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
         while imap.tagged_commands[tag] is None:
             imap._get_response()
             imap._check_bye()
-            responses = imap.untagged_responses.pop("FETCH", [])
-            for uid, data in parse_fetch_response(responses, True, True).items():
-                yield int(uid), data
+            yield from fetch_responses(imap.untagged_responses.pop("FETCH", []))
         status, said = imap.tagged_commands.pop(tag)
         finished = True
     except (IMAPClientError, OSError) as e:
@@ -103,3 +103,48 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
     if status != "OK":
         words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
         raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
+
+
+# The answers to the poll's two FETCHes as Dovecot words them: ``BODY.PEEK[] INTERNALDATE``
+# (one line, then the literal) and ``RFC822.SIZE INTERNALDATE`` (one line). IMAPClient's
+# parser reads each line a character at a time: a tenth of a small message's client CPU.
+# Any other wording goes to that parser.
+_DATE = rb'INTERNALDATE "(?P<date>[^"\\]*)"'
+_BODY_FETCH = re.compile(rb"(?P<seq>\d+) \(UID (?P<uid>\d+) " + _DATE + rb" BODY\[\] \{(?P<length>\d+)\}")
+_SIZE_FETCH = re.compile(rb"(?P<seq>\d+) \(UID (?P<uid>\d+) RFC822\.SIZE (?P<size>\d+) " + _DATE + rb"\)")
+
+
+def fetch_responses(responses: list[Any]) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    """Untagged FETCH responses, as imaplib keeps them, by UID: what IMAPClient's
+    ``parse_fetch_response`` gives, with the usual wordings read by one pattern each."""
+    quick = _quick_fetches(responses)
+    if quick is None:
+        for uid, data in parse_fetch_response(responses, True, True).items():
+            yield int(uid), data
+        return
+    yield from quick
+
+
+def _quick_fetches(responses: list[Any]) -> list[tuple[int, dict[bytes, Any]]] | None:
+    """Each response read by a pattern, or None if any is worded otherwise."""
+    parsed: list[tuple[int, dict[bytes, Any]]] = []
+    items = iter(responses)
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2:
+            line, literal = item
+            found = _BODY_FETCH.fullmatch(line)
+            if (found is None or int(found["length"]) != len(literal)
+                    or next(items, None) != b")"):
+                return None
+            data: dict[bytes, Any] = {b"BODY[]": literal}
+        elif isinstance(item, bytes) and (found := _SIZE_FETCH.fullmatch(item)) is not None:
+            data = {b"RFC822.SIZE": int(found["size"])}
+        else:
+            return None
+        try:
+            data[b"INTERNALDATE"] = parse_to_datetime(found["date"], normalise=True)
+        except ValueError:
+            data[b"INTERNALDATE"] = None  # as IMAPClient's parser: an unreadable date is no date
+        data[b"SEQ"] = int(found["seq"])
+        parsed.append((int(found["uid"]), data))
+    return parsed
