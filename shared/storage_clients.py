@@ -93,13 +93,13 @@ class StorageClients:
         """The fan-out queue; messages base64-encoded, as the queue trigger expects by default."""
         return self._client(QueueClient, "queue", queue_name=self._names["queue"],
                             message_encode_policy=TextBase64EncodePolicy(),
-                            transport=http_transport(ENQUEUE_CONCURRENCY + 4, verify=self._verify),
+                            transport=pooled_transport(ENQUEUE_CONCURRENCY + 4, verify=self._verify),
                             **STORAGE_RETRY)
 
     def queue_client(self, name: str, *, connections: int) -> QueueClient:
         """Another queue of the mail account (the notices), with room for ``connections`` requests."""
         return self._client(QueueClient, "queue", queue_name=name,
-                            transport=http_transport(connections, verify=self._verify), **STORAGE_RETRY)
+                            transport=pooled_transport(connections, verify=self._verify), **STORAGE_RETRY)
 
     def _client(self, kind: type[Client], service: str, **options: Any) -> Client:
         """The connection string when there is one, else the service's endpoint and the identity."""
@@ -147,7 +147,7 @@ def http_transport(pool_size: int, *, verify: str | bool = True) -> RequestsTran
 
 
 def pooled_transport(pool_size: int, *, verify: str | bool = True) -> HttpTransport:  # type: ignore[type-arg]
-    """The blob service's transport: urllib3's pools straight, with less client CPU per request
+    """The blob and queue clients' transport: urllib3's pools straight, with less client CPU per request
     than requests (``shared.adapters.urllib3_transport``); the requests transport behind it
     for downloads, and for everything when the environment names a proxy, which only
     requests is set up to use here."""
