@@ -201,4 +201,5 @@ def test_every_storage_client_trusts_the_ca_bundle(tmp_path):
     blob: Any = storage.blob_service._pipeline._transport
     queue: Any = storage.queue._pipeline._transport
     table: Any = storage.table._client._client._pipeline._transport
-    assert [blob.verify, *(t.connection_config.verify for t in (queue, table))] == [str(bundle)] * 3
+    notices: Any = storage.queue_client("notices", connections=4)._pipeline._transport
+    assert [blob.verify, queue.verify, notices.verify, table.connection_config.verify] == [str(bundle)] * 4
