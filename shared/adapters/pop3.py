@@ -139,8 +139,10 @@ class Pop3Session:
         self.commands += 1
         what = f"RETR {number}"
         body = MultilineBody()
+        answering = False
         try:
             _command(self._client, self._pace, what)  # raises on -ERR
+            answering = True
             # One receive at a time (read1): ``read(n)`` would wait for n bytes past the end.
             answer = cast(io.BufferedReader, self._client.file)
             piece = bytearray()
@@ -158,7 +160,7 @@ class Pop3Session:
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
         finally:
-            if not body.finished or body.after:
+            if answering and (not body.finished or body.after):
                 self._pace.broken = True  # answers and commands no longer line up
 
     def _failure(self, error: Exception, doing: str) -> MailferryError:

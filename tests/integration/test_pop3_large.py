@@ -8,7 +8,8 @@ import pytest
 
 from devstack.faults import FaultFront
 from devstack.stack import Stack
-from tests.integration.helpers import container, poll, stored_blobs
+from tests.integration.fault_runs import run_measured, seed_maildir
+from tests.integration.helpers import cli_command, cli_environment, container, poll, stored_blobs
 from tests.integration.test_pop3 import expected_pop3_blobs, settings_env
 
 pytestmark = pytest.mark.usefixtures("identity_endpoint")
@@ -67,3 +68,19 @@ def test_a_pop3_connection_cut_inside_a_large_message_stores_nothing_partial(
     [again] = poll(env).mailboxes
     assert again.ok and again.delivered == 1, again.error
     assert stored_blobs(env) == expected_pop3_blobs(stack, address)
+
+
+def test_a_100_mb_pop3_message_is_delivered_in_bounded_memory(stack: Stack, new_mailbox, tmp_path):
+    small, large = new_mailbox(), new_mailbox()
+    seed_maildir(stack, small, [dotted_message(0, 64 * 1024)])
+    seed_maildir(stack, large, [dotted_message(1, 100 * 1000 * 1000)])
+    peaks = {}
+    for address in (small, large):
+        env = settings_env(stack, (address, "pop3"))
+        code, errors, peaks[address] = run_measured(cli_command("poll"), cli_environment(env),
+                                                    tmp_path, 300)
+        assert code == 0, errors
+        assert stored_blobs(env) == expected_pop3_blobs(stack, address)
+    # The same process on a small message is the reference: what the large one adds is the
+    # pieces in flight (read whole, it added more than 300 MB).
+    assert peaks[large] - peaks[small] < 64, peaks
