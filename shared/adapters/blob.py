@@ -92,10 +92,12 @@ class BlobMessageSink:
             with ThreadPoolExecutor(BLOCKS_IN_FLIGHT, thread_name_prefix="block") as pool:
                 staging: deque[Future[None]] = deque()
                 try:
-                    for index, chunk in enumerate(chunks):
+                    for chunk in chunks:
+                        if not chunk:
+                            continue  # storage refuses an empty block; it adds nothing anyway
                         while len(staging) >= BLOCKS_IN_FLIGHT:
                             staging.popleft().result()
-                        block_id = base64.b64encode(f"{index:08d}".encode()).decode()
+                        block_id = base64.b64encode(f"{len(blocks):08d}".encode()).decode()
                         staging.append(pool.submit(_stage, blob, block_id, chunk))
                         blocks.append(BlobBlock(block_id))
                     while staging:
