@@ -112,7 +112,8 @@ def poll_pop3(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
     time_box = TimeBox(deadline)
     poll = Pop3Poll(address, sink=parts.sink, checkpoints=checkpoints, clock=parts.clock,
                     time_box=time_box, observer=observer, batch_size=parts.options.fetch_batch_size,
-                    upload_concurrency=parts.options.upload_concurrency, result=result,
+                    upload_concurrency=parts.options.upload_concurrency,
+                    large_message_bytes=parts.options.large_message_bytes, result=result,
                     on_thread_start=on_thread_start,
                     scope=mailbox.first_run or parts.options.first_run)
 

@@ -176,7 +176,11 @@ def pop3_prefix(mailbox: str) -> str:
 
 def pop3_blob_metadata(mailbox: str, uidl: str, raw: bytes) -> dict[str, str]:
     """Metadata stored with each POP3 blob; like ``blob_metadata`` with the UIDL as the id."""
-    digest = MessageDigest(raw)
+    return pop3_streamed_metadata(mailbox, uidl, MessageDigest(raw))
+
+
+def pop3_streamed_metadata(mailbox: str, uidl: str, digest: MessageDigest) -> dict[str, str]:
+    """``pop3_blob_metadata`` of a message read in pieces into ``digest``."""
     return _encoded({
         "mailbox": mailbox,
         "folder": "INBOX",

@@ -11,13 +11,17 @@ maildrop's size. Nothing is ever deleted from the server.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
+from itertools import chain
 
-from shared.delivery import ConcurrentDelivery
+from shared.dedup import MessageDigest
+from shared.delivery import ConcurrentDelivery, Outcome, Written
 from shared.first_run import pop3_starting_checkpoint
 from shared.history_scope import ALL, FirstRunScope
 from shared.model import FolderResult, Pop3Checkpoint
-from shared.naming import pop3_blob_metadata, pop3_blob_name, uidl_digest
+from shared.naming import pop3_blob_metadata, pop3_blob_name, pop3_streamed_metadata, uidl_digest
 from shared.ports import (
     Clock,
     MessageSink,
@@ -44,7 +48,8 @@ class Pop3Poll:
 
     def __init__(self, address: str, *, sink: MessageSink, checkpoints: Pop3CheckpointStore,
                  clock: Clock, time_box: TimeBox, observer: PollObserver, batch_size: int,
-                 upload_concurrency: int, result: FolderResult | None = None,
+                 upload_concurrency: int, large_message_bytes: int,
+                 result: FolderResult | None = None,
                  on_thread_start: ThreadStart = no_thread_setup, scope: FirstRunScope = ALL) -> None:
         self.address = address
         self.sink = sink
@@ -54,6 +59,7 @@ class Pop3Poll:
         self.observer = observer
         self.batch_size = max(1, batch_size)
         self.upload_concurrency = max(1, upload_concurrency)
+        self.large_message_bytes = large_message_bytes
         # Given by the caller, the counts survive a failure partway (for the health row).
         self.result = result or FolderResult("INBOX")
         self.on_thread_start = on_thread_start
@@ -117,12 +123,45 @@ class Pop3Poll:
 
     def _retrieve(self, session: Pop3Session, delivery: ConcurrentDelivery[str],
                   batch: list[tuple[int, str]]) -> None:
-        """Retrieve each message and upload it while the next one is read."""
+        """Retrieve each message and upload it while the next one is read; a large one is
+        streamed into its blob in this thread, so it is never whole in memory."""
         for number, uidl in batch:
             delivery.settle(leave=_WAITING_PER_UPLOADER * self.upload_concurrency)
-            raw = session.retrieve(number)
-            delivery.upload(uidl, pop3_blob_name(self.address, uidl), raw,
-                            pop3_blob_metadata(self.address, uidl, raw))
+            pieces = session.retrieve_pieces(number)
+            with closing(pieces):  # a message left half read ends the session (see the port)
+                first, whole = _first_bytes(pieces, self.large_message_bytes)
+                if whole:
+                    raw = b"".join(first)
+                    delivery.upload(uidl, pop3_blob_name(self.address, uidl), raw,
+                                    pop3_blob_metadata(self.address, uidl, raw))
+                else:
+                    delivery.done(uidl, self._stream(uidl, chain(first, pieces)))
+
+    def _stream(self, uidl: str, pieces: Iterator[bytes]) -> Written:
+        """Write one large message piece by piece; its blob exists only once every piece did."""
+        digest = MessageDigest()
+
+        def follow() -> Iterator[bytes]:
+            for piece in pieces:
+                digest.update(piece)
+                yield piece
+
+        created = self.sink.create_from_chunks(
+            pop3_blob_name(self.address, uidl), follow(),
+            lambda: pop3_streamed_metadata(self.address, uidl, digest))
+        return Written(Outcome.CREATED if created else Outcome.PRESENT, digest.size)
+
+
+def _first_bytes(pieces: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first pieces, up to ``limit`` bytes or more; True when they are the whole message."""
+    first: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        first.append(piece)
+        size += len(piece)
+        if size >= limit:
+            return first, False
+    return first, True
 
 
 __all__ = ["Pop3Poll"]

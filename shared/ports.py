@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -266,6 +266,11 @@ class Pop3Session(Protocol):
 
     def retrieve(self, number: int) -> bytes:
         """The message, byte for byte as the server sent it (RETR, dot-unstuffed)."""
+        ...
+
+    def retrieve_pieces(self, number: int) -> Generator[bytes, None, None]:
+        """``retrieve`` in pieces as they arrive, so a large message is never whole in memory;
+        closed before its end, the session cannot be used again."""
         ...
 
     def dele(self, number: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -489,6 +489,8 @@ class FakePop3Session:
         # Shared with the server: the connection drops at the RETR after that many more.
         self.cuts = cuts if cuts is not None else []
         self.dead = False
+        self.piece_bytes = 1024
+        self.cut_inside = False  # the next message read in pieces drops after its first piece
 
     def list_uidls(self) -> list[tuple[int, str]]:
         self.commands.append("UIDL")
@@ -505,6 +507,15 @@ class FakePop3Session:
         if self.cuts:
             self.cuts[0] -= 1
         return self.maildrop[number - 1][1]
+
+    def retrieve_pieces(self, number: int) -> Generator[bytes, None, None]:
+        raw = self.retrieve(number)
+        for start in range(0, len(raw), self.piece_bytes):
+            if start and self.cut_inside:  # the connection drops partway through the message
+                self.cut_inside = False
+                self.dead = True
+                raise dropped("RETR")
+            yield raw[start:start + self.piece_bytes]
 
     def dele(self, number: int) -> None:
         self.commands.append("DELE")
@@ -524,6 +535,8 @@ class FakePop3Server:
         self.dies_before_quit = False
         # Where the next sessions drop the connection: see FakePop3Session.cuts.
         self.cuts: list[int] = []
+        # The next session drops inside the first message it reads in pieces.
+        self.cut_inside = False
 
     def deliver(self, address: str, uidl: str, raw: bytes) -> None:
         self.maildrops.setdefault(address, []).append((uidl, raw))
@@ -540,6 +553,7 @@ class FakePop3Server:
         if address in self.throttled:
             raise self.throttled.pop(address)
         session = FakePop3Session(self.maildrops.setdefault(address, []), self.cuts)
+        session.cut_inside, self.cut_inside = self.cut_inside, False
         self.sessions.append(session)
         try:
             yield session

@@ -4,7 +4,6 @@ POP3's multi-line reader, storage errors, Entra ID's error dicts and certificate
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 
 import pytest
 from azure.core.exceptions import (
@@ -18,43 +17,11 @@ from azure.core.exceptions import (
 
 from shared.adapters.app_credentials import load_client_certificate
 from shared.adapters.entra import _authentication_error
-from shared.adapters.pop3 import _read_multiline
-from shared.adapters.pop3_failures import ServerClosedConnection
 from shared.adapters.storage_errors import storage_error
 from shared.diagnoses import Ids
 from shared.errors import CredentialError, FailureKind
 
 K = FailureKind
-
-
-def lines(*chunks: bytes) -> Callable[[], bytes]:
-    """A readline over these lines, then b"" as a closed socket gives."""
-    feed = iter(chunks)
-    return lambda: next(feed, b"")
-
-
-MULTILINE = [
-    ([b".\r\n"], b""),
-    ([b"Subject: x\r\n", b"\r\n", b"body\r\n", b".\r\n"], b"Subject: x\r\n\r\nbody\r\n"),
-    # Dot-stuffing undone: one leading dot removed, only one.
-    ([b"..\r\n", b"..hidden\r\n", b"...\r\n", b".\r\n"], b".\r\n.hidden\r\n..\r\n"),
-    # Line ends as the server sent them: bare LF, bare CR inside a line, none on the last.
-    ([b"a\n", b"b\rc\r\n", b".\n"], b"a\nb\rc\r\n"),
-    ([b"NUL\x00byte\r\n", b"\xff\xfe\r\n", b".\r\n"], b"NUL\x00byte\r\n\xff\xfe\r\n"),
-    # A line that only looks like the end is not it.
-    ([b". \r\n", b".x\r\n", b".\r\n"], b" \r\nx\r\n"),
-]
-
-
-@pytest.mark.parametrize(("chunks", "body"), MULTILINE)
-def test_multiline_answers_are_read_byte_for_byte(chunks: list[bytes], body: bytes):
-    assert _read_multiline(lines(*chunks)) == body
-
-
-@pytest.mark.parametrize("chunks", [[], [b"Subject: x\r\n"], [b"a\r\n", b"..\r\n"]])
-def test_a_connection_closed_mid_message_is_a_dropped_connection(chunks: list[bytes]):
-    with pytest.raises(ServerClosedConnection):
-        _read_multiline(lines(*chunks))
 
 
 def storage(exc: Exception, code: str | None = None) -> Exception:

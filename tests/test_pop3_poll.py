@@ -194,3 +194,38 @@ def test_uidl_digests_are_compact_and_blob_names_stay_in_their_prefix():
     assert uidl_digest("a") != uidl_digest("b")
     name = pop3_blob_name("Ops@Contoso.com", "../../etc/x y")
     assert name.startswith("ops@contoso.com/INBOX/pop3/") and name.count("/") == 3
+
+
+def large(n: int, size: int) -> bytes:
+    """A message of ``size`` bytes whose lines start with dots, so stuffing matters."""
+    line = f".{n} line of a large message\r\n".encode()
+    return message(n) + line * (size // len(line))
+
+
+def test_large_messages_are_streamed_into_their_blobs_byte_for_byte(world):
+    world.poller.options = PollOptions(fetch_batch_size=3, upload_concurrency=2,
+                                       large_message_bytes=4096)
+    for n in range(5):
+        world.pop3.deliver(A, uidl(n), large(n, 20_000) if n % 2 else message(n))
+    result = world.poller.run([POP3_A])
+    assert result.failed == [] and result.delivered == 5
+    assert world.stored() == world.expected()
+    assert sorted(world.sink.streamed) == sorted(pop3_blob_name(A, uidl(n)) for n in (1, 3))
+    for n in range(5):  # the same metadata whichever way a message was read
+        _, metadata = world.sink.blobs[pop3_blob_name(A, uidl(n))]
+        assert metadata["size"] == str(len(world.expected()[pop3_blob_name(A, uidl(n))]))
+        assert metadata["message_id"] == f"<p{n}@contoso.com>" and metadata["uidl"] == uidl(n)
+    assert world.checkpointed() == digests(range(5))
+
+
+def test_a_large_message_cut_mid_retr_is_not_stored_and_the_reconnect_delivers_it_whole(world):
+    world.poller.options = PollOptions(fetch_batch_size=3, large_message_bytes=4096)
+    world.pop3.deliver(A, uidl(0), message(0))
+    world.pop3.deliver(A, uidl(1), large(1, 20_000))
+    world.pop3.deliver(A, uidl(2), message(2))
+    world.pop3.cut_inside = True
+    [result] = world.poller.run([POP3_A]).mailboxes
+    assert result.ok and result.delivered == 3, result.error
+    assert len(world.pop3.sessions) == 2 and world.pop3.sessions[0].dead
+    assert world.stored() == world.expected()  # the first attempt left nothing behind
+    assert world.sink.streamed == [pop3_blob_name(A, uidl(1))]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -15,13 +17,23 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.rest import HttpRequest
-from azure.storage.blob import BlobBlock, ContainerClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
 from shared.adapters.storage_errors import storage_error
 
 _ROLE = "Storage Blob Data Contributor"
 
 _EML = ContentSettings(content_type="message/rfc822")
+
+# Blocks of one streamed message being staged at once (each a piece as the reader gives it).
+BLOCKS_IN_FLIGHT = 4
+
+
+def _stage(blob: BlobClient, block_id: str, chunk: bytes) -> None:
+    # With its MD5 (Content-MD5), storage checks each block as it arrives. Azurite also
+    # skips the CRC64 it computes for a block sent without one, which made staging there
+    # several times slower than one Put Blob of the same bytes.
+    blob.stage_block(block_id, chunk, length=len(chunk), validate_content=True)
 
 
 class BlobMessageSink:
@@ -75,10 +87,24 @@ class BlobMessageSink:
         blob = self._container.get_blob_client(name)
         blocks: list[BlobBlock] = []
         try:
-            for index, chunk in enumerate(chunks):
-                block_id = base64.b64encode(f"{index:08d}".encode()).decode()
-                blob.stage_block(block_id, chunk, length=len(chunk))
-                blocks.append(BlobBlock(block_id))
+            # Each piece is staged while the next one is read: the mail server and storage
+            # work at once, and memory holds at most BLOCKS_IN_FLIGHT pieces (plus one read).
+            with ThreadPoolExecutor(BLOCKS_IN_FLIGHT, thread_name_prefix="block") as pool:
+                staging: deque[Future[None]] = deque()
+                try:
+                    for chunk in chunks:
+                        if not chunk:
+                            continue  # storage refuses an empty block; it adds nothing anyway
+                        while len(staging) >= BLOCKS_IN_FLIGHT:
+                            staging.popleft().result()
+                        block_id = base64.b64encode(f"{len(blocks):08d}".encode()).decode()
+                        staging.append(pool.submit(_stage, blob, block_id, chunk))
+                        blocks.append(BlobBlock(block_id))
+                    while staging:
+                        staging.popleft().result()
+                finally:
+                    for future in staging:  # a piece failed, or the reading did: stage no more
+                        future.cancel()
             # Create-only: a blob that appeared meanwhile means another run delivered it.
             blob.commit_block_list(blocks, metadata=dict(metadata()), content_settings=_EML,
                                    match_condition=MatchConditions.IfMissing)

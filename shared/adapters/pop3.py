@@ -1,8 +1,9 @@
 """POP3 over TLS with SASL XOAUTH2, through the standard library's poplib.
 
 Exchange Online's POP3 has no SASL-IR: the client sends ``AUTH XOAUTH2``, waits for ``+``,
-then sends the base64 string. Messages are read raw (see ``Pop3Session.retrieve``) because
-poplib's line reader drops line-end information and refuses lines over 2048 bytes.
+then sends the base64 string. Messages are read raw, in pieces (``Pop3Session.retrieve_pieces``,
+``dot_stuffing``), because poplib's line reader drops line-end information, refuses lines over
+2048 bytes and keeps a whole message in memory.
 Nothing is deleted unless AFTER_DELIVERY is ``delete`` (``Pop3Session.dele``, committed by
 the QUIT that ends the session; a session that broke is closed without QUIT, so it keeps all).
 """
@@ -10,11 +11,14 @@ the QUIT that ends the session; a session that broke is closed without QUIT, so 
 from __future__ import annotations
 
 import base64
+import io
 import poplib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Generator
+from typing import cast
 
+from shared.adapters.dot_stuffing import MultilineBody
 from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace, paced_file
 from shared.adapters.pop3_failures import AUTH, LOGIN, ServerClosedConnection, pop3_failure
@@ -23,6 +27,10 @@ from shared.errors import MailferryError, MailServerError
 from shared.model import Secret
 
 _MAX_ANSWER = 8192  # one status line; a JSON challenge is far shorter
+_READ_BYTES = 256 * 1024
+# A retrieved message is handed out in pieces of this size, so a large one never sits whole
+# in memory (and each piece can become one staged block of its blob).
+RETR_PIECE_BYTES = 4 * 1024 * 1024
 
 
 class _PacedFile:
@@ -123,13 +131,37 @@ class Pop3Session:
 
     def retrieve(self, number: int) -> bytes:
         """The message as the server sent it: line ends kept, only dot-stuffing undone."""
+        return b"".join(self.retrieve_pieces(number))
+
+    def retrieve_pieces(self, number: int) -> Generator[bytes, None, None]:
+        """``retrieve`` in pieces of about RETR_PIECE_BYTES, read as they arrive; closing it
+        before the end leaves the connection unusable (the rest of the answer is unread)."""
         self.commands += 1
         what = f"RETR {number}"
+        body = MultilineBody()
+        answering = False
         try:
             _command(self._client, self._pace, what)  # raises on -ERR
-            return _read_multiline(self._client.file.readline)
+            answering = True
+            # One receive at a time (read1): ``read(n)`` would wait for n bytes past the end.
+            answer = cast(io.BufferedReader, self._client.file)
+            piece = bytearray()
+            while not body.finished:
+                data = answer.read1(_READ_BYTES)
+                if not data:
+                    raise ServerClosedConnection(
+                        "the server closed the connection in the middle of a message")
+                piece += body.feed(data)
+                if len(piece) >= RETR_PIECE_BYTES:
+                    yield bytes(piece)
+                    piece.clear()
+            if piece:
+                yield bytes(piece)
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
+        finally:
+            if answering and (not body.finished or body.after):
+                self._pace.broken = True  # answers and commands no longer line up
 
     def _failure(self, error: Exception, doing: str) -> MailferryError:
         return pop3_failure(error, doing=doing, server=str(self._client.host), mailbox=self._address)
@@ -142,19 +174,6 @@ class Pop3Session:
             _command(self._client, self._pace, what)
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
-
-
-def _read_multiline(readline: Callable[[], bytes]) -> bytes:
-    """The body of a multi-line answer, up to the terminating ``.`` line."""
-    parts: list[bytes] = []
-    while True:
-        line = readline()
-        if not line:
-            raise ServerClosedConnection("the server closed the connection in the middle of a message")
-        if line in (b".\r\n", b".\n"):
-            return b"".join(parts)
-        # RFC 1939: a line starting with the termination octet has had one prepended.
-        parts.append(line[1:] if line.startswith(b".") else line)
 
 
 def _command(client: poplib.POP3, pace: Pace, line: str) -> bytes:
