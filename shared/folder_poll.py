@@ -219,7 +219,8 @@ class FolderPoll:
                         checkpoint: Checkpoint, info: MessageInfo) -> None:
         """A large message, streamed in this thread: the connection is not shared with uploaders."""
         streamed = StreamedDelivery(session, self.tools.sink, address=self.address,
-                                    folder=self.folder, uidvalidity=checkpoint.uidvalidity)
+                                    folder=self.folder, uidvalidity=checkpoint.uidvalidity,
+                                    on_thread_start=self.tools.on_thread_start)
         name = blob_name(self.address, self.folder, checkpoint.uidvalidity, info.uid)
         old = self.old if info.uid <= checkpoint.dedup_through_uid else None
         try:

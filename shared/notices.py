@@ -23,7 +23,7 @@ from shared.notice_document import (
     notice_text,
     summary_blob_name,
 )
-from shared.ports import DeliveredBlobs, MessageSink, NoticeQueue
+from shared.ports import DeliveredBlobs, MessageSink, NoticeQueue, ThreadStart, no_thread_setup
 from shared.summary import MessageSummary, summarize
 
 log = logging.getLogger("mailferry.notices")
@@ -54,7 +54,8 @@ class AnnouncingSink:
         return created
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
-                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+                           metadata: Callable[[], Mapping[str, str]], *,
+                           on_thread_start: ThreadStart = no_thread_setup) -> bool:
         reading = _Reading()
         described: dict[str, str] = {}
 
@@ -62,7 +63,8 @@ class AnnouncingSink:
             described.update(described_metadata(metadata(), reading.summary(), reading.sha256()))
             return described
 
-        created = self._inner.create_from_chunks(name, reading.follow(chunks), describe)
+        created = self._inner.create_from_chunks(name, reading.follow(chunks), describe,
+                                                 on_thread_start=on_thread_start)
         if reading.complete:
             self._announce(name, described or described_metadata(
                 metadata(), reading.summary(), reading.sha256()),

@@ -148,7 +148,8 @@ class Pop3Poll:
 
         created = self.sink.create_from_chunks(
             pop3_blob_name(self.address, uidl), follow(),
-            lambda: pop3_streamed_metadata(self.address, uidl, digest))
+            lambda: pop3_streamed_metadata(self.address, uidl, digest),
+            on_thread_start=self.on_thread_start)
         return Written(Outcome.CREATED if created else Outcome.PRESENT, digest.size)
 
 

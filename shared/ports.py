@@ -135,9 +135,11 @@ class MessageSink(Protocol):
         ...
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
-                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+                           metadata: Callable[[], Mapping[str, str]], *,
+                           on_thread_start: ThreadStart = no_thread_setup) -> bool:
         """Write a new blob piece by piece, committed only when every piece is stored;
-        ``metadata`` is asked for after the last piece. False when the blob exists."""
+        ``metadata`` is asked for after the last piece. False when the blob exists. Threads
+        it starts run ``on_thread_start`` first."""
         ...
 
     def exists(self, name: str) -> bool: ...

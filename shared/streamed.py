@@ -10,7 +10,7 @@ from shared.delivery import SKIPPED, Outcome, Written
 from shared.errors import MailServerError
 from shared.model import MessageInfo
 from shared.naming import streamed_metadata
-from shared.ports import MailSession, MessageSink
+from shared.ports import MailSession, MessageSink, ThreadStart, no_thread_setup
 from shared.resync import OldDeliveries
 
 STREAM_CHUNK = 4 * 1024 * 1024
@@ -25,8 +25,9 @@ class StreamedDelivery:
     sends (nothing is committed for it)."""
 
     def __init__(self, session: MailSession, sink: MessageSink, *, address: str, folder: str,
-                 uidvalidity: int) -> None:
+                 uidvalidity: int, on_thread_start: ThreadStart = no_thread_setup) -> None:
         self._session = session
+        self._on_thread_start = on_thread_start
         self._sink = sink
         self._address = address
         self._folder = folder
@@ -52,7 +53,8 @@ class StreamedDelivery:
                 yield chunk
 
         created = self._sink.create_from_chunks(name, chunks(), lambda: streamed_metadata(
-            self._address, self._folder, self._uidvalidity, info, digest))
+            self._address, self._folder, self._uidvalidity, info, digest),
+            on_thread_start=self._on_thread_start)
         return Written(Outcome.CREATED if created else Outcome.PRESENT, digest.size)
 
     def _ranges(self, uid: int) -> Iterator[bytes]:

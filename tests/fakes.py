@@ -31,6 +31,7 @@ from shared.model import (
     Secret,
 )
 from shared.naming import LEASE_SECONDS
+from shared.ports import ThreadStart, no_thread_setup
 
 ARRIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -338,6 +339,7 @@ class FakeSink:
         self.writes = 0
         self.fail_after: int | None = None
         self.streamed: list[str] = []
+        self.stream_thread_starts: list[ThreadStart] = []
         self._lock = threading.Lock()
 
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
@@ -354,9 +356,11 @@ class FakeSink:
         return name in self.blobs
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
-                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+                           metadata: Callable[[], Mapping[str, str]], *,
+                           on_thread_start: ThreadStart = no_thread_setup) -> bool:
         staged = b"".join(chunks)  # the staged blocks; nothing is visible until committed
         self.streamed.append(name)
+        self.stream_thread_starts.append(on_thread_start)
         return self.create(name, staged, metadata())
 
     def list_dedup_keys(self, prefix: str) -> Iterator[tuple[str, str]]:

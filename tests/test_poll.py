@@ -175,10 +175,15 @@ def test_large_messages_are_streamed_byte_for_byte(world):
     server.folder(A).append(message(0))
     server.folder(A).append(big)
     server.folder(A).append(message(2))
-    report = poller.run([MailboxConfig(A)])
+
+    def tag_thread() -> None:
+        """Stands for the Functions invocation's ThreadStart."""
+
+    report = poller.run([MailboxConfig(A)], on_thread_start=tag_thread)
     assert report.delivered == 3
     name = blob_name(A, "INBOX", 1, 2)
     assert sink.streamed == [name]
+    assert sink.stream_thread_starts == [tag_thread]  # the staging threads carry the invocation
     raw, metadata = sink.blobs[name]
     assert raw == big and metadata["size"] == str(len(big))
     assert metadata["message_id"] == "<m1@contoso.com>"

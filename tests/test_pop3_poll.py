@@ -207,8 +207,13 @@ def test_large_messages_are_streamed_into_their_blobs_byte_for_byte(world):
                                        large_message_bytes=4096)
     for n in range(5):
         world.pop3.deliver(A, uidl(n), large(n, 20_000) if n % 2 else message(n))
-    result = world.poller.run([POP3_A])
+
+    def tag_thread() -> None:
+        """Stands for the Functions invocation's ThreadStart."""
+
+    result = world.poller.run([POP3_A], on_thread_start=tag_thread)
     assert result.failed == [] and result.delivered == 5
+    assert world.sink.stream_thread_starts == [tag_thread, tag_thread]
     assert world.stored() == world.expected()
     assert sorted(world.sink.streamed) == sorted(pop3_blob_name(A, uidl(n)) for n in (1, 3))
     for n in range(5):  # the same metadata whichever way a message was read

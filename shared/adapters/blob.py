@@ -20,6 +20,7 @@ from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
 from shared.adapters.storage_errors import storage_error
+from shared.ports import ThreadStart, no_thread_setup
 
 _ROLE = "Storage Blob Data Contributor"
 
@@ -83,13 +84,15 @@ class BlobMessageSink:
             raise storage_error(f"check blob '{name}'", e, role=_ROLE) from e
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
-                           metadata: Callable[[], Mapping[str, str]]) -> bool:
+                           metadata: Callable[[], Mapping[str, str]], *,
+                           on_thread_start: ThreadStart = no_thread_setup) -> bool:
         blob = self._container.get_blob_client(name)
         blocks: list[BlobBlock] = []
         try:
             # Each piece is staged while the next one is read: the mail server and storage
             # work at once, and memory holds at most BLOCKS_IN_FLIGHT pieces (plus one read).
-            with ThreadPoolExecutor(BLOCKS_IN_FLIGHT, thread_name_prefix="block") as pool:
+            with ThreadPoolExecutor(BLOCKS_IN_FLIGHT, thread_name_prefix="block",
+                                    initializer=on_thread_start) as pool:
                 staging: deque[Future[None]] = deque()
                 try:
                     for chunk in chunks:

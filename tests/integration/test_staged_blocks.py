@@ -4,6 +4,7 @@ several blocks staged while the next piece is read, and a blob only once every p
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -65,3 +66,16 @@ def test_a_reader_failing_after_more_pieces_than_are_in_flight_leaves_no_blob(bl
     assert sink.create_from_chunks("a/2.eml", pieces([512 * 1024] * 3), lambda: {}) is True
     assert sink.create_from_chunks("a/2.eml", pieces([10]), lambda: {}) is False
     assert blobs.get_blob_client("a/2.eml").get_blob_properties().size == 3 * 512 * 1024
+
+
+def test_the_threads_that_stage_blocks_are_set_up_like_every_thread_of_a_run(blobs: ContainerClient):
+    """On Functions a log record (an SDK retry, say) is kept only from a thread tagged with the
+    invocation: the block threads must run the run's ThreadStart too."""
+    started: list[str] = []
+
+    def tag_thread() -> None:
+        started.append(threading.current_thread().name)
+
+    assert BlobMessageSink(blobs).create_from_chunks(
+        "a/3.eml", pieces([1024] * (BLOCKS_IN_FLIGHT * 2)), dict, on_thread_start=tag_thread)
+    assert started and all(name.startswith("block") for name in started)
