@@ -13,13 +13,11 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, storage_error
 from shared.ports import ThreadStart, no_thread_setup
 
 _ROLE = "Storage Blob Data Contributor"
@@ -49,7 +47,7 @@ class BlobMessageSink:
             self._container.create_container()
         except ResourceExistsError:
             pass
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"create container '{self._container.container_name}'", e, role=_ROLE) from e
 
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
@@ -67,7 +65,7 @@ class BlobMessageSink:
                               headers=headers, content=raw)
         try:
             response = self._container._pipeline.run(request).http_response
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write blob '{name}'", e, role=_ROLE) from e
         if response.status_code == 201:
             return True
@@ -80,7 +78,7 @@ class BlobMessageSink:
     def exists(self, name: str) -> bool:
         try:
             return bool(self._container.get_blob_client(name).exists())
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"check blob '{name}'", e, role=_ROLE) from e
 
     def create_from_chunks(self, name: str, chunks: Iterable[bytes],
@@ -113,7 +111,7 @@ class BlobMessageSink:
                                    match_condition=MatchConditions.IfMissing)
         except (ResourceExistsError, ResourceModifiedError):
             return False
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"write blob '{name}' in blocks", e, role=_ROLE) from e
         return True
 
@@ -123,5 +121,5 @@ class BlobMessageSink:
                 key = (blob.metadata or {}).get("dedup_key")
                 if key:
                     yield blob.name, key
-        except (HttpResponseError, ServiceRequestError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"list blobs under '{prefix}'", e, role=_ROLE) from e

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, storage_error
 from shared.errors import StorageError
 from shared.naming import LEASE_SECONDS, lease_blob_name
 
 _ROLE = "Storage Blob Data Contributor"
 
 _SHORTEST, _LONGEST = 15, 60  # what Blob Storage accepts for a lease that expires
-# A connection reset mid-response (ServiceResponseError) is a storage failure too: every
-# inline poll takes a lease, so none may escape as an unmapped error.
 
 
 class BlobLease:
@@ -32,13 +24,13 @@ class BlobLease:
     def renew(self) -> None:
         try:
             self._lease.renew()
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"renew the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
     def release(self) -> None:
         try:
             self._lease.release()
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"release the poll lease of {self._mailbox}", e, role=_ROLE) from e
 
 
@@ -67,7 +59,7 @@ class BlobLeaseStore:
             self._container.create_container()
         except ResourceExistsError:
             pass
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        except STORAGE_FAILURES as e:
             raise storage_error(f"create container '{self._container.container_name}'", e, role=_ROLE) from e
 
     def acquire(self, mailbox: str) -> BlobLease | None:
@@ -82,7 +74,7 @@ class BlobLeaseStore:
                 raise storage_error(action, e, role=_ROLE) from e
             except ResourceNotFoundError:
                 self._create_lease_blob(blob.blob_name)
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+            except STORAGE_FAILURES as e:
                 raise storage_error(action, e, role=_ROLE) from e
         raise StorageError(f"Could not {action}: its lease blob keeps disappearing.")
 
@@ -98,6 +90,6 @@ class BlobLeaseStore:
                 # The container is created on first use, so a deployment that made it
                 # (and granted the identity on it alone) needs no account-wide role.
                 self.ensure_container()
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+            except STORAGE_FAILURES as e:
                 raise storage_error(f"create the lease blob '{name}'", e, role=_ROLE) from e
         raise StorageError(f"Could not create the lease blob '{name}': its container keeps disappearing.")

@@ -16,13 +16,11 @@ import contextlib
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.core.rest import HttpRequest
 from azure.storage.queue import QueueClient
 
-from shared.adapters.storage_errors import storage_error
+from shared.adapters.storage_errors import STORAGE_FAILURES, storage_error
 
 # messagettl=-1: the message never expires.
 NEVER_EXPIRES = -1
@@ -43,7 +41,7 @@ def put_message(client: QueueClient, text: str, *, action: str, role: str,
             with contextlib.suppress(ResourceExistsError):  # created meanwhile by another run
                 client.create_queue()
             status, code = _put(client, body, ttl_seconds)
-    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+    except STORAGE_FAILURES as e:
         raise storage_error(action, e, role=role) from e
     if status != 201:
         raise storage_error(action, HttpResponseError(message=f"{status} {code}"), role=role, code=code)
