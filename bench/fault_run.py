@@ -8,10 +8,6 @@ through the WAN proxy straight to Azurite (no storage faults in this profile).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
@@ -19,7 +15,7 @@ from urllib.parse import unquote
 from azure.storage.blob import ContainerClient
 
 from bench.fault_profile import SEED, FaultSchedule, check_delivery, fault_schedule
-from bench.harness import LOOPBACK, REPO, Endpoints, Harness, Seeded, log, status_of
+from bench.harness import Endpoints, Harness, Seeded, log, status_of
 from bench.messages import message_id_of
 from bench.plan import Workload
 from bench.report import Row
@@ -32,17 +28,8 @@ ROUNDS = 3
 
 def _proxy_to(bench: Harness, port: int) -> int:
     """A delay proxy like the WAN one, in front of ``port``; stopped with the others."""
-    argv = [sys.executable, "-m", "bench.delay_proxy", "--delay-ms", str(bench.args.wan_delay_ms),
-            "--parent-pid", str(os.getpid()), "--max-seconds", str(bench.timeout * 8),
-            "--target", f"{LOOPBACK}:{port}"]
-    proc = subprocess.Popen(argv, cwd=REPO, env=bench.child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    bench.proxies.append(proc)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError("the delay proxy in front of the fault front did not start")
-    return int(json.loads(line)["ports"][str(port)])
+    started = bench.start_delay_proxy(bench.args.wan_delay_ms, targets=[port])
+    return int(started["ports"][str(port)])
 
 
 def _delivered(bench: Harness, container: str) -> list[tuple[str, int, str]]:

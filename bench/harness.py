@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,21 +160,28 @@ class Harness:
         return Seeded(addresses, per_box * len(addresses), total, files)
 
     # -- WAN -------------------------------------------------------------------------------
-    def start_proxies(self, delay_ms: float) -> Endpoints:
-        ports = self.stack.azurite_ports
+    def start_delay_proxy(self, delay_ms: float, *, targets: Sequence[int],
+                          http_targets: Sequence[int] = ()) -> dict[str, Any]:
+        """A delay proxy process in front of the ports (stopped with the others): what it
+        printed when it started (``ports``: target port -> its port; ``control``)."""
         argv = [sys.executable, "-m", "bench.delay_proxy", "--delay-ms", str(delay_ms),
                 "--parent-pid", str(os.getpid()), "--max-seconds", str(self.timeout * 8),
-                "--target", f"{LOOPBACK}:{self.stack.imaps_port}",
-                "--http-target", f"{LOOPBACK}:{ports.blob}",
-                "--http-target", f"{LOOPBACK}:{ports.table}"]
+                *(a for port in targets for a in ("--target", f"{LOOPBACK}:{port}")),
+                *(a for port in http_targets for a in ("--http-target", f"{LOOPBACK}:{port}"))]
         proc = subprocess.Popen(argv, cwd=REPO, env=self.child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         self.proxies.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError("the delay proxy did not start")
-        started = json.loads(line)
+            raise RuntimeError(f"the delay proxy in front of ports {[*targets, *http_targets]} did not start")
+        started: dict[str, Any] = json.loads(line)
+        return started
+
+    def start_proxies(self, delay_ms: float) -> Endpoints:
+        ports = self.stack.azurite_ports
+        started = self.start_delay_proxy(delay_ms, targets=[self.stack.imaps_port],
+                                         http_targets=[ports.blob, ports.table])
         mapped = {int(k): int(v) for k, v in started["ports"].items()}
         connection = (
             "DefaultEndpointsProtocol=http;"
