@@ -20,6 +20,10 @@ APP_ROLES = ("IMAP.AccessAsApp", "POP.AccessAsApp")
 # A client-credentials scope names a resource and asks for all its granted permissions.
 DEFAULT_SCOPE_SUFFIX = "/.default"
 TOKEN_LIFETIME = 3600
+# Entra dates iat and nbf five minutes back to allow for clock skew. Dovecot checks them
+# against time(2), which can lag the clock Python reads by a tick: without the margin a
+# token issued in the same second could be refused as "issued in future".
+BACKDATED_SECONDS = 300
 
 
 def _b64url_uint(value: int) -> str:
@@ -112,8 +116,8 @@ def app_claims(
     claims: dict[str, Any] = {
         "aud": audience,
         "iss": issuer_for(tenant),
-        "iat": issued,
-        "nbf": issued,
+        "iat": issued - BACKDATED_SECONDS,
+        "nbf": issued - BACKDATED_SECONDS,
         "exp": issued + lifetime,
         "aio": uuid.uuid4().hex,
         "app_displayname": "mailferry",

@@ -71,10 +71,14 @@ def sasl_ir(stack: Stack, address: str) -> bytes:
 def raw_imap_login(stack: Stack, port: int, address: str) -> RawTls:
     """A raw IMAP connection through a front, logged in with SASL-IR."""
     conn = RawTls(stack, port)
-    assert conn.line().startswith(b"* OK ")
-    conn.send(b"a1 AUTHENTICATE XOAUTH2 " + sasl_ir(stack, address) + b"\r\n")
-    answer = conn.line()
-    assert answer.startswith(b"a1 OK"), answer
+    try:
+        assert conn.line().startswith(b"* OK ")
+        conn.send(b"a1 AUTHENTICATE XOAUTH2 " + sasl_ir(stack, address) + b"\r\n")
+        answer = conn.line()
+        assert answer.startswith(b"a1 OK"), answer
+    except BaseException:
+        conn.close()  # a failed login must not leave its socket for a later test to trip on
+        raise
     return conn
 
 

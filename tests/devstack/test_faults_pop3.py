@@ -28,11 +28,15 @@ def _retr(conn: poplib.POP3_SSL, number: int) -> bytes:
 
 def _raw_login(stack: Stack, port: int, address: str) -> RawTls:
     raw = RawTls(stack, port)
-    assert raw.line().startswith(b"+OK")
-    raw.send(b"AUTH XOAUTH2\r\n")
-    assert raw.line() == b"+ \r\n"
-    raw.send(sasl_ir(stack, address) + b"\r\n")
-    assert raw.line().startswith(b"+OK")
+    try:
+        assert raw.line().startswith(b"+OK")
+        raw.send(b"AUTH XOAUTH2\r\n")
+        assert raw.line() == b"+ \r\n"
+        raw.send(sasl_ir(stack, address) + b"\r\n")
+        assert raw.line().startswith(b"+OK")
+    except BaseException:
+        raw.close()
+        raise
     return raw
 
 

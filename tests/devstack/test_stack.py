@@ -98,7 +98,8 @@ def test_msal_gets_token_then_serves_it_from_cache(stack: Stack, http: requests.
     assert claims["tid"] == stack.tenant_id
     assert claims["appid"] == stack.client_id
     assert claims["roles"] == ["IMAP.AccessAsApp", "POP.AccessAsApp"]
-    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] - claims["iat"] == 3600 + 300  # iat and nbf dated back, as Entra does
+    assert claims["nbf"] == claims["iat"] <= time.time() - 299
 
 
 def test_wrong_secret_unknown_client_and_bad_scope_answer_like_entra(
