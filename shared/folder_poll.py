@@ -60,7 +60,8 @@ class FolderPoll:
     """
 
     def __init__(self, address: str, folder: str, tools: FolderTools, *, result: FolderResult,
-                 time_box: TimeBox, limits: BatchLimits, scope: FirstRunScope = ALL) -> None:
+                 time_box: TimeBox, limits: BatchLimits, scope: FirstRunScope = ALL,
+                 on_dropped: Callable[[MailServerError], None] = lambda _: None) -> None:
         self.address = address
         self.folder = folder
         self.tools = tools
@@ -68,12 +69,18 @@ class FolderPoll:
         self.time_box = time_box
         self.limits = limits
         self.scope = scope  # how much history a folder without a checkpoint takes
+        # Told of a drop at once, while what arrived before it is still being stored.
+        self.on_dropped = on_dropped
         self.uidvalidity: int | None = None
         self.old: OldDeliveries | None = None
         # UIDs this run settled (stored, present, skipped or gone), over every attempt.
         self.settled: set[int] = set()
         self.checkpointed = 0  # the last UID the stored checkpoint covers
         self.delivered_through = 0  # the contiguous prefix reached, checkpointed or not
+        # What an attempt found to deliver, and the checkpoint as this run last stored it: a
+        # reconnect goes on from them instead of asking the server and the table again.
+        self._todo: list[MessageInfo] | None = None
+        self._stored: Checkpoint | None = None
 
     def progress(self) -> str:
         """What is durable, for errors: how far the folder is delivered and checkpointed."""
@@ -86,8 +93,15 @@ class FolderPoll:
         """One attempt at the folder on ``session``; the checkpoint is saved before it raises."""
         state = session.select_folder(self.folder)
         if state.uidvalidity != self.uidvalidity:
-            self.settled, self.old = set(), None  # what an earlier attempt settled is void
+            # What an earlier attempt settled or planned is void.
+            self.settled, self.old, self._todo, self._stored = set(), None, None, None
             self.uidvalidity = state.uidvalidity
+        if self._todo is not None and self._stored is not None:
+            # A reconnect: the rest of the plan. A message expunged meanwhile is found gone
+            # by its FETCH; one that arrived meanwhile waits for the next run, as it would.
+            resume = self._stored
+            self._deliver_all(session, resume, [i for i in self._todo if i.uid > resume.last_uid])
+            return
         checkpoint = self._checkpoint(session, state)
         self.checkpointed = self.delivered_through = checkpoint.last_uid
         uids = _new_uids(session, checkpoint.last_uid)
@@ -104,7 +118,8 @@ class FolderPoll:
         infos += [MessageInfo(uid, 0) for uid in uids if uid not in sized]
         checkpoint, infos = first_run.in_scope(checkpoint, infos, self.tools.checkpoints)
         self.checkpointed = self.delivered_through = checkpoint.last_uid
-        self._deliver_all(session, checkpoint, sorted(infos, key=lambda i: i.uid))
+        self._todo, self._stored = sorted(infos, key=lambda i: i.uid), checkpoint
+        self._deliver_all(session, checkpoint, self._todo)
 
     def _checkpoint(self, session: MailSession, state: FolderState) -> Checkpoint:
         store = self.tools.checkpoints
@@ -154,6 +169,7 @@ class FolderPoll:
             except MailServerError as e:
                 if e.kind is FailureKind.CONNECTION_DROPPED:
                     self.limits.dropped()
+                    self.on_dropped(e)
                 failure = e
             except Exception as e:  # stop fetching, but keep what already landed
                 failure = e
@@ -248,6 +264,7 @@ class FolderPoll:
         saved = calls.call(f"write the checkpoint of {self.address}/{self.folder}",
                            lambda: self.tools.checkpoints.put_checkpoint(moved))
         self.checkpointed = saved.last_uid
+        self._stored = saved
         return saved
 
 

@@ -59,12 +59,13 @@ def poll_imap(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
     with MailboxConnection(
             lambda: parts.server.open(mailbox.address, token, deadline=time_box.reads_end),
             address=mailbox.address, policy=parts.reconnect, clock=parts.clock,
-            time_box=time_box) as connection:
+            time_box=time_box, on_thread_start=on_thread_start) as connection:
         for folder, plan in _plan(parts, connection, mailbox, result):
             folder_result = FolderResult(folder)
             result.folders.append(folder_result)
             poll = FolderPoll(mailbox.address, folder, tools, result=folder_result,
-                              time_box=time_box, limits=limits, scope=scope)
+                              time_box=time_box, limits=limits, scope=scope,
+                              on_dropped=connection.dropped)
 
             def act(session: MailSession, plan: FolderPlan = plan,
                     done: FolderResult = folder_result) -> None:

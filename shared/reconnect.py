@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, TypeVar
 
 from shared.errors import CheckpointConflict, FailureKind, MailServerError, StorageError
-from shared.ports import Clock
+from shared.ports import Clock, ThreadStart, no_thread_setup
 from shared.time_box import TimeBox
 
 log = logging.getLogger("mailferry.poll")
@@ -22,53 +24,80 @@ Session = TypeVar("Session")
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    """How often a dropped connection is reopened within a run (``attempts``), and after
-    how long a pause: doubling from ``first_pause`` up to ``max_pause``, each drawn at
-    random between half and all of that (so many mailboxes dropped at once do not return
-    at once). ``sleep`` and ``jitter`` are replaceable for tests."""
+    """When a dropped connection is reopened within a run.
+
+    A drop is first taken as passing: the connection is reopened after ``quick_pause``. Drops
+    in a row with nothing delivered between them back off from ``first_pause``, doubling up
+    to ``max_pause``; after ``attempts`` of those in a row, or ``max_drops`` in the whole
+    run, the run gives up and the next one resumes. Every pause is drawn at random between
+    half and all of its length (so many mailboxes dropped at once do not return at once).
+    ``sleep`` and ``jitter`` are replaceable for tests."""
 
     attempts: int = 3
+    max_drops: int = 20
+    quick_pause: float = 0.05
     first_pause: float = 1.0
     max_pause: float = 15.0
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
 
-    def pause(self, drop: int) -> float:
-        """The pause before reopening after the ``drop``-th drop (1 for the first)."""
-        ceiling = min(self.max_pause, self.first_pause * 2.0 ** max(0, drop - 1))
+    def pause(self, in_a_row: int) -> float:
+        """The pause before reopening after the ``in_a_row``-th drop with nothing delivered
+        between (1 for the first drop, or one after progress)."""
+        if in_a_row <= 1:
+            ceiling = self.quick_pause
+        else:
+            ceiling = min(self.max_pause, self.first_pause * 2.0 ** (in_a_row - 2))
         return ceiling * (0.5 + 0.5 * self.jitter())
 
 
 class MailboxConnection(Generic[Session]):
-    """Opens a mailbox's session when first needed and reopens it after a drop, at most
-    ``policy.attempts`` times and never past the time box; other failures pass through."""
+    """Opens a mailbox's session when first needed and reopens it after a drop, as
+    ``policy`` says and never past the time box; other failures pass through.
+
+    Work that is told of a drop before it is done with it (``dropped``: a folder still
+    storing what arrived) lets a passing drop's new session open meanwhile, on a thread
+    that runs ``on_thread_start`` first. The dead session is closed first: never two at
+    once."""
 
     def __init__(self, open_session: Callable[[], AbstractContextManager[Session]], *,
-                 address: str, policy: ReconnectPolicy, clock: Clock, time_box: TimeBox) -> None:
+                 address: str, policy: ReconnectPolicy, clock: Clock, time_box: TimeBox,
+                 on_thread_start: ThreadStart = no_thread_setup) -> None:
         self._open_session = open_session
         self._address = address
         self._policy = policy
         self._clock = clock
         self._time_box = time_box
+        self._on_thread_start = on_thread_start
         self._stack = ExitStack()
         self._session: Session | None = None
-        self.drops = 0
+        self._early: Future[tuple[ExitStack, Session]] | None = None
+        self._pool: ThreadPoolExecutor | None = None  # where sessions open early
+        self._progress: Callable[[], str] = lambda: ""
+        self._durable = ""  # what was stored when the current attempt began
+        self.drops = 0  # in this run
+        self.in_a_row = 0  # drops since something new became durable
 
     def __enter__(self) -> MailboxConnection[Session]:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        self._discard_early()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         self._close()
 
     def run(self, work: Callable[[Session], object], *, progress: Callable[[], str]) -> None:
         """Do ``work`` on the session; after a drop, reopen it and do ``work`` again (it
-        resumes from what is stored). ``progress`` says what is stored, for the errors:
-        when this gives up, and when storage fails."""
+        resumes from what is stored). ``progress`` says what is stored: a change in it
+        between drops is progress, and it goes into the errors."""
+        self._progress = progress
         while True:
+            self._durable = progress()
             try:
                 if self._session is None:
-                    self._session = self._stack.enter_context(self._open_session())
+                    self._session = self._reopened()
                 work(self._session)
                 return
             except MailServerError as e:
@@ -76,28 +105,78 @@ class MailboxConnection(Generic[Session]):
                     raise
                 self._close()
                 self.drops += 1
-                self._pause_or_give_up(e, progress)
+                self.in_a_row = 1 if progress() != self._durable else self.in_a_row + 1
+                if self.in_a_row > 1 or self.drops > self._policy.max_drops:
+                    self._discard_early()  # not a passing drop after all
+                if self._early is None:
+                    self._pause_or_give_up(e, progress)
             except CheckpointConflict:
                 raise
             except StorageError as e:
                 raise StorageError(f"{e} {self._address}: {progress()}; the next run resumes "
                                    "there.", kind=e.kind) from e
 
+    def dropped(self, error: MailServerError) -> None:
+        """The work's connection dropped (it goes on storing what arrived, then raises
+        ``error``): close it, and when the drop is passing start opening the next one."""
+        self._close()
+        passing = self.in_a_row == 0 or self._progress() != self._durable
+        pause = self._policy.pause(1)
+        if (not passing or self._early is not None or self.drops >= self._policy.max_drops
+                or self._clock.monotonic() + pause >= self._time_box.ends):
+            return  # decided as usual once the work raises
+        log.warning("%s: connection dropped (%s); reconnecting in %.2f s, while what arrived "
+                    "is stored (drop %d of at most %d in this run)", self._address, error, pause,
+                    self.drops + 1, self._policy.max_drops)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="reconnect",
+                                            initializer=self._on_thread_start)
+        self._early = self._pool.submit(self._open_after, pause)
+
+    def _open_after(self, pause: float) -> tuple[ExitStack, Session]:
+        self._policy.sleep(pause)
+        stack = ExitStack()
+        try:
+            return stack, stack.enter_context(self._open_session())
+        except BaseException:
+            stack.close()
+            raise
+
+    def _reopened(self) -> Session:
+        """The session opened early, if any (its failure raised here), else a new one."""
+        if self._early is None:
+            return self._stack.enter_context(self._open_session())
+        early, self._early = self._early, None
+        self._stack, session = early.result()
+        return session
+
+    def _discard_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            with contextlib.suppress(Exception):  # its failure no longer matters
+                early.result()[0].close()
+
     def _pause_or_give_up(self, error: MailServerError, progress: Callable[[], str]) -> None:
-        if self.drops > self._policy.attempts:
+        policy = self._policy
+        if self.in_a_row > policy.attempts or self.drops > policy.max_drops:
+            how_often = (f"{self.in_a_row} times in a row with nothing delivered between"
+                         if self.in_a_row > policy.attempts else f"{self.drops} times in this run")
             raise MailServerError(
-                f"{self._address}: the connection dropped {self.drops} times in this run (last: "
-                f"{error}); {progress()}; the next run resumes there.",
+                f"{self._address}: the connection dropped {how_often} (last: {error}); "
+                f"{progress()}; the next run resumes there.",
                 kind=FailureKind.CONNECTION_DROPPED) from error
-        pause = self._policy.pause(self.drops)
+        pause = policy.pause(self.in_a_row)
         now = self._clock.monotonic()
         if now + pause >= self._time_box.ends:
             why = "" if now >= self._time_box.ends else " No time is left to reconnect in this run."
             raise MailServerError(f"{error}{why} {progress()}; the next run resumes there.",
                                   kind=FailureKind.CONNECTION_DROPPED) from error
-        log.warning("%s: connection dropped (%s); reconnecting in %.1f s (%d of %d)",
-                    self._address, error, pause, self.drops, self._policy.attempts)
-        self._policy.sleep(pause)
+        streak = (f"; {self.in_a_row} in a row with nothing delivered between"
+                  if self.in_a_row > 1 else "")
+        log.warning("%s: connection dropped (%s); reconnecting in %.2f s (drop %d of at most %d "
+                    "in this run%s)", self._address, error, pause, self.drops, policy.max_drops,
+                    streak)
+        policy.sleep(pause)
 
     def _close(self) -> None:
         self._session = None

@@ -340,9 +340,12 @@ class FakeSink:
         self.fail_after: int | None = None
         self.streamed: list[str] = []
         self.stream_thread_starts: list[ThreadStart] = []
+        # Called first by every write, outside the lock: a test holds writes back with it.
+        self.before_write: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
 
     def create(self, name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
+        self.before_write()
         with self._lock:
             if self.fail_after is not None and self.writes >= self.fail_after:
                 raise StorageError("storage went away")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -33,11 +34,12 @@ def message(n: int) -> bytes:
 
 
 class World:
-    def __init__(self, *, batch: int = 10, attempts: int = 3) -> None:
+    def __init__(self, *, batch: int = 10, attempts: int = 3, max_drops: int = 20) -> None:
         self.server, self.pop3 = FakeServer(), FakePop3Server()
         self.sink, self.state, self.clock = FakeSink(), FakeStateStore(), FakeClock()
         self.pauses: list[float] = []
-        policy = ReconnectPolicy(attempts=attempts, sleep=self.pause, jitter=lambda: 0.5)
+        policy = ReconnectPolicy(attempts=attempts, max_drops=max_drops, sleep=self.pause,
+                                 jitter=lambda: 0.5)
         self.poller = Poller(FakeTokens(), self.server, self.sink, self.state, self.state,
                              PollOptions(fetch_batch_size=batch, upload_concurrency=4,
                                          deadline_seconds=300), self.clock,
@@ -73,6 +75,60 @@ def test_a_drop_mid_fetch_keeps_what_arrived_and_the_same_run_finishes_the_folde
     assert world.state.get_checkpoint(A, "INBOX").last_uid == 30
 
 
+def test_a_reconnect_goes_on_with_the_plan_instead_of_listing_the_folder_again(world):
+    world.seed(30)
+    world.server.cuts[:] = [7]
+    world.poller.run([MailboxConfig(A)])
+    first, second = world.server.sessions
+    assert first.commands.count("UID SEARCH") == 1
+    # EXAMINE, then only body FETCHes: no SEARCH, no size FETCH for what is already known.
+    assert second.commands[0] == "EXAMINE" and "UID SEARCH" not in second.commands
+    assert world.server.fetched == [10, 5, 5, 5, 5, 3]  # UIDs 8-30 after the cut at 7
+    assert world.uids_stored() == list(range(1, 31))
+
+
+def test_after_a_drop_the_next_session_opens_while_what_arrived_is_still_being_stored(world):
+    world.seed(30)
+    world.server.cuts[:] = [7]
+    seen_open: list[bool] = []
+
+    def held_until_the_drop() -> None:
+        # Writes wait for the drop, so they are in flight when it comes; then each notes
+        # whether the next session was open before it went on (waiting 5 s at most).
+        first_dropped_and_second_open = (
+            lambda: world.server.sessions[0].dead, lambda: len(world.server.sessions) == 2)
+        for condition in first_dropped_and_second_open:
+            ends = time.monotonic() + 5
+            while not condition() and time.monotonic() < ends:
+                time.sleep(0.002)
+        seen_open.append(len(world.server.sessions) == 2)
+
+    set_up: set[str] = set()
+    paused_on: list[str] = []
+    world.sink.before_write = held_until_the_drop
+    world.poller.reconnect = ReconnectPolicy(
+        sleep=lambda _: paused_on.append(threading.current_thread().name))
+    [result] = world.poller.run(
+        [MailboxConfig(A)], on_thread_start=lambda: set_up.add(threading.current_thread().name)
+    ).mailboxes
+    assert result.ok and result.complete, result.error
+    assert seen_open and all(seen_open)
+    # The thread that reopened carries the invocation like every thread of a run.
+    assert len(paused_on) == 1 and paused_on[0].startswith("reconnect") and paused_on[0] in set_up
+    assert world.server.peak[A] == 1  # the dead session was closed first
+    assert world.uids_stored() == list(range(1, 31))
+
+
+def test_a_message_expunged_while_the_connection_was_down_is_found_gone_not_waited_for(world):
+    world.seed(20)
+    world.server.cuts[:] = [3]
+    world.poller.reconnect = ReconnectPolicy(sleep=lambda _: world.server.folder(A).expunge(15))
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.complete, result.error
+    assert world.uids_stored() == [u for u in range(1, 21) if u != 15]
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 20
+
+
 def test_messages_fully_received_before_a_drop_are_never_fetched_again(world):
     world.seed(12)
     world.server.cuts[:] = [5]
@@ -81,19 +137,40 @@ def test_messages_fully_received_before_a_drop_are_never_fetched_again(world):
     assert world.sink.writes == 12 and result.folders[0].already_present == 0
 
 
-def test_after_too_many_drops_the_run_gives_up_saying_what_is_durable_and_the_next_resumes(world):
+def test_drops_that_each_deliver_something_do_not_use_up_the_reconnects(world):
     world.seed(40)
-    world.server.cuts[:] = [4, 4, 4, 4]  # four drops: one more than the three reconnects
+    world.server.cuts[:] = [4, 4, 4, 4, 4, 4]  # more drops than reconnects in a row
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.complete, result.error
+    assert world.uids_stored() == list(range(1, 41))
+    # Each drop came after progress: each reconnect waits only the short pause.
+    assert world.pauses == [0.05 * 0.75] * 6 and len(world.server.sessions) == 7
+
+
+def test_drops_in_a_row_with_nothing_delivered_back_off_then_give_up_saying_what_is_durable(world):
+    world.seed(40)
+    world.server.cuts[:] = [4, 0, 0, 0]  # progress, then three drops that deliver nothing
     [result] = world.poller.run([MailboxConfig(A)]).mailboxes
     assert not result.ok
     error = result.error or ""
-    # Batches of 10, 5, 2 and 1 (halved after each drop), each cut after 4 at most: 4+4+2+1.
-    assert "dropped 4 times" in error and "INBOX: delivered through UID 11" in error, error
-    assert "the next run resumes there" in error
-    assert world.state.get_checkpoint(A, "INBOX").last_uid == 11
-    assert world.uids_stored() == list(range(1, 12))
-    assert world.poller.run([MailboxConfig(A)]).delivered == 29
+    assert "dropped 4 times in a row with nothing delivered between" in error, error
+    assert "INBOX: delivered through UID 4" in error and "the next run resumes there" in error
+    assert world.pauses == [0.05 * 0.75, 1.0 * 0.75, 2.0 * 0.75]  # doubling while nothing moves
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 4
+    assert world.poller.run([MailboxConfig(A)]).delivered == 36
     assert world.uids_stored() == list(range(1, 41))
+
+
+def test_a_run_gives_up_after_its_most_drops_even_with_progress_between():
+    world = World(max_drops=3)
+    world.seed(40)
+    world.server.cuts[:] = [2, 2, 2, 2]
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok
+    # Batches of 10, 5, 2 and 1 (halved after each drop), each cut after 2 at most: 2+2+2+1.
+    assert "dropped 4 times in this run" in (result.error or "")
+    assert "INBOX: delivered through UID 7" in (result.error or "")
+    assert world.poller.run([MailboxConfig(A)]).delivered == 33
 
 
 def test_the_batch_halves_after_each_drop_and_grows_back():
@@ -124,7 +201,7 @@ def test_no_reconnect_once_the_time_box_is_spent(world):
     world.seed(20)
     world.server.cuts[:] = [3]
     world.poller.options = PollOptions(fetch_batch_size=10, deadline_seconds=10)
-    world.poller.reconnect = ReconnectPolicy(first_pause=30.0, max_pause=60.0, sleep=world.pause)
+    world.poller.reconnect = ReconnectPolicy(quick_pause=30.0, max_pause=60.0, sleep=world.pause)
     [result] = world.poller.run([MailboxConfig(A)]).mailboxes
     assert not result.ok and world.pauses == []
     assert "No time is left to reconnect in this run" in (result.error or "")
@@ -217,10 +294,11 @@ def test_uploads_that_never_finish_are_given_up_at_the_end_of_the_time_box():
         sink.release.set()
 
 
-def test_the_reconnect_pause_doubles_with_jitter_up_to_its_cap():
-    policy = ReconnectPolicy(first_pause=1.0, max_pause=15.0, jitter=lambda: 1.0)
-    assert [policy.pause(n) for n in (1, 2, 3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
-    assert ReconnectPolicy(first_pause=4.0, jitter=lambda: 0.0).pause(1) == 2.0
+def test_the_first_reconnect_is_quick_then_the_pause_doubles_with_jitter_up_to_its_cap():
+    policy = ReconnectPolicy(quick_pause=0.05, first_pause=1.0, max_pause=15.0, jitter=lambda: 1.0)
+    assert [policy.pause(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [0.05, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
+    assert ReconnectPolicy(first_pause=4.0, jitter=lambda: 0.0).pause(2) == 2.0
+    assert ReconnectPolicy(quick_pause=0.5, jitter=lambda: 0.0).pause(1) == 0.25
 
 
 def test_a_checkpoint_write_that_never_returns_is_given_up_at_the_end_of_the_time_box():
