@@ -12,7 +12,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.adapters.imap_client import PacedImapClient, stream_fetch
+from shared.adapters.imap_client import PacedImapClient, authenticate_at_once, stream_fetch
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
 from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace
@@ -64,7 +64,10 @@ class ImapServer(MailConnector[IMAPClient, "ImapSession"]):
             raise no_xoauth2(self.host, [c.decode() for c in capabilities])
         try:
             pace.new_answer()
-            client.sasl_login("XOAUTH2", _XOAuth2(address, token))
+            if b"SASL-IR" in capabilities:  # Exchange Online offers it
+                authenticate_at_once(client, "XOAUTH2", xoauth2_string(address, token))
+            else:
+                client.sasl_login("XOAUTH2", _XOAuth2(address, token))
         except (IMAPClientError, OSError) as e:
             raise imap_failure(e, doing=AUTHENTICATE, server=self.host, mailbox=address,
                                bye=last_bye(client)) from e
