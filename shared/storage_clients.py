@@ -16,9 +16,9 @@ from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
-from requests.adapters import HTTPAdapter
 
 from shared.adapters.shared_key import sorted_headers_key
+from shared.adapters.tls import mount_shared_contexts
 from shared.adapters.urllib3_transport import Urllib3Transport
 from shared.built_once import built_once
 from shared.errors import ConfigurationError
@@ -136,9 +136,7 @@ def http_transport(pool_size: int, *, verify: str | bool = True) -> RequestsTran
     # tenth of an upload's CPU. Proxies from the environment are read here, once, instead.
     session.trust_env = False
     session.proxies = _environment_proxies()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    mount_shared_contexts(session, pool_connections=4, pool_maxsize=pool_size)
     # A transport given to a client keeps its own timeouts and CA bundle: the client's
     # connection_timeout, read_timeout and connection_verify are not passed on.
     return RequestsTransport(session=session, session_owner=False, connection_verify=verify,

@@ -32,6 +32,7 @@ from shared.adapters.poll_queue import StoragePollQueue
 from shared.adapters.pop3 import Pop3MailServer
 from shared.adapters.reachability import ConnectionProbe
 from shared.adapters.table import TableStateStore
+from shared.adapters.tls import sdk_transport_options
 from shared.built_once import built_once
 from shared.fanout import QueueWorker
 from shared.mailbox_list import MailProtocol
@@ -71,14 +72,16 @@ class Components:
     def identity(self) -> TokenCredential:
         """The Function App's identity (a user-assigned managed identity on Azure)."""
         return DefaultAzureCredential(managed_identity_client_id=self.settings.managed_identity_client_id,
-                                      connection_verify=self._verify)
+                                      connection_verify=self._verify,
+                                      **sdk_transport_options(self._verify))
 
     def managed_identity(self, client_id: str) -> TokenCredential:
         """The managed identity with this client ID: one credential, and token cache, per ID."""
         with self._identities_lock:
             if client_id not in self._managed_identities:
                 self._managed_identities[client_id] = ManagedIdentityCredential(
-                    client_id=client_id, connection_verify=self._verify)
+                    client_id=client_id, connection_verify=self._verify,
+                    **sdk_transport_options(self._verify))
             return self._managed_identities[client_id]
 
     def _storage_identity(self) -> TokenCredential:

@@ -11,6 +11,7 @@ from typing import Any
 import msal
 import requests
 
+from shared.adapters.tls import mount_shared_contexts
 from shared.diagnoses import Ids, hint
 from shared.errors import AuthenticationError, FailureKind
 from shared.model import Secret
@@ -83,7 +84,7 @@ class MsalTokenSource:
 
     def _application(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
-            session = requests.Session()
+            session = mount_shared_contexts(requests.Session())
             if self._ca_bundle is not None:
                 # requests lets REQUESTS_CA_BUNDLE override session.verify unless
                 # trust_env is off; CA_BUNDLE is the setting that must win.

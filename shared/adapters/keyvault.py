@@ -13,6 +13,7 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
+from shared.adapters.tls import sdk_transport_options
 from shared.diagnoses import Ids, hint
 from shared.errors import CredentialError, FailureKind
 from shared.model import Secret, VaultSecret
@@ -29,6 +30,7 @@ class KeyVault:
             credential=credential,
             verify_challenge_resource=verify_challenge_resource,
             connection_verify=str(ca_bundle) if ca_bundle else True,
+            **sdk_transport_options(str(ca_bundle) if ca_bundle else True),
         )
 
     def read(self, name: str, *, setting: str = "CLIENT_SECRET_NAME") -> VaultSecret:

@@ -3,7 +3,6 @@ in, hand out the session, and say goodbye (or just close a connection that broke
 
 from __future__ import annotations
 
-import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
 from shared.adapters.mail_socket import Pace
+from shared.adapters.tls import mail_tls_context
 from shared.errors import MailferryError
 from shared.model import Secret
 
@@ -31,7 +31,7 @@ class MailConnector(ABC, Generic[Client, Session]):
         self.security = security
         # Per read, and for connecting (IMAP_TIMEOUT_SECONDS).
         self.timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        self._context = mail_tls_context(str(ca_bundle) if ca_bundle else None)
 
     @contextmanager
     def open(self, address: str, token: Secret, *,

@@ -12,7 +12,6 @@ responses (downloads), multipart file bodies and client certificates.
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections.abc import Iterator, MutableMapping
 from email.message import Message
@@ -28,7 +27,6 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -37,6 +35,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+
+from shared.adapters.tls import tls_context
 
 
 class BufferedResponse(HttpResponse):
@@ -207,17 +207,3 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
 
     def __exit__(self, *args: Any) -> None:
         self.close()
-
-
-def tls_context(verify: str | bool) -> ssl.SSLContext:
-    """One TLS context for every connection: the CA bundle is read here, once.
-
-    True trusts what requests trusts by default (its CA bundle, certifi's), so the storage clients
-    accept the same servers as before; False checks nothing, as requests' ``verify=False``.
-    """
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH)
