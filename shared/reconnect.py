@@ -125,9 +125,7 @@ class MailboxConnection(Generic[Session]):
         if (not passing or self._early is not None or self.drops >= self._policy.max_drops
                 or self._clock.monotonic() + pause >= self._time_box.ends):
             return  # decided as usual once the work raises
-        log.warning("%s: connection dropped (%s); reconnecting in %.2f s, while what arrived "
-                    "is stored (drop %d of at most %d in this run)", self._address, error, pause,
-                    self.drops + 1, self._policy.max_drops)
+        self._say_reconnecting(error, pause, self.drops + 1, ", while what arrived is stored")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="reconnect",
                                             initializer=self._on_thread_start)
@@ -173,10 +171,14 @@ class MailboxConnection(Generic[Session]):
                                   kind=FailureKind.CONNECTION_DROPPED) from error
         streak = (f"; {self.in_a_row} in a row with nothing delivered between"
                   if self.in_a_row > 1 else "")
-        log.warning("%s: connection dropped (%s); reconnecting in %.2f s (drop %d of at most %d "
-                    "in this run%s)", self._address, error, pause, self.drops, policy.max_drops,
-                    streak)
+        self._say_reconnecting(error, pause, self.drops, "", streak)
         policy.sleep(pause)
+
+    def _say_reconnecting(self, error: MailServerError, pause: float, drop: int, meanwhile: str,
+                          streak: str = "") -> None:
+        log.warning("%s: connection dropped (%s); reconnecting in %.2f s%s (drop %d of at most "
+                    "%d in this run%s)", self._address, error, pause, meanwhile, drop,
+                    self._policy.max_drops, streak)
 
     def _close(self) -> None:
         self._session = None
