@@ -67,8 +67,14 @@ class Pace:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             self.broken = True
-            raise ServerTooSlow("the run's time box ended while the server was still answering")
+            raise self._out_of_time()
         return min(self.read_timeout, remaining)
+
+    @staticmethod
+    def _out_of_time() -> ServerTooSlow:
+        # Not "the run's time box": with many mailboxes, each gets a share of it.
+        return ServerTooSlow("this mailbox's share of the run's time box ran out while the "
+                             "server was still answering")
 
     def read(self, sock: socket.socket, buffer: Any) -> int:
         """One read into ``buffer``, within every limit."""
@@ -81,8 +87,7 @@ class Pace:
         except TimeoutError as e:
             self.broken = True
             if self.deadline is not None and time.monotonic() >= self.deadline:
-                raise ServerTooSlow("the run's time box ended while the server was still "
-                                    "answering") from e
+                raise self._out_of_time() from e
             raise ServerTooSlow(f"nothing arrived for {self.read_timeout:g} s "
                                 "(IMAP_TIMEOUT_SECONDS)") from e
         except OSError:

@@ -89,7 +89,7 @@ def test_a_stall_longer_than_the_time_box_ends_the_run_on_time_with_a_clear_erro
     took = time.monotonic() - started
     assert took <= 10 + MARGIN, took
     assert not result.ok, result
-    assert "time box ended" in (result.error or ""), result.error
+    assert "share of the run's time box ran out" in (result.error or ""), result.error
     faults.clear()
     assert poll(env).mailboxes[0].complete
     assert_exactly_once(stack, env, address)
