@@ -145,18 +145,24 @@ class Pop3Session:
             answering = True
             # One receive at a time (read1): ``read(n)`` would wait for n bytes past the end.
             answer = cast(io.BufferedReader, self._client.file)
-            piece = bytearray()
+            # Parts joined once per piece: a growing bytearray, copied out again, left the
+            # allocator holding several pieces' worth of freed buffers.
+            parts: list[bytes] = []
+            size = 0
             while not body.finished:
                 data = answer.read1(_READ_BYTES)
                 if not data:
                     raise ServerClosedConnection(
                         "the server closed the connection in the middle of a message")
-                piece += body.feed(data)
-                if len(piece) >= RETR_PIECE_BYTES:
-                    yield bytes(piece)
-                    piece.clear()
-            if piece:
-                yield bytes(piece)
+                part = body.feed(data)
+                parts.append(part)
+                size += len(part)
+                if size >= RETR_PIECE_BYTES:
+                    yield b"".join(parts)
+                    parts.clear()
+                    size = 0
+            if size:
+                yield b"".join(parts)
         except (poplib.error_proto, OSError) as e:
             raise self._failure(e, what) from e
         finally:
