@@ -10,6 +10,8 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 
 from devstack.stack import Stack
@@ -56,6 +58,16 @@ class RawTls:
         self.file.close()
         self.sock.close()
 
+    @contextmanager
+    def closed_on_failure(self) -> Iterator[RawTls]:
+        """Closes the connection if the block fails: a failed login must not leave its socket
+        for a later test to trip on."""
+        try:
+            yield self
+        except BaseException:
+            self.close()
+            raise
+
     def __enter__(self) -> RawTls:
         return self
 
@@ -71,14 +83,11 @@ def sasl_ir(stack: Stack, address: str) -> bytes:
 def raw_imap_login(stack: Stack, port: int, address: str) -> RawTls:
     """A raw IMAP connection through a front, logged in with SASL-IR."""
     conn = RawTls(stack, port)
-    try:
+    with conn.closed_on_failure():
         assert conn.line().startswith(b"* OK ")
         conn.send(b"a1 AUTHENTICATE XOAUTH2 " + sasl_ir(stack, address) + b"\r\n")
         answer = conn.line()
         assert answer.startswith(b"a1 OK"), answer
-    except BaseException:
-        conn.close()  # a failed login must not leave its socket for a later test to trip on
-        raise
     return conn
 
 

@@ -28,15 +28,12 @@ def _retr(conn: poplib.POP3_SSL, number: int) -> bytes:
 
 def _raw_login(stack: Stack, port: int, address: str) -> RawTls:
     raw = RawTls(stack, port)
-    try:
+    with raw.closed_on_failure():
         assert raw.line().startswith(b"+OK")
         raw.send(b"AUTH XOAUTH2\r\n")
         assert raw.line() == b"+ \r\n"
         raw.send(sasl_ir(stack, address) + b"\r\n")
         assert raw.line().startswith(b"+OK")
-    except BaseException:
-        raw.close()
-        raise
     return raw
 
 
