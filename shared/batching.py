@@ -33,21 +33,26 @@ class ContiguousPrefix:
 
 
 class BatchLimits:
-    """How many messages and bytes one FETCH asks for: halved each time the connection
-    drops (less to fetch again, less in flight on a flaky link), doubled back after
-    GROW_AFTER batches in a row arrive whole, never above the configured limits."""
+    """How many messages and bytes one FETCH asks for: halved when the connection drops
+    before a batch arrived whole on it (the batch may be what the link cannot carry: less
+    to fetch again, less in flight), doubled back after GROW_AFTER batches in a row arrive
+    whole, never above the configured limits. A drop after whole batches says nothing about
+    their size, and smaller batches would only cost a round trip more per message."""
 
     def __init__(self, count: int, size: int) -> None:
         self.max_count, self.max_size = max(1, count), max(1, size)
         self.count, self.size = self.max_count, self.max_size
-        self._whole = 0
+        self._whole = 0  # in a row, towards growing back
+        self._whole_on_connection = 0  # since the last drop
 
     def dropped(self) -> None:
-        self.count = max(1, self.count // 2)
-        self.size = max(min(MIN_BATCH_BYTES, self.max_size), self.size // 2)
-        self._whole = 0
+        if self._whole_on_connection == 0:
+            self.count = max(1, self.count // 2)
+            self.size = max(min(MIN_BATCH_BYTES, self.max_size), self.size // 2)
+        self._whole = self._whole_on_connection = 0
 
     def arrived(self) -> None:
+        self._whole_on_connection += 1
         self._whole += 1
         if self._whole >= GROW_AFTER:
             self.count = min(self.max_count, self.count * 2)

@@ -173,7 +173,7 @@ def test_a_run_gives_up_after_its_most_drops_even_with_progress_between():
     assert world.poller.run([MailboxConfig(A)]).delivered == 33
 
 
-def test_the_batch_halves_after_each_drop_and_grows_back():
+def test_the_batch_halves_after_each_drop_before_a_whole_batch_and_grows_back():
     limits = BatchLimits(100, 8 * 1024 * 1024)
     limits.dropped()
     limits.dropped()
@@ -184,16 +184,26 @@ def test_the_batch_halves_after_each_drop_and_grows_back():
     for _ in range(10 * GROW_AFTER):
         limits.arrived()
     assert (limits.count, limits.size) == (100, 8 * 1024 * 1024)
+    limits.dropped()  # after whole batches on that connection: the link, not the size
+    assert (limits.count, limits.size) == (100, 8 * 1024 * 1024)
     for _ in range(20):
         limits.dropped()
     assert limits.count == 1 and limits.size == 256 * 1024
+
+
+def test_a_drop_after_whole_batches_keeps_the_batch_size(world):
+    world.seed(40)
+    world.server.cuts[:] = [None, 2]  # the second FETCH drops after 2 messages
+    world.poller.run([MailboxConfig(A)])
+    assert world.server.fetched == [10, 10, 10, 10, 8]
+    assert world.uids_stored() == list(range(1, 41))
 
 
 def test_after_a_drop_the_next_fetches_ask_for_fewer_messages(world):
     world.seed(40)
     world.server.cuts[:] = [2]
     world.poller.run([MailboxConfig(A)])
-    assert world.server.fetched[:2] == [10, 5]  # halved after the drop
+    assert world.server.fetched[:2] == [10, 5]  # halved: nothing arrived whole before the drop
     assert len(world.sink.blobs) == 40
 
 
