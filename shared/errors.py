@@ -20,6 +20,7 @@ codes and server text, never from request bodies.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum, auto
 
 
@@ -129,13 +130,15 @@ class MailServerError(MailferryError):
 class MailboxThrottled(MailServerError):
     """The server is throttling this mailbox (Exchange: ``Request is throttled``).
 
-    ``retry_after_seconds`` is the server's ``Suggested Backoff Time`` when it gave one.
+    ``retry_after_seconds`` is the server's ``Suggested Backoff Time`` when it gave one;
+    ``answered_at`` when the answer came, once the poll noted it (the wait counts from then).
     """
 
     default_kind = FailureKind.THROTTLED
 
     def __init__(self, message: str, *, retry_after_seconds: float | None) -> None:
         self.retry_after_seconds = retry_after_seconds
+        self.answered_at: datetime | None = None
         super().__init__(message)
 
 

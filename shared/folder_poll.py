@@ -14,6 +14,7 @@ from shared.delivery import SKIPPED, ConcurrentDelivery, Outcome
 from shared.errors import (
     CheckpointConflict,
     FailureKind,
+    MailboxThrottled,
     MailferryError,
     MailServerError,
     StorageError,
@@ -170,6 +171,8 @@ class FolderPoll:
                 if e.kind is FailureKind.CONNECTION_DROPPED:
                     self.limits.dropped()
                     self.on_dropped(e)
+                if isinstance(e, MailboxThrottled) and e.answered_at is None:
+                    e.answered_at = tools.clock.now()  # before the uploads settle
                 failure = e
             except Exception as e:  # stop fetching, but keep what already landed
                 failure = e

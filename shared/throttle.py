@@ -67,8 +67,12 @@ def skip_if_throttled(address: str, health: Health | None, *, now: datetime) -> 
 def throttled_result(address: str, error: MailboxThrottled, previous: Health,
                      folders: list[FolderResult], *, now: datetime,
                      rng: random.Random) -> MailboxResult:
-    """The result of a poll the server throttled: logged once, as a delay; not a failure."""
-    until = not_before(previous, error.retry_after_seconds, now=now, rng=rng)
+    """The result of a poll the server throttled: logged once, as a delay; not a failure.
+
+    The wait counts from the server's answer when the poll noted it (not from after what
+    arrived before it was stored), else from ``now``."""
+    said = min(error.answered_at, now) if error.answered_at is not None else now
+    until = not_before(previous, error.retry_after_seconds, now=said, rng=rng)
     log.warning("%s: %s: until %s (%s)", THROTTLED_LOG_TEXT, address, when(until), error)
     _alert_if_long(address, previous.throttled_since or now, until, now, str(error))
     return MailboxResult(address, folders, 0.0,

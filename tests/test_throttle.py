@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from shared.errors import StorageError
 from shared.fanout import Outcome, QueueWorker, outcome_of, poll_message
 from shared.log_texts import FAILURE_LOG_TEXT, SKIPPED_LOG_TEXT, THROTTLED_LOG_TEXT
 from shared.metrics import METRICS_LOG_PREFIX
-from shared.model import Health, MailboxResult
+from shared.model import Checkpoint, Health, MailboxResult
 from shared.poll import LEASE_SKIP, Poller, PollOptions
 from shared.settings import MailboxConfig
 from shared.throttle import ALERT_AFTER, BACKOFF_CAP, SUGGESTED_CAP, not_before
@@ -145,6 +147,35 @@ def test_throttled_in_the_middle_of_a_fetch_what_was_delivered_stays_checkpointe
     assert world.state.rows[(A, "INBOX")].last_uid == 4 and len(world.sink.blobs) == 4
     world.clock.at = NOW + timedelta(minutes=1)
     assert world.run(A)[A].delivered == 3 and len(world.sink.blobs) == 7
+
+
+def test_the_wait_counts_from_the_servers_answer_not_from_after_the_uploads_settle():
+    world = World()
+    world.fill(A, 7)
+    world.server.refuse(A, throttled(60), at="UID FETCH", after=3)
+    writes = itertools.count(1)
+
+    def hold_the_second_batch() -> None:
+        # Messages 3 and 4 are stored only once the third body FETCH was refused, so their
+        # checkpoint is written after the answer: an hour later by this clock.
+        if next(writes) in (3, 4):
+            deadline = time.monotonic() + 10
+            while world.server.sessions[-1].commands.count("UID FETCH") < 4:
+                assert time.monotonic() < deadline, "the third body FETCH never came"
+                time.sleep(0.005)
+
+    put_checkpoint = world.state.put_checkpoint
+
+    def slow_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+        if checkpoint.last_uid == 4:
+            world.clock.at += timedelta(hours=1)
+        return put_checkpoint(checkpoint)
+
+    world.sink.before_write = hold_the_second_batch
+    world.state.put_checkpoint = slow_checkpoint  # type: ignore[method-assign]
+    result = world.run(A)[A]
+    assert world.state.rows[(A, "INBOX")].last_uid == 4
+    assert result.throttled_until == NOW + timedelta(seconds=60)
 
 
 def test_throttled_opening_a_later_folder_stops_the_mailbox_not_just_the_folder():
