@@ -5,35 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from shared import first_run
-from shared.batching import BatchLimits, ContiguousPrefix, plan_batches
+from shared.batching import BatchLimits, plan_batches
 from shared.dedup import dedup_key
 from shared.delivery import SKIPPED, ConcurrentDelivery, Outcome
-from shared.errors import (
-    CheckpointConflict,
-    FailureKind,
-    MailboxThrottled,
-    MailferryError,
-    MailServerError,
-    StorageError,
-)
+from shared.errors import FailureKind, MailboxThrottled, MailferryError, MailServerError
+from shared.folder_flow import FolderFlow, FolderTools
 from shared.history_scope import ALL, FirstRunScope
-from shared.model import Checkpoint, FolderResult, FolderState, MessageInfo, PollOptions
+from shared.model import Checkpoint, FolderResult, FolderState, MessageInfo
 from shared.naming import blob_metadata, blob_name, folder_prefix
-from shared.ports import (
-    CheckpointStore,
-    Clock,
-    MailSession,
-    MessageSink,
-    PollObserver,
-    ThreadStart,
-    no_thread_setup,
-)
+from shared.ports import MailSession
 from shared.resync import OldDeliveries, load_old_deliveries
 from shared.streamed import Gone, StreamedDelivery
-from shared.time_box import TimeBox, TimeBoxedCalls
+from shared.time_box import TimeBox
 
 log = logging.getLogger("mailferry.poll")
 
@@ -41,23 +27,13 @@ log = logging.getLogger("mailferry.poll")
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class FolderTools:
-    """What every folder of a run delivers through."""
-
-    sink: MessageSink
-    checkpoints: CheckpointStore
-    options: PollOptions
-    clock: Clock
-    observer: PollObserver
-    on_thread_start: ThreadStart = no_thread_setup
-
-
 class FolderPoll:
     """Delivers one folder's new messages, then checkpoints what is safely stored.
 
     ``run`` may be called again with a new session after the connection dropped: it resumes
-    from the checkpoint and does not fetch again what this run already settled.
+    from the checkpoint and does not fetch again what this run already settled or is still
+    storing. What a dropped attempt left uploading is settled by the next attempt, or by
+    ``settle`` (the connection decides which); leaving the poll as a context settles it too.
     """
 
     def __init__(self, address: str, folder: str, tools: FolderTools, *, result: FolderResult,
@@ -82,6 +58,18 @@ class FolderPoll:
         # reconnect goes on from them instead of asking the server and the table again.
         self._todo: list[MessageInfo] | None = None
         self._stored: Checkpoint | None = None
+        self._flow: FolderFlow | None = None  # left running by a dropped attempt
+        self.received = 0  # messages that arrived whole in this run, over every attempt
+
+    def arrivals(self) -> int:
+        """Messages that arrived whole so far: more since a drop means the link works."""
+        return self.received
+
+    def __enter__(self) -> FolderPoll:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.settle()
 
     def progress(self) -> str:
         """What is durable, for errors: how far the folder is delivered and checkpointed."""
@@ -94,7 +82,8 @@ class FolderPoll:
         """One attempt at the folder on ``session``; the checkpoint is saved before it raises."""
         state = session.select_folder(self.folder)
         if state.uidvalidity != self.uidvalidity:
-            # What an earlier attempt settled or planned is void.
+            # What an earlier attempt settled or planned is void (its uploads finish first).
+            self.settle()
             self.settled, self.old, self._todo, self._stored = set(), None, None, None
             self.uidvalidity = state.uidvalidity
         if self._todo is not None and self._stored is not None:
@@ -141,79 +130,83 @@ class FolderPoll:
             dedup_through_uid=dedup_through, etag=checkpoint.etag if checkpoint else None),
             previous=checkpoint, scope=self.scope, session=session, now=self.tools.clock.now()))
 
+    def settle(self) -> None:
+        """Let the uploads a dropped attempt left running finish, and save the checkpoint
+        they reach (StorageError if storage failed them)."""
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            self._close(flow, None)
+
     def _deliver_all(self, session: MailSession, checkpoint: Checkpoint,
                      infos: list[MessageInfo]) -> None:
-        """Fetch batch after batch while the one before uploads; checkpoint as the prefix grows."""
+        """Fetch batch after batch while the one before uploads; checkpoint as the prefix grows.
+        A drop leaves the uploads running (``settle`` or the next attempt finishes them)."""
         tools = self.tools
-        prefix = ContiguousPrefix(checkpoint.last_uid)
+        flow, self._flow = self._flow or self._open_flow(checkpoint.last_uid), None
+        delivery = flow.delivery
         failure: BaseException | None = None
-        with TimeBoxedCalls(tools.clock, self.time_box.writes_end,
-                            on_thread_start=tools.on_thread_start) as calls, ConcurrentDelivery(
-                tools.sink, address=self.address, result=self.result, observer=tools.observer,
-                concurrency=tools.options.upload_concurrency, on_stored=self._stored_by(prefix),
-                clock=tools.clock, waits_end=self.time_box.waits_end,
-                on_thread_start=tools.on_thread_start) as delivery:
-            try:
-                for group in plan_batches(infos, self.limits, large=tools.options.large_message_bytes):
-                    if tools.clock.monotonic() >= self.time_box.ends:
-                        self.result.complete = False
-                        log.warning("%s/%s: time box reached; the next run resumes after UID %d",
-                                    self.address, self.folder, prefix.through)
-                        break
-                    before = delivery.pending
-                    self._start(session, delivery, checkpoint, group, prefix)
-                    self.limits.arrived()
-                    delivery.settle(leave=delivery.pending - before)
-                    checkpoint = self._save(calls, checkpoint, prefix)
-                    if delivery.failure is not None:
-                        break
-            except MailServerError as e:
-                if e.kind is FailureKind.CONNECTION_DROPPED:
-                    self.limits.dropped()
-                    self.on_dropped(e)
-                if isinstance(e, MailboxThrottled) and e.answered_at is None:
-                    e.answered_at = tools.clock.now()  # before the uploads settle
-                failure = e
-            except Exception as e:  # stop fetching, but keep what already landed
-                failure = e
-            delivery.settle()  # every upload finishes (or is given up) before the checkpoint moves
-            try:
-                self._save(calls, checkpoint, prefix)
-            except StorageError as e:
-                if isinstance(e, CheckpointConflict) or (delivery.failure or failure) is None:
-                    raise
-                # The failure that stopped the run says more; the checkpoint stands where it was.
-                log.warning("%s/%s: could not save the checkpoint: %s", self.address, self.folder, e)
-        # A storage failure first: reconnecting to the mail server would not help it.
-        if delivery.failure is not None:
-            raise delivery.failure
-        if failure is not None:
-            raise failure
+        try:
+            todo = [i for i in infos if i.uid not in flow.handed]
+            for group in plan_batches(todo, self.limits, large=tools.options.large_message_bytes):
+                if tools.clock.monotonic() >= self.time_box.ends:
+                    self.result.complete = False
+                    log.warning("%s/%s: time box reached; the next run resumes after UID %d",
+                                self.address, self.folder, flow.prefix.through)
+                    break
+                before = delivery.pending
+                self._start(session, flow, checkpoint, group)
+                self.limits.arrived()
+                delivery.settle(leave=delivery.pending - before)
+                self._save(flow)
+                if delivery.failure is not None:
+                    break
+        except MailServerError as e:
+            if e.kind is FailureKind.CONNECTION_DROPPED and delivery.failure is None:
+                self.limits.dropped()
+                self._flow = flow  # what arrived goes on uploading while the next session opens
+                self.on_dropped(e)
+                raise
+            if isinstance(e, MailboxThrottled) and e.answered_at is None:
+                e.answered_at = tools.clock.now()  # before the uploads settle
+            failure = e
+        except Exception as e:  # stop fetching, but keep what already landed
+            failure = e
+        self._close(flow, failure)
 
-    def _stored_by(self, prefix: ContiguousPrefix) -> Callable[[int], None]:
-        def stored(uid: int) -> None:
-            self.settled.add(uid)
-            prefix.done(uid)
-            self.delivered_through = prefix.through
+    def _open_flow(self, start: int) -> FolderFlow:
+        return FolderFlow(self.tools, address=self.address, result=self.result,
+                          time_box=self.time_box, start=start, stored=self._note_stored)
 
-        return stored
+    def _note_stored(self, uid: int, through: int) -> None:
+        self.settled.add(uid)
+        self.delivered_through = through
 
-    def _start(self, session: MailSession, delivery: ConcurrentDelivery[int],
-               checkpoint: Checkpoint, group: list[MessageInfo], prefix: ContiguousPrefix) -> None:
-        """Fetch one batch (streamed) and hand each message to the uploaders as it arrives."""
-        prefix.expect([i.uid for i in group])
+    def _close(self, flow: FolderFlow, failure: BaseException | None) -> None:
+        flow.close(lambda: self._save(flow), failure, where=f"{self.address}/{self.folder}")
+
+    def _start(self, session: MailSession, flow: FolderFlow, checkpoint: Checkpoint,
+               group: list[MessageInfo]) -> None:
+        """Fetch one batch (streamed) and hand each message to the uploaders as it arrives;
+        a drop leaves the rest of the batch to be fetched again."""
+        delivery, handed = flow.delivery, flow.handed
+        flow.prefix.expect([i.uid for i in group])
         todo = []
         for info in group:
             if info.uid in self.settled:
                 delivery.done(info.uid, SKIPPED)
+                handed.add(info.uid)
             else:
                 todo.append(info)
         if len(todo) == 1 and todo[0].size >= self.tools.options.large_message_bytes:
             self._start_streamed(session, delivery, checkpoint, todo[0])
+            handed.add(todo[0].uid)
+            self.received += 1
             return
         received: set[int] = set()
         for message in session.fetch([i.uid for i in todo]):
             received.add(message.uid)
+            handed.add(message.uid)
+            self.received += 1
             if (self.old and message.uid <= checkpoint.dedup_through_uid
                     and self.old.take(dedup_key(message.raw, message.internal_date),
                                       message.internal_date)):
@@ -233,6 +226,7 @@ class FolderPoll:
                 delivery.failed(uid, _withheld(self.address, self.folder, uid))
             else:
                 delivery.done(uid, SKIPPED)
+            handed.add(uid)
 
     def _start_streamed(self, session: MailSession, delivery: ConcurrentDelivery[int],
                         checkpoint: Checkpoint, info: MessageInfo) -> None:
@@ -259,16 +253,16 @@ class FolderPoll:
             self.result.duplicates_skipped += 1
         delivery.done(info.uid, written, info.internal_date)
 
-    def _save(self, calls: TimeBoxedCalls, checkpoint: Checkpoint,
-              prefix: ContiguousPrefix) -> Checkpoint:
-        if prefix.through <= checkpoint.last_uid:
-            return checkpoint
-        moved = replace(checkpoint, last_uid=prefix.through)
-        saved = calls.call(f"write the checkpoint of {self.address}/{self.folder}",
-                           lambda: self.tools.checkpoints.put_checkpoint(moved))
+    def _save(self, flow: FolderFlow) -> None:
+        """Move the stored checkpoint up to the prefix, when it grew."""
+        stored = self._stored
+        if stored is None or flow.prefix.through <= stored.last_uid:
+            return
+        moved = replace(stored, last_uid=flow.prefix.through)
+        saved = flow.calls.call(f"write the checkpoint of {self.address}/{self.folder}",
+                                lambda: self.tools.checkpoints.put_checkpoint(moved))
         self.checkpointed = saved.last_uid
         self._stored = saved
-        return saved
 
 
 def _new_uids(session: MailSession, last_uid: int) -> list[int]:

@@ -10,7 +10,8 @@ from typing import Protocol
 from shared.after_delivery import act_after_delivery, delete_delivered, plan_mailbox
 from shared.batching import BatchLimits
 from shared.errors import CheckpointConflict, FolderUnavailable
-from shared.folder_poll import BATCH_BYTES, FolderPoll, FolderTools
+from shared.folder_flow import FolderTools
+from shared.folder_poll import BATCH_BYTES, FolderPoll
 from shared.log_texts import FOLDER_FAILURE_LOG_TEXT
 from shared.mailbox_list import MailboxConfig
 from shared.mailbox_plan import FolderPlan, PollParts
@@ -72,7 +73,9 @@ def poll_imap(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
                 act_after_delivery(parts, session, plan, time_box.ends, done)
 
             try:
-                connection.run(poll.run, progress=poll.progress)
+                with poll:  # uploads a drop left running are settled whatever happens
+                    connection.run(poll.run, progress=poll.progress,
+                                   moved=poll.arrivals, settle=poll.settle)
                 connection.run(act, progress=poll.progress)
             except FolderUnavailable as e:
                 # One bad folder must not hide the others, run after run.

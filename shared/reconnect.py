@@ -57,8 +57,8 @@ class MailboxConnection(Generic[Session]):
 
     Work that is told of a drop before it is done with it (``dropped``: a folder still
     storing what arrived) lets a passing drop's new session open meanwhile, on a thread
-    that runs ``on_thread_start`` first. The dead session is closed first: never two at
-    once."""
+    that runs ``on_thread_start`` first, and may leave that storing running into its next
+    attempt. The dead session is closed first: never two at once."""
 
     def __init__(self, open_session: Callable[[], AbstractContextManager[Session]], *,
                  address: str, policy: ReconnectPolicy, clock: Clock, time_box: TimeBox,
@@ -74,9 +74,10 @@ class MailboxConnection(Generic[Session]):
         self._early: Future[tuple[ExitStack, Session]] | None = None
         self._pool: ThreadPoolExecutor | None = None  # where sessions open early
         self._progress: Callable[[], str] = lambda: ""
-        self._durable = ""  # what was stored when the current attempt began
+        self._moved: Callable[[], object] = lambda: ""
+        self._moved_from: object = ""  # where the work stood when the current attempt began
         self.drops = 0  # in this run
-        self.in_a_row = 0  # drops since something new became durable
+        self.in_a_row = 0  # drops since the work last got further
 
     def __enter__(self) -> MailboxConnection[Session]:
         return self
@@ -88,13 +89,18 @@ class MailboxConnection(Generic[Session]):
             self._pool.shutdown(wait=False)
         self._close()
 
-    def run(self, work: Callable[[Session], object], *, progress: Callable[[], str]) -> None:
+    def run(self, work: Callable[[Session], object], *, progress: Callable[[], str],
+            moved: Callable[[], object] | None = None,
+            settle: Callable[[], None] = lambda: None) -> None:
         """Do ``work`` on the session; after a drop, reopen it and do ``work`` again (it
-        resumes from what is stored). ``progress`` says what is stored: a change in it
-        between drops is progress, and it goes into the errors."""
+        resumes from what is stored). ``progress`` says what is stored, for the errors;
+        ``moved`` (by default ``progress``) changes when the work gets further: a change
+        between drops is progress. ``settle`` finishes what a dropped attempt left running;
+        it is called before a pause or giving up, so both go by what is stored."""
         self._progress = progress
+        self._moved = moved or progress
         while True:
-            self._durable = progress()
+            self._moved_from = self._moved()
             try:
                 if self._session is None:
                     self._session = self._reopened()
@@ -105,22 +111,22 @@ class MailboxConnection(Generic[Session]):
                     raise
                 self._close()
                 self.drops += 1
-                self.in_a_row = 1 if progress() != self._durable else self.in_a_row + 1
+                self.in_a_row = 1 if self._moved() != self._moved_from else self.in_a_row + 1
                 if self.in_a_row > 1 or self.drops > self._policy.max_drops:
                     self._discard_early()  # not a passing drop after all
                 if self._early is None:
+                    self._stored_anyway(settle, progress)
                     self._pause_or_give_up(e, progress)
             except CheckpointConflict:
                 raise
             except StorageError as e:
-                raise StorageError(f"{e} {self._address}: {progress()}; the next run resumes "
-                                   "there.", kind=e.kind) from e
+                raise self._resumes_there(e, progress) from e
 
     def dropped(self, error: MailServerError) -> None:
-        """The work's connection dropped (it goes on storing what arrived, then raises
+        """The work's connection dropped (what arrived is still being stored as it raises
         ``error``): close it, and when the drop is passing start opening the next one."""
         self._close()
-        passing = self.in_a_row == 0 or self._progress() != self._durable
+        passing = self.in_a_row == 0 or self._moved() != self._moved_from
         pause = self._policy.pause(1)
         if (not passing or self._early is not None or self.drops >= self._policy.max_drops
                 or self._clock.monotonic() + pause >= self._time_box.ends):
@@ -130,6 +136,18 @@ class MailboxConnection(Generic[Session]):
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="reconnect",
                                             initializer=self._on_thread_start)
         self._early = self._pool.submit(self._open_after, pause)
+
+    def _stored_anyway(self, settle: Callable[[], None], progress: Callable[[], str]) -> None:
+        try:
+            settle()
+        except CheckpointConflict:
+            raise
+        except StorageError as e:  # storage first: reconnecting to the mail server would not help
+            raise self._resumes_there(e, progress) from e
+
+    def _resumes_there(self, error: StorageError, progress: Callable[[], str]) -> StorageError:
+        return StorageError(f"{error} {self._address}: {progress()}; the next run resumes there.",
+                            kind=error.kind)
 
     def _open_after(self, pause: float) -> tuple[ExitStack, Session]:
         self._policy.sleep(pause)

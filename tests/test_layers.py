@@ -32,7 +32,8 @@ CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout"
         "shared.metrics", "shared.summary", "shared.delivery", "shared.throttle", "shared.first_run",
         "shared.notices", "shared.notice_document", "shared.after_delivery",
         "shared.copy_recovery", "shared.mailbox_plan", "shared.pop3_deletes", "shared.batching",
-        "shared.streamed", "shared.reconnect", "shared.time_box", "shared.mailbox_poll"}
+        "shared.streamed", "shared.reconnect", "shared.time_box", "shared.mailbox_poll",
+        "shared.folder_flow"}
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl", "shared.adapters.table_rows", "shared.adapters.mail_server",

@@ -158,6 +158,20 @@ def test_prefix_checkpoint_never_passes_a_missing_blob():
     assert prefix.through == 15
 
 
+def test_the_rest_of_a_cut_batch_expected_again_is_not_waited_for_twice():
+    from shared.batching import ContiguousPrefix
+
+    prefix = ContiguousPrefix(0)
+    prefix.expect([1, 2, 3, 4])
+    prefix.done(1)
+    prefix.expect([3, 4, 5, 6])  # 2 is still uploading; 3 and 4 were cut by a drop
+    for uid in (2, 3, 4, 5):
+        prefix.done(uid)
+    assert prefix.through == 5
+    prefix.done(6)
+    assert prefix.through == 6
+
+
 def test_batches_are_bounded_by_count_and_bytes_and_large_messages_go_alone():
     from shared.batching import BatchLimits, plan_batches
     from shared.model import MessageInfo

@@ -119,6 +119,56 @@ def test_after_a_drop_the_next_session_opens_while_what_arrived_is_still_being_s
     assert world.uids_stored() == list(range(1, 31))
 
 
+def test_what_arrived_before_a_drop_goes_on_uploading_while_the_next_session_fetches(world):
+    world.seed(30)
+    world.server.cuts[:] = [7]
+    seen_fetching: list[bool] = []
+
+    def held_until_the_next_session_fetches() -> None:
+        # Each write waits (5 s at most) for a body FETCH on the second session.
+        def fetching() -> bool:
+            sessions = world.server.sessions
+            return len(sessions) == 2 and "UID FETCH" in sessions[1].commands
+
+        ends = time.monotonic() + 5
+        while time.monotonic() < ends and not fetching():
+            time.sleep(0.002)
+        seen_fetching.append(fetching())
+
+    world.sink.before_write = held_until_the_next_session_fetches
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.complete, result.error
+    assert len(seen_fetching) == 30 and all(seen_fetching)
+    assert world.server.fetched[:2] == [10, 5]  # UIDs 8-12 right after the cut at 7
+    assert world.uids_stored() == list(range(1, 31)) and result.delivered == 30
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 30
+    assert world.server.peak[A] == 1
+
+
+def test_giving_up_after_a_drop_first_stores_what_arrived_and_says_how_far():
+    world = World(max_drops=0)
+    world.seed(20)
+    world.server.cuts[:] = [7]
+    world.sink.before_write = lambda: time.sleep(0.01)  # still uploading when the drop comes
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok
+    assert "INBOX: delivered through UID 7;" in (result.error or ""), result.error
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 7
+    assert world.uids_stored() == list(range(1, 8))
+
+
+def test_storage_failing_uploads_left_running_by_a_drop_ends_the_run_at_the_last_stored_uid(world):
+    world.seed(30)
+    world.server.cuts[:] = [7]
+    world.sink.fail_after = 5
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok and result.error_type == "StorageError", result.error
+    assert "INBOX: delivered through UID 5" in (result.error or ""), result.error
+    assert world.state.get_checkpoint(A, "INBOX").last_uid == 5
+    assert world.uids_stored() == list(range(1, 6))
+    assert len(world.server.sessions) <= 2
+
+
 def test_a_message_expunged_while_the_connection_was_down_is_found_gone_not_waited_for(world):
     world.seed(20)
     world.server.cuts[:] = [3]
