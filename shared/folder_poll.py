@@ -26,6 +26,9 @@ log = logging.getLogger("mailferry.poll")
 # A batch also ends at this many bytes, so a run of large-ish messages stays bounded too.
 BATCH_BYTES = 8 * 1024 * 1024
 
+# Told of a drop, with the first step of the next attempt to do on the new session early.
+DropHandler = Callable[[MailServerError, Callable[[MailSession], object]], None]
+
 
 class FolderPoll:
     """Delivers one folder's new messages, then checkpoints what is safely stored.
@@ -38,7 +41,7 @@ class FolderPoll:
 
     def __init__(self, address: str, folder: str, tools: FolderTools, *, result: FolderResult,
                  time_box: TimeBox, limits: BatchLimits, scope: FirstRunScope = ALL,
-                 on_dropped: Callable[[MailServerError], None] = lambda _: None) -> None:
+                 on_dropped: DropHandler = lambda _error, _then: None) -> None:
         self.address = address
         self.folder = folder
         self.tools = tools
@@ -48,6 +51,7 @@ class FolderPoll:
         self.scope = scope  # how much history a folder without a checkpoint takes
         # Told of a drop at once, while what arrived before it is still being stored.
         self.on_dropped = on_dropped
+        self._selected: tuple[MailSession, FolderState] | None = None  # early, on a new session
         self.uidvalidity: int | None = None
         self.old: OldDeliveries | None = None
         # UIDs this run settled (stored, present, skipped or gone), over every attempt.
@@ -60,6 +64,10 @@ class FolderPoll:
         self._stored: Checkpoint | None = None
         self._flow: FolderFlow | None = None  # left running by a dropped attempt
         self.received = 0  # messages that arrived whole in this run, over every attempt
+
+    def _select_early(self, session: MailSession) -> None:
+        """The folder selected on the next session as soon as it opens (on its thread)."""
+        self._selected = (session, session.select_folder(self.folder))
 
     def arrivals(self) -> int:
         """Messages that arrived whole so far: more since a drop means the link works."""
@@ -79,8 +87,11 @@ class FolderPoll:
         return f"{self.folder}: delivered through UID {self.checkpointed}"
 
     def run(self, session: MailSession) -> None:
-        """One attempt at the folder on ``session``; the checkpoint is saved before it raises."""
-        state = session.select_folder(self.folder)
+        """One attempt at the folder on ``session``. After a drop what arrived goes on
+        uploading (see ``settle``); after any other failure the checkpoint is saved first."""
+        early, self._selected = self._selected, None
+        state = early[1] if early is not None and early[0] is session else \
+            session.select_folder(self.folder)
         if state.uidvalidity != self.uidvalidity:
             # What an earlier attempt settled or planned is void (its uploads finish first).
             self.settle()
@@ -164,7 +175,7 @@ class FolderPoll:
             if e.kind is FailureKind.CONNECTION_DROPPED and delivery.failure is None:
                 self.limits.dropped()
                 self._flow = flow  # what arrived goes on uploading while the next session opens
-                self.on_dropped(e)
+                self.on_dropped(e, self._select_early)
                 raise
             if isinstance(e, MailboxThrottled) and e.answered_at is None:
                 e.answered_at = tools.clock.now()  # before the uploads settle

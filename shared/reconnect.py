@@ -122,9 +122,11 @@ class MailboxConnection(Generic[Session]):
             except StorageError as e:
                 raise self._resumes_there(e, progress) from e
 
-    def dropped(self, error: MailServerError) -> None:
+    def dropped(self, error: MailServerError,
+                then: Callable[[Session], object] = lambda _: None) -> None:
         """The work's connection dropped (what arrived is still being stored as it raises
-        ``error``): close it, and when the drop is passing start opening the next one."""
+        ``error``): close it, and when the drop is passing start opening the next one, and
+        doing ``then`` on it (the work's first step, such as selecting its folder again)."""
         self._close()
         passing = self.in_a_row == 0 or self._moved() != self._moved_from
         pause = self._policy.pause(1)
@@ -135,7 +137,7 @@ class MailboxConnection(Generic[Session]):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="reconnect",
                                             initializer=self._on_thread_start)
-        self._early = self._pool.submit(self._open_after, pause)
+        self._early = self._pool.submit(self._open_after, pause, then)
 
     def _stored_anyway(self, settle: Callable[[], None], progress: Callable[[], str]) -> None:
         try:
@@ -149,11 +151,14 @@ class MailboxConnection(Generic[Session]):
         return StorageError(f"{error} {self._address}: {progress()}; the next run resumes there.",
                             kind=error.kind)
 
-    def _open_after(self, pause: float) -> tuple[ExitStack, Session]:
+    def _open_after(self, pause: float,
+                    then: Callable[[Session], object]) -> tuple[ExitStack, Session]:
         self._policy.sleep(pause)
         stack = ExitStack()
         try:
-            return stack, stack.enter_context(self._open_session())
+            session = stack.enter_context(self._open_session())
+            then(session)
+            return stack, session
         except BaseException:
             stack.close()
             raise

@@ -11,7 +11,7 @@ import pytest
 from shared.batching import GROW_AFTER, BatchLimits
 from shared.delivery import ConcurrentDelivery
 from shared.errors import FailureKind, StorageError
-from shared.model import FolderResult, PollOptions
+from shared.model import FolderResult, FolderState, PollOptions
 from shared.naming import blob_name
 from shared.poll import Poller, SilentObserver
 from shared.reconnect import ReconnectPolicy
@@ -21,6 +21,7 @@ from tests.fakes import (
     FakeClock,
     FakePop3Server,
     FakeServer,
+    FakeSession,
     FakeSink,
     FakeStateStore,
     FakeTokens,
@@ -143,6 +144,26 @@ def test_what_arrived_before_a_drop_goes_on_uploading_while_the_next_session_fet
     assert world.uids_stored() == list(range(1, 31)) and result.delivered == 30
     assert world.state.get_checkpoint(A, "INBOX").last_uid == 30
     assert world.server.peak[A] == 1
+
+
+def test_after_a_passing_drop_the_folder_is_selected_again_as_the_new_session_opens(world,
+                                                                                  monkeypatch):
+    world.seed(30)
+    world.server.cuts[:] = [7]
+    selected_on: list[tuple[int, str]] = []
+    select = FakeSession.select_folder
+
+    def noting_the_thread(session: FakeSession, folder: str) -> FolderState:
+        selected_on.append((world.server.sessions.index(session), threading.current_thread().name))
+        return select(session, folder)
+
+    monkeypatch.setattr(FakeSession, "select_folder", noting_the_thread)
+    [result] = world.poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.complete, result.error
+    # Once on each session; the second time on the thread that opened it, not after it.
+    assert [n for n, _ in selected_on] == [0, 1]
+    assert selected_on[1][1].startswith("reconnect")
+    assert world.uids_stored() == list(range(1, 31))
 
 
 def test_giving_up_after_a_drop_first_stores_what_arrived_and_says_how_far():
