@@ -103,3 +103,30 @@ def test_attachment_names_from_mail_are_made_safe():
                      'filename="../../\u202eexe.pdf"', b"data"))
     [part] = summarize(raw).attachments or []
     assert part.filename == "exe.pdf"
+
+
+@pytest.mark.parametrize("raw", [
+    b"Subject: crlf\r\nFrom: a@b\r\n\r\nSubject: in the body\r\n",
+    b"Subject: lf\nFrom: a@b\n\nSubject: in the body\n",
+    b"Subject: cr\rFrom: a@b\r\rSubject: in the body\r",
+    b"Subject: mixed\r\nFrom: a@b\n\r\nSubject: in the body\r\n",
+    b"Subject: folded\r\n over two lines\r\nTo: x@y,\r\n\tz@w\r\n\r\nbody",
+    b"Subject: no body\r\nFrom: a@b\r\n",
+    b"Subject: no separator\r\nnot a header line\r\nFrom: a@b\r\n\r\n",
+    b"\r\nSubject: in the body only\r\n",
+    b"Subject: ends in CR CR LF\r\r\nFrom: in the body\r\n",
+])
+def test_only_the_header_section_is_read_and_it_gives_the_headers_the_whole_message_gives(raw):
+    # What the header section alone yields must be what parsing every byte yields.
+    from email.parser import BytesParser
+
+    from shared.summary import _POLICY, _header, _header_section
+
+    section = _header_section(raw)
+    assert raw.startswith(section)
+    whole = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+    part = BytesParser(policy=_POLICY).parsebytes(section, headersonly=True)
+    assert whole.items() == part.items()
+    summary = summarize(raw)
+    assert (summary.subject, summary.from_, summary.to) == \
+        (_header(whole, "subject"), _header(whole, "from"), _header(whole, "to"))
