@@ -57,6 +57,11 @@ def summary_blob_name(name: str) -> str:
 
 def notice_document(delivery: Delivery) -> dict[str, Any]:
     """The notice as JSON-ready data, untrimmed (the summary blob holds this)."""
+    return _encodable(_document(delivery))[0]
+
+
+def _document(delivery: Delivery) -> dict[str, Any]:
+    """The notice's fields as they are (a header's undecodable bytes still lone surrogates)."""
     metadata = delivery.metadata
 
     def field(key: str) -> str | None:
@@ -84,18 +89,24 @@ def notice_document(delivery: Delivery) -> dict[str, Any]:
         "truncated": sorted(k.removesuffix("_truncated") for k in metadata if k.endswith("_truncated")),
         "summary": delivery.summary.to_json(),
     }
+    return document
+
+
+def _encodable(document: dict[str, Any]) -> tuple[dict[str, Any], str, bytes]:
+    """``document`` made valid Unicode if it must be, with its JSON text and UTF-8 bytes."""
+    text = _dumps(document)
     try:
-        _dumps(document).encode()
+        return document, text, text.encode()
     except UnicodeEncodeError:  # rare: only mail with undecodable header bytes gets here
         document = _valid_text(document)
-    return document
+        text = _dumps(document)
+        return document, text, text.encode()
 
 
 def notice_text(delivery: Delivery, *, limit: int = NOTICE_BYTES) -> str:
     """The notice as JSON of at most ``limit`` UTF-8 bytes: what a queue message holds."""
-    document = notice_document(delivery)
-    text = _dumps(document)
-    if len(text.encode()) <= limit:
+    document, text, encoded = _encodable(_document(delivery))
+    if len(encoded) <= limit:
         return text
     summary = dict(document["summary"], attachments=None, partial=True)
     for cut in (-1, 1000, 200, 50, 0):  # -1: only the attachment list goes
