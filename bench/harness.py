@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from azure.storage.blob import ContainerClient
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueServiceClient
 
 from bench.delay_proxy import read_counts
 from bench.measure import RESULT_PREFIX, Measured
@@ -120,6 +122,25 @@ class Harness:
             path.unlink()
 
     # -- storage ---------------------------------------------------------------------------
+    def clear_storage(self) -> None:
+        """Delete every container, table and queue of the account: what a finished workload
+        wrote. Azurite keeps it all in memory, and a later workload should not pay for it."""
+        connection = self.lan.connection_string
+        blobs = BlobServiceClient.from_connection_string(connection)
+        tables = TableServiceClient.from_connection_string(connection)
+        queues = QueueServiceClient.from_connection_string(connection)
+        containers = [c.name for c in blobs.list_containers()]
+        for name in containers:
+            blobs.delete_container(name)
+        table_names = [t.name for t in tables.list_tables()]
+        for name in table_names:
+            tables.delete_table(name)
+        queue_names = [q.name for q in queues.list_queues()]
+        for name in queue_names:
+            queues.delete_queue(name)
+        log(f"storage cleared: {len(containers)} containers, {len(table_names)} tables, "
+            f"{len(queue_names)} queues")
+
     def blob_counts(self, container: str) -> tuple[int, int, dict[str, int]]:
         """(blobs, bytes, blobs per first name segment) in a container, read over LAN."""
         client = ContainerClient.from_connection_string(self.lan.connection_string, container)

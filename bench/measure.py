@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import sys
 import time
@@ -46,6 +47,15 @@ def peak_rss_kb() -> int:
     """This process's peak RSS: VmHWM (after :func:`reset_peak_rss`), else ru_maxrss."""
     value = _status_kb("VmHWM")
     return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds another process has used so far (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:

@@ -59,6 +59,8 @@ class Row:
     status: str = "ok"
     note: str = ""
     seconds_override: float | None = None
+    # CPU the storage emulator spent per message during the row (it shares the machine's cores).
+    storage_cpu_ms_per_msg: float | None = None
 
     @property
     def ok(self) -> bool:
