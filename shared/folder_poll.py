@@ -63,7 +63,7 @@ class FolderPoll:
         self._todo: list[MessageInfo] | None = None
         self._stored: Checkpoint | None = None
         self._flow: FolderFlow | None = None  # left running by a dropped attempt
-        self.received = 0  # messages that arrived whole in this run, over every attempt
+        self._arrived = 0  # messages that arrived whole in this run, over every attempt
 
     def _select_early(self, session: MailSession) -> None:
         """The folder selected on the next session as soon as it opens (on its thread)."""
@@ -71,7 +71,7 @@ class FolderPoll:
 
     def arrivals(self) -> int:
         """Messages that arrived whole so far: more since a drop means the link works."""
-        return self.received
+        return self._arrived
 
     def __enter__(self) -> FolderPoll:
         return self
@@ -211,13 +211,13 @@ class FolderPoll:
         if len(todo) == 1 and todo[0].size >= self.tools.options.large_message_bytes:
             self._start_streamed(session, delivery, checkpoint, todo[0])
             handed.add(todo[0].uid)
-            self.received += 1
+            self._arrived += 1
             return
         received: set[int] = set()
         for message in session.fetch([i.uid for i in todo]):
             received.add(message.uid)
             handed.add(message.uid)
-            self.received += 1
+            self._arrived += 1
             if (self.old and message.uid <= checkpoint.dedup_through_uid
                     and self.old.take(dedup_key(message.raw, message.internal_date),
                                       message.internal_date)):

@@ -120,8 +120,9 @@ def summarize(raw: bytes, *, head_only: bool = False) -> MessageSummary:
 
 
 def _header_section(raw: bytes) -> bytes:
-    """The start of ``raw`` through its first empty line: all the parser reads of the header
-    section. Lines end in CRLF, CR or LF, so every empty line holds LF LF, CR CR or LF CR."""
+    """A start of ``raw`` that holds its whole header section: through the first LF LF, CR CR
+    or LF CR (lines end in CRLF, CR or LF, so an empty line after a header holds one of
+    them), or all of it. The parser stops at the first empty line either way."""
     ends = [at for at in (raw.find(b"\n\n"), raw.find(b"\r\r"), raw.find(b"\n\r")) if at >= 0]
     return raw[:min(ends) + 2] if ends else raw
 
