@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueServiceClient
+from azure.storage.blob import ContainerClient
 
 from bench.delay_proxy import read_counts
 from bench.measure import RESULT_PREFIX, Measured
@@ -122,24 +120,12 @@ class Harness:
             path.unlink()
 
     # -- storage ---------------------------------------------------------------------------
-    def clear_storage(self) -> None:
-        """Delete every container, table and queue of the account: what a finished workload
-        wrote. Azurite keeps it all in memory, and a later workload should not pay for it."""
-        connection = self.lan.connection_string
-        blobs = BlobServiceClient.from_connection_string(connection)
-        tables = TableServiceClient.from_connection_string(connection)
-        queues = QueueServiceClient.from_connection_string(connection)
-        containers = [c.name for c in blobs.list_containers()]
-        for name in containers:
-            blobs.delete_container(name)
-        table_names = [t.name for t in tables.list_tables()]
-        for name in table_names:
-            tables.delete_table(name)
-        queue_names = [q.name for q in queues.list_queues()]
-        for name in queue_names:
-            queues.delete_queue(name)
-        log(f"storage cleared: {len(containers)} containers, {len(table_names)} tables, "
-            f"{len(queue_names)} queues")
+    def fresh_storage(self) -> None:
+        """An empty Azurite on the same ports, for the next workload (see
+        ``Stack.restart_storage``: a long-lived one stalls for minutes late in a full run)."""
+        started = time.perf_counter()
+        self.stack.restart_storage()
+        log(f"storage restarted empty in {time.perf_counter() - started:.1f} s")
 
     def blob_counts(self, container: str) -> tuple[int, int, dict[str, int]]:
         """(blobs, bytes, blobs per first name segment) in a container, read over LAN."""

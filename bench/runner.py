@@ -133,16 +133,16 @@ def _measure_all(bench: Harness, args: argparse.Namespace, workloads: dict[str, 
             if key in THROUGHPUT:
                 box = seeded.get((key, profile), seeded[(key, "LAN")])
                 run_throughput(bench, workloads[key], box, ends, variants)
-                bench.clear_storage()
+                bench.fresh_storage()
     if "fanout" in chosen and wan is not None:
         run_fanout(bench, workloads["fanout"], seeded[("fanout", "WAN")], wan)
-        bench.clear_storage()
+        bench.fresh_storage()
     if "idle" in chosen and wan is not None:
         run_idle(bench, seeded[("idle", "WAN")], wan)
-        bench.clear_storage()
+        bench.fresh_storage()
     if "enqueue" in chosen:
         run_enqueue(bench, workloads["enqueue"])
-        bench.clear_storage()
+        bench.fresh_storage()
     if "faults" in chosen and wan is not None:
         run_faults(bench, workloads["faults"], seeded[("faults", "WAN")], wan)
     if args.imports:

@@ -50,10 +50,12 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start(work_dir: Path, timeout: float = 30.0) -> tuple[Proc, AzuritePorts]:
+def start(work_dir: Path, timeout: float = 30.0,
+          ports: AzuritePorts | None = None) -> tuple[Proc, AzuritePorts]:
+    """Azurite on free ports, or on ``ports`` (a restart where clients already point)."""
     if not AZURITE_BIN.exists():
         raise ServiceError(f"{AZURITE_BIN} is missing: run devstack/install.sh")
-    ports = AzuritePorts(blob=free_port(), queue=free_port(), table=free_port())
+    ports = ports or AzuritePorts(blob=free_port(), queue=free_port(), table=free_port())
     argv = [
         str(AZURITE_BIN),
         "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",

@@ -360,6 +360,23 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     assert _pgrep(str(tmp_path / "own")) == []
 
 
+def test_storage_restarts_empty_on_the_same_ports(tmp_path: Path) -> None:
+    own = Stack.start(tmp_path / "own")
+    try:
+        service = BlobServiceClient.from_connection_string(own.storage_connection_string)
+        service.create_container("before")
+        old_pid, ports = own.pids()["azurite"], own.azurite_ports.as_dict()
+        own.restart_storage()
+        assert _gone(old_pid) and own.pids()["azurite"] != old_pid
+        assert own.azurite_ports.as_dict() == ports
+        assert [c.name for c in service.list_containers()] == []  # same endpoint, empty
+        service.create_container("after")
+        assert Stack.load(tmp_path / "own").pids()["azurite"] == own.pids()["azurite"]
+    finally:
+        own.stop()
+    assert _pgrep(str(tmp_path / "own")) == []
+
+
 def _pgrep(pattern: str) -> list[str]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return out.stdout.split()
