@@ -182,10 +182,10 @@ class Stack:
         )
 
     def restart_storage(self, timeout: float = 30.0) -> None:
-        """A fresh, empty Azurite on the same ports. It keeps everything in memory, and about
-        ten minutes after it starts, and every ten minutes after that, its blob store sweeps
-        unreferenced data one item at a time: after tens of thousands of blobs that blocks
-        every request for minutes. A long run that needs no earlier data starts afresh."""
+        """A fresh, empty Azurite on the same ports. It keeps everything in memory, and ten
+        minutes after it starts, and every ten minutes after that, its blob store cleans up
+        data no blob refers to: after tens of thousands of blobs written and deleted that
+        held every request for minutes. A long run that needs no earlier data starts afresh."""
         self.procs["azurite"].stop()
         self.procs["azurite"], _ = azurite.start(self.state_dir, timeout, ports=self.azurite_ports)
         self._save()
