@@ -174,7 +174,8 @@ def test_giving_up_after_a_drop_first_stores_what_arrived_and_says_how_far():
     [result] = world.poller.run([MailboxConfig(A)]).mailboxes
     assert not result.ok
     assert "INBOX: delivered through UID 7;" in (result.error or ""), result.error
-    assert world.state.get_checkpoint(A, "INBOX").last_uid == 7
+    checkpoint = world.state.get_checkpoint(A, "INBOX")
+    assert checkpoint is not None and checkpoint.last_uid == 7
     assert world.uids_stored() == list(range(1, 8))
 
 
