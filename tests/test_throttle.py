@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import random
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -153,16 +153,17 @@ def test_the_wait_counts_from_the_servers_answer_not_from_after_the_uploads_sett
     world = World()
     world.fill(A, 7)
     world.server.refuse(A, throttled(60), at="UID FETCH", after=3)
-    writes = itertools.count(1)
+    create = world.sink.create
 
-    def hold_the_second_batch() -> None:
+    def hold_the_second_batch(name: str, raw: bytes, metadata: Mapping[str, str]) -> bool:
         # Messages 3 and 4 are stored only once the third body FETCH was refused, so their
         # checkpoint is written after the answer: an hour later by this clock.
-        if next(writes) in (3, 4):
+        if int(name.rsplit("/", 1)[1].removesuffix(".eml")) in (3, 4):
             deadline = time.monotonic() + 10
             while world.server.sessions[-1].commands.count("UID FETCH") < 4:
                 assert time.monotonic() < deadline, "the third body FETCH never came"
                 time.sleep(0.005)
+        return create(name, raw, metadata)
 
     put_checkpoint = world.state.put_checkpoint
 
@@ -171,7 +172,7 @@ def test_the_wait_counts_from_the_servers_answer_not_from_after_the_uploads_sett
             world.clock.at += timedelta(hours=1)
         return put_checkpoint(checkpoint)
 
-    world.sink.before_write = hold_the_second_batch
+    world.sink.create = hold_the_second_batch  # type: ignore[method-assign]
     world.state.put_checkpoint = slow_checkpoint  # type: ignore[method-assign]
     result = world.run(A)[A]
     assert world.state.rows[(A, "INBOX")].last_uid == 4
