@@ -73,7 +73,6 @@ class MailboxConnection(Generic[Session]):
         self._session: Session | None = None
         self._early: Future[tuple[ExitStack, Session]] | None = None
         self._pool: ThreadPoolExecutor | None = None  # where sessions open early
-        self._progress: Callable[[], str] = lambda: ""
         self._moved: Callable[[], object] = lambda: ""
         self._moved_from: object = ""  # where the work stood when the current attempt began
         self.drops = 0  # in this run
@@ -97,7 +96,6 @@ class MailboxConnection(Generic[Session]):
         ``moved`` (by default ``progress``) changes when the work gets further: a change
         between drops is progress. ``settle`` finishes what a dropped attempt left running;
         it is called before a pause or giving up, so both go by what is stored."""
-        self._progress = progress
         self._moved = moved or progress
         while True:
             self._moved_from = self._moved()
