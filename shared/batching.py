@@ -20,15 +20,14 @@ class ContiguousPrefix:
         self.through = start
         self._waiting: deque[int] = deque()
         self._done: set[int] = set()
-        self._last_expected = start
 
     def expect(self, uids: Sequence[int]) -> None:
         """UIDs handed out for delivery, in ascending order. Those expected already (the
         rest of a batch a drop cut, fetched again) are not expected twice."""
         for uid in uids:
-            if uid > self._last_expected:
+            # The highest expected: the last still waiting, else the prefix (all are done).
+            if uid > (self._waiting[-1] if self._waiting else self.through):
                 self._waiting.append(uid)
-                self._last_expected = uid
 
     def done(self, uid: int) -> None:
         self._done.add(uid)
