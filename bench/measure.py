@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack._proc import stat_fields
+
 RESULT_PREFIX = "BENCH-RESULT "
 
 
@@ -51,9 +53,8 @@ def peak_rss_kb() -> int:
 
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds another process has used so far (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = stat_fields(pid)
+    if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
