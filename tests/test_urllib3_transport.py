@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import (
@@ -22,6 +23,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devstack.stack import Stack
 from shared.adapters.blob import BlobMessageSink
+from shared.adapters.storage_errors import storage_error
 from shared.adapters.urllib3_transport import BufferedResponse, Urllib3Transport
 from shared.storage_clients import STORAGE_RETRY, http_transport, pooled_transport
 
@@ -102,22 +104,32 @@ def hanging_up_server() -> Iterator[str]:
     thread.join(timeout=5)
 
 
+def _names_the_account(error: Exception, url: str) -> None:
+    """The failure, as the adapters report it, names the host and port the request went to."""
+    said = str(storage_error("write blob 'b'", error, role="Storage Blob Data Contributor"))
+    assert f"in storage account {urlsplit(url).netloc}:" in said, said
+
+
 def test_a_refused_connection_is_a_request_error_the_sdk_retries() -> None:
     server = _listener()
     port = server.getsockname()[1]
     server.close()
-    with pytest.raises(ServiceRequestError):
-        _transport().send(HttpRequest("PUT", f"http://127.0.0.1:{port}/c/b", content=b"x"))
+    url = f"http://127.0.0.1:{port}/c/b"
+    with pytest.raises(ServiceRequestError) as raised:
+        _transport().send(HttpRequest("PUT", url, content=b"x"))
+    _names_the_account(raised.value, url)
 
 
 def test_a_server_that_does_not_answer_is_a_response_timeout(silent_server: str) -> None:
-    with pytest.raises(ServiceResponseTimeoutError):
+    with pytest.raises(ServiceResponseTimeoutError) as raised:
         _transport(read_timeout=0.3).send(HttpRequest("PUT", silent_server, content=b"x"))
+    _names_the_account(raised.value, silent_server)
 
 
 def test_a_connection_closed_before_the_answer_is_a_response_error(hanging_up_server: str) -> None:
-    with pytest.raises(ServiceResponseError):
+    with pytest.raises(ServiceResponseError) as raised:
         _transport().send(HttpRequest("PUT", hanging_up_server, content=b"x"))
+    _names_the_account(raised.value, hanging_up_server)
 
 
 def test_tls_trusts_the_bundle_it_is_given_and_only_that(stack: Stack, tmp_path: Path) -> None:

@@ -138,6 +138,17 @@ class BufferedResponse(HttpResponse):
         pass
 
 
+class SendFailed(Exception):
+    """urllib3's error for a request, with that request: the SDK's error keeps it as its inner
+    error, as it keeps the requests transport's errors, which carry their request too (so a
+    failure can name the storage account it went to)."""
+
+    def __init__(self, error: Exception, request: HttpRequest) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.request = request
+
+
 class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
     """Sends each request through one pool of reused connections; see the module's docstring."""
 
@@ -180,16 +191,16 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
                                        retries=False, preload_content=True, decode_content=True,
                                        enforce_content_length=True)
         except NewConnectionError as e:  # before ConnectTimeoutError: urllib3 derives it from it
-            raise ServiceRequestError(e, error=e) from e
+            raise ServiceRequestError(e, error=SendFailed(e, request)) from e
         except ConnectTimeoutError as e:
-            raise ServiceRequestTimeoutError(e, error=e) from e
+            raise ServiceRequestTimeoutError(e, error=SendFailed(e, request)) from e
         except ReadTimeoutError as e:
-            raise ServiceResponseTimeoutError(e, error=e) from e
+            raise ServiceResponseTimeoutError(e, error=SendFailed(e, request)) from e
         except SSLError as e:
-            raise ServiceRequestError(e, error=e) from e
+            raise ServiceRequestError(e, error=SendFailed(e, request)) from e
         except (ProtocolError, HTTPError) as e:
             # The connection broke while the request or the answer was under way.
-            raise ServiceResponseError(e, error=e) from e
+            raise ServiceResponseError(e, error=SendFailed(e, request)) from e
         return BufferedResponse(request, sent)
 
     def open(self) -> None:
