@@ -39,7 +39,6 @@ STORAGE_RETRY: dict[str, Any] = {
 }
 TABLE_RETRY: dict[str, Any] = {
     "retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 4,
-    "connection_timeout": 5, "read_timeout": 20,
 }
 
 # What each service holds, for the error naming a missing endpoint.
@@ -86,7 +85,12 @@ class StorageClients:
     @built_once
     def table(self) -> TableClient:
         """The checkpoint table: checkpoints, health rows and the mailbox registry."""
-        return self._client(TableClient, "table", table_name=self._names["table"], **TABLE_RETRY)
+        # The blobs' transport, for the same reason: through the SDK's default one, a table
+        # request cost 2.7-3.0 ms of client CPU against Azurite, through this one 1.6-1.8 ms.
+        # A poll makes about five (health, checkpoint read and writes, health again).
+        return self._client(TableClient, "table", table_name=self._names["table"],
+                            transport=pooled_transport(self._upload_connections, verify=self._verify),
+                            **TABLE_RETRY)
 
     @built_once
     def queue(self) -> QueueClient:

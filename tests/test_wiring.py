@@ -101,6 +101,14 @@ def test_the_blob_pool_has_room_for_every_upload_of_a_run():
     assert parts.storage.blob_service._config.retry_policy is STORAGE_RETRY["retry_policy"]
 
 
+def test_the_table_goes_through_the_pooled_transport_with_the_storage_timeouts():
+    parts = components(GOOD | {"MAX_CONCURRENT_MAILBOXES": "3", "UPLOAD_CONCURRENCY": "5"})
+    transport: Any = parts.storage.table._client._client._pipeline._transport
+    assert isinstance(transport, Urllib3Transport)
+    assert transport._timeout == (STORAGE_RETRY["connection_timeout"], STORAGE_RETRY["read_timeout"])
+    assert transport.pool_size == 3 * 5 + 4
+
+
 def test_the_storage_transport_keeps_its_timeouts_and_reads_the_environment_once():
     transport = http_transport(7)
     assert transport.session.trust_env is False
@@ -202,4 +210,4 @@ def test_every_storage_client_trusts_the_ca_bundle(tmp_path):
     queue: Any = storage.queue._pipeline._transport
     table: Any = storage.table._client._client._pipeline._transport
     notices: Any = storage.queue_client("notices", connections=4)._pipeline._transport
-    assert [blob.verify, queue.verify, notices.verify, table.connection_config.verify] == [str(bundle)] * 4
+    assert [blob.verify, queue.verify, notices.verify, table.verify] == [str(bundle)] * 4
