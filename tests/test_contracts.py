@@ -205,6 +205,20 @@ def test_health_counts_deliveries_and_failure_streaks(state: StateStore) -> None
     assert listed.delivered_total == 6
 
 
+def test_a_health_row_changed_between_a_runs_read_and_its_write_loses_no_count(
+        state: StateStore) -> None:
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    state.record_result(MailboxResult(A, [FolderResult("INBOX", delivered=1)]), at=at)
+    assert state.get_health(A) is not None  # a run reads the row first...
+    # ...another run (another process: a second store over the same rows) records meanwhile...
+    other = TableStateStore(state._table) if isinstance(state, TableStateStore) else state
+    other.record_result(MailboxResult(A, [FolderResult("INBOX", delivered=2)]), at=at)
+    # ...and the first run's write still adds to what the other one wrote.
+    health = state.record_result(MailboxResult(A, [FolderResult("INBOX", delivered=4)]), at=at)
+    assert health.delivered_total == 7
+    assert state.get_health(A) == health
+
+
 def test_a_throttle_is_a_delay_kept_until_a_success(state: StateStore) -> None:
     at = datetime(2026, 12, 1, 9, tzinfo=UTC)
     assert state.get_health(A) is None

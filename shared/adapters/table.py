@@ -51,6 +51,10 @@ class TableStateStore:
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
+        # Each mailbox's health row as ``get_health`` last read it, for ``record_result``: a
+        # poll reads the row first (is it throttled?) and writes it last. The write is
+        # ETag-guarded, so a row another run changed meanwhile costs only the read it saves.
+        self._health_read: dict[str, tuple[Health, str | None]] = {}
 
     def ensure_table(self) -> None:
         """Create the table if it is missing."""
@@ -95,8 +99,9 @@ class TableStateStore:
         retries), so the counters are read and written under the row's ETag and the update
         is retried when another run wrote first: no run's count is lost.
         """
+        read = self._health_read.pop(result.address.lower(), None)
         for attempt in range(_HEALTH_ATTEMPTS):
-            previous, etag = self._get_health(result.address)
+            previous, etag = read if read and attempt == 0 else self._get_health(result.address)
             row = health_row(result, previous, at)
             try:
                 if etag is None:
@@ -120,7 +125,7 @@ class TableStateStore:
         return [health_from(e) for e in self._query(f"RowKey eq '{HEALTH}'")]
 
     def get_health(self, mailbox: str) -> Health | None:
-        health, etag = self._get_health(mailbox)  # one point read
+        health, etag = self._health_read[mailbox.lower()] = self._get_health(mailbox)  # one point read
         return health if etag is not None else None
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
