@@ -18,7 +18,7 @@ from shared.model import Checkpoint, FolderResult, FolderState, MessageInfo
 from shared.naming import blob_metadata, blob_name, folder_prefix
 from shared.ports import MailSession
 from shared.resync import OldDeliveries, load_old_deliveries
-from shared.streamed import Gone, StreamedDelivery, still_listed, withheld_error
+from shared.streamed import Gone, StreamedDelivery
 from shared.time_box import TimeBox
 
 log = logging.getLogger("mailferry.poll")
@@ -63,7 +63,6 @@ class FolderPoll:
         self._todo: list[MessageInfo] | None = None
         self._stored: Checkpoint | None = None
         self._flow: FolderFlow | None = None  # left running by a dropped attempt
-        self._saving: Callable[[], Checkpoint] | None = None  # the checkpoint write under way
         self._arrived = 0  # messages that arrived whole in this run, over every attempt
 
     def _select_early(self, session: MailSession) -> None:
@@ -169,7 +168,7 @@ class FolderPoll:
                 self._start(session, flow, checkpoint, group)
                 self.limits.arrived()
                 delivery.settle(leave=delivery.pending - before)
-                self._save(flow, wait=False)
+                self._save(flow)
                 if delivery.failure is not None:
                     break
         except MailServerError as e:
@@ -232,10 +231,10 @@ class FolderPoll:
         # Messages expunged since the search are gone: nothing to deliver for them. One the
         # server still lists fails alone, so the checkpoint stops before it.
         missing = [i.uid for i in todo if i.uid not in received]
-        withheld = still_listed(session, missing, self.address, self.folder)
+        withheld = _still_listed(session, missing, self.address, self.folder)
         for uid in missing:
             if uid in withheld:
-                delivery.failed(uid, withheld_error(self.address, self.folder, uid))
+                delivery.failed(uid, _withheld(self.address, self.folder, uid))
             else:
                 delivery.done(uid, SKIPPED)
             handed.add(uid)
@@ -251,8 +250,8 @@ class FolderPoll:
         try:
             written = streamed.deliver(name, info, old)
         except Gone:
-            if still_listed(session, [info.uid], self.address, self.folder):
-                delivery.failed(info.uid, withheld_error(self.address, self.folder, info.uid))
+            if _still_listed(session, [info.uid], self.address, self.folder):
+                delivery.failed(info.uid, _withheld(self.address, self.folder, info.uid))
             else:
                 delivery.done(info.uid, SKIPPED)
             return
@@ -265,28 +264,36 @@ class FolderPoll:
             self.result.duplicates_skipped += 1
         delivery.done(info.uid, written, info.internal_date)
 
-    def _save(self, flow: FolderFlow, *, wait: bool = True) -> None:
-        """Move the stored checkpoint up to the prefix, when it grew. ``wait=False`` leaves the
-        write running behind the next FETCH; the next save waits for it first (it needs its ETag)."""
-        self._saved(flow)
+    def _save(self, flow: FolderFlow) -> None:
+        """Move the stored checkpoint up to the prefix, when it grew."""
         stored = self._stored
         if stored is None or flow.prefix.through <= stored.last_uid:
             return
         moved = replace(stored, last_uid=flow.prefix.through)
-        self._saving = flow.calls.start(f"write the checkpoint of {self.address}/{self.folder}",
-                                        lambda: self.tools.checkpoints.put_checkpoint(moved))
-        if wait:
-            self._saved(flow)
-
-    def _saved(self, flow: FolderFlow) -> None:
-        """The checkpoint write under way, if any, waited for (within the time box)."""
-        saving, self._saving = self._saving, None
-        if saving is not None:
-            self._stored = saving()
-            self.checkpointed = self._stored.last_uid
+        saved = flow.calls.call(f"write the checkpoint of {self.address}/{self.folder}",
+                                lambda: self.tools.checkpoints.put_checkpoint(moved))
+        self.checkpointed = saved.last_uid
+        self._stored = saved
 
 
 def _new_uids(session: MailSession, last_uid: int) -> list[int]:
     # `UID SEARCH UID n:*` always includes the highest UID, even when it is below n.
     return sorted(u for u in set(session.search_uids_from(last_uid + 1)) if u > last_uid)
 
+
+def _still_listed(session: MailSession, uids: list[int], address: str, folder: str) -> set[int]:
+    """Those of ``uids`` (sent no data for) that the server still lists; the rest are gone."""
+    if not uids:
+        return set()
+    still = set(uids) & set(session.search_uids_from(min(uids)))
+    gone = [uid for uid in uids if uid not in still]
+    if gone:
+        log.info("%s/%s: UID(s) %s expunged during the poll; nothing to deliver",
+                 address, folder, ", ".join(map(str, gone[:10])))
+    return still
+
+
+def _withheld(address: str, folder: str, uid: int) -> MailServerError:
+    return MailServerError(
+        f"{address}/{folder}: the server lists UID {uid} but sent no data for it; "
+        "nothing was stored for it and the next run tries again.")

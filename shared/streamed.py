@@ -1,10 +1,8 @@
 """A large IMAP message read in ranges and staged block by block, so memory stays bounded;
-its blob is committed only when every range arrived. And what a poll makes of a message the
-server sends no data for: gone, or withheld."""
+its blob is committed only when every range arrived."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 from shared.dedup import MessageDigest
@@ -14,8 +12,6 @@ from shared.model import MessageInfo
 from shared.naming import streamed_metadata
 from shared.ports import MailSession, MessageSink, ThreadStart, no_thread_setup
 from shared.resync import OldDeliveries
-
-log = logging.getLogger("mailferry.poll")
 
 STREAM_CHUNK = 4 * 1024 * 1024
 
@@ -78,22 +74,3 @@ class StreamedDelivery:
             if len(chunk) < STREAM_CHUNK:  # a short range is the message's end
                 return
             offset += len(chunk)
-
-
-def still_listed(session: MailSession, uids: list[int], address: str, folder: str) -> set[int]:
-    """Those of ``uids`` (sent no data for) that the server still lists; the rest are gone."""
-    if not uids:
-        return set()
-    still = set(uids) & set(session.search_uids_from(min(uids)))
-    gone = [uid for uid in uids if uid not in still]
-    if gone:
-        log.info("%s/%s: UID(s) %s expunged during the poll; nothing to deliver",
-                 address, folder, ", ".join(map(str, gone[:10])))
-    return still
-
-
-def withheld_error(address: str, folder: str, uid: int) -> MailServerError:
-    """The error of a message the server lists but sends no data for."""
-    return MailServerError(
-        f"{address}/{folder}: the server lists UID {uid} but sent no data for it; "
-        "nothing was stored for it and the next run tries again.")

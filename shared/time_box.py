@@ -78,23 +78,15 @@ class TimeBoxedCalls:
 
     def call(self, what: str, function: Callable[[], Result]) -> Result:
         """``function()``'s result; StorageError when the time box ends first."""
-        return self.start(what, function)()
-
-    def start(self, what: str, function: Callable[[], Result]) -> Callable[[], Result]:
-        """Start ``function()`` (after the calls started before it) and return what waits for
-        its result as ``call`` does."""
         if self._gave_up:
             raise StorageError(f"Could not {what}: storage did not answer an earlier call before "
                                "the run's time box ended.", kind=FailureKind.STORAGE_UNREACHABLE)
         future = self._pool.submit(function)
-
-        def result() -> Result:
-            if not wait([future], timeout=wait_left(self._clock, self._until)).done:
-                self._gave_up = True
-                raise StorageError(f"Could not {what}: storage did not answer before the run's "
-                                   "time box ended.", kind=FailureKind.STORAGE_UNREACHABLE)
-            return future.result()
-        return result
+        if not wait([future], timeout=wait_left(self._clock, self._until)).done:
+            self._gave_up = True
+            raise StorageError(f"Could not {what}: storage did not answer before the run's time "
+                               "box ended.", kind=FailureKind.STORAGE_UNREACHABLE)
+        return future.result()
 
 
 class MailboxShares:

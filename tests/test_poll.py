@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -243,42 +242,6 @@ def test_a_folder_that_cannot_be_opened_does_not_stop_the_others(world):
     assert len(sink.blobs) == 2
     assert state.get_checkpoint(A, "Archive").last_uid == 1
     assert "Gone" in (state.health[A].folder_errors or "")
-
-
-class SlowCheckpoints(FakeStateStore):
-    """A checkpoint write made while body FETCHes remain (of ``fetches``) takes until the
-    server is sent the next one (5 s at most), and notes whether it was."""
-
-    def __init__(self, server: FakeServer, fetches: int) -> None:
-        super().__init__()
-        self.server, self.fetches = server, fetches
-        self.fetch_sent_meanwhile: list[bool] = []
-
-    def put_checkpoint(self, checkpoint):
-        asked = len(self.server.fetched)
-        if checkpoint.last_uid > 0 and asked < self.fetches:
-            deadline = time.monotonic() + 5
-            while len(self.server.fetched) == asked and time.monotonic() < deadline:
-                time.sleep(0.002)
-            self.fetch_sent_meanwhile.append(len(self.server.fetched) > asked)
-        return super().put_checkpoint(checkpoint)
-
-
-def test_the_next_batch_is_fetched_while_the_checkpoint_write_is_under_way():
-    server = FakeServer()
-    state = SlowCheckpoints(server, fetches=4)
-    poller = Poller(FakeTokens(), server, FakeSink(), state, state,
-                    PollOptions(fetch_batch_size=3, upload_concurrency=2), FakeClock())
-    for n in range(12):
-        server.folder(A).append(message(n))
-    [result] = poller.run([MailboxConfig(A)]).mailboxes
-    assert result.ok and result.delivered == 12, result.error
-    # The second batch's end at least writes a checkpoint (the first batch is stored by then):
-    # every write with batches still to come went on while the next FETCH was sent.
-    assert state.fetch_sent_meanwhile and all(state.fetch_sent_meanwhile), state.fetch_sent_meanwhile
-    assert server.fetched == [3, 3, 3, 3]
-    stored = state.get_checkpoint(A, "INBOX")
-    assert stored is not None and stored.last_uid == 12
 
 
 class RacingStateStore(FakeStateStore):

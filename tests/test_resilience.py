@@ -400,24 +400,6 @@ def test_a_checkpoint_write_that_never_returns_is_given_up_at_the_end_of_the_tim
         assert calls.call("write", lambda: 7) == 7
 
 
-def test_a_started_call_runs_on_while_the_caller_works_and_the_next_one_waits_behind_it():
-    clock, release, order = FakeClock(), threading.Event(), []
-
-    def write(n: int) -> int:
-        if n == 1:
-            release.wait(5)
-        order.append(n)
-        return n
-
-    with TimeBoxedCalls(clock, until=50.0) as calls:
-        first = calls.start("write 1", lambda: write(1))
-        second = calls.start("write 2", lambda: write(2))
-        order.append(0)  # the caller goes on at once
-        release.set()
-        assert (second(), first()) == (2, 1)
-    assert order == [0, 1, 2]
-
-
 def test_a_large_message_cut_mid_stream_is_never_half_stored_and_is_delivered_after_the_reconnect():
     world = World()
     world.poller.options = PollOptions(large_message_bytes=1024, deadline_seconds=300)
