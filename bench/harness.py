@@ -109,6 +109,10 @@ class Harness:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return Measured(False, error=f"timed out after {self.timeout:.0f} s")
+        except BaseException:  # the bench itself is ending (SIGTERM, Ctrl-C): the child too
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
         return parse_result(out, err, proc.returncode)
 
     def run_spec(self, module: str, spec: dict[str, Any], *args: str) -> Measured:
