@@ -125,7 +125,8 @@ class TableStateStore:
         return [health_from(e) for e in self._query(f"RowKey eq '{HEALTH}'")]
 
     def get_health(self, mailbox: str) -> Health | None:
-        health, etag = self._health_read[mailbox.lower()] = self._get_health(mailbox)  # one point read
+        health, etag = self._get_health(mailbox)  # one point read
+        self._health_read[mailbox.lower()] = (health, etag)
         return health if etag is not None else None
 
     def record_queue_given_up(self, mailbox: str, *, attempts: int, at: datetime) -> None:
