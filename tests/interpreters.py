@@ -27,10 +27,11 @@ UNIT_TEST_PACKAGES = frozenset(
      "pyyaml", "pathspec", "jmespath"}
 )
 # Tests whose subject does not depend on this interpreter: a bash script, the package,
-# which test_package.py indexes in the worker's own 3.13+ venv, and the fault benchmark,
-# which runs with the development venv (its fault fronts need aiohttp) and the local stack.
+# which test_package.py indexes in the worker's own 3.13+ venv, and the benchmark's fault
+# profile and its stopping, which run with the development venv (its fault fronts need
+# aiohttp) and the local stack.
 SAME_UNDER_EVERY_PYTHON = ("tests/test_tenant_script.py", "tests/test_package.py",
-                           "tests/test_bench_faults.py")
+                           "tests/test_bench_faults.py", "tests/test_bench_stop.py")
 INSTALL_TIMEOUT = 600
 TEST_TIMEOUT = 900
 
