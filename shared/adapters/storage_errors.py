@@ -65,15 +65,11 @@ def create_table_if_missing(table: TableClient, *, role: str) -> None:
 
 def _account(error: Exception) -> str | None:
     """The host (and port) of the storage account a failed request went to, when known: from
-    the response's request, or the transport's own error (requests' request, or urllib3's
-    connection when it was refused)."""
+    the response's request, or the request the transport's own error carries (requests'
+    errors, and the urllib3 transport's ``SendFailed``)."""
     inner = getattr(error, "inner_exception", None)
     for source in (getattr(error, "response", None), inner):
         url = getattr(getattr(source, "request", None), "url", None)
         if isinstance(url, str) and url:
             return urlsplit(url).netloc or None
-    connection = getattr(inner, "conn", None)
-    host, port = getattr(connection, "host", None), getattr(connection, "port", None)
-    if isinstance(host, str) and host:
-        return f"{host}:{port}" if port else host
     return None

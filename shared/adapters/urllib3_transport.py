@@ -145,7 +145,6 @@ class SendFailed(Exception):
 
     def __init__(self, error: Exception, request: HttpRequest) -> None:
         super().__init__(str(error))
-        self.error = error
         self.request = request
 
 
