@@ -28,9 +28,9 @@ class _Requests(SansIOHTTPPolicy):  # type: ignore[type-arg]
         self.methods.append(request.http_request.method)
 
 
-def _store(stack: Stack, table_name: str, requests: _Requests | None = None) -> TableStateStore:
+def _store(stack: Stack, table_name: str, sent: _Requests | None = None) -> TableStateStore:
     table = TableClient.from_connection_string(stack.storage_connection_string, table_name,
-                                               per_call_policies=[requests] if requests else [])
+                                               per_call_policies=[sent] if sent else [])
     return TableStateStore(table)
 
 
@@ -38,27 +38,28 @@ def _delivered(count: int) -> MailboxResult:
     return MailboxResult(A, [FolderResult("INBOX", delivered=count)])
 
 
-def test_a_run_reads_its_health_row_once(stack: Stack) -> None:
+def _row_read_by_a_run(stack: Stack) -> tuple[str, TableStateStore, _Requests]:
+    """A new table whose health row holds one delivery, read by a run's store (as a poll's
+    start reads it); the table's name, that store, and the requests it sent from that read on."""
     name = f"rows{uuid.uuid4().hex[:12]}"
-    requests = _Requests()
-    store = _store(stack, name, requests)
+    sent = _Requests()
+    store = _store(stack, name, sent)
     store.ensure_table()
     store.record_result(_delivered(1), at=AT)
-    requests.methods.clear()
+    sent.methods.clear()
     assert store.get_health(A) is not None
+    return name, store, sent
+
+
+def test_a_run_reads_its_health_row_once(stack: Stack) -> None:
+    _, store, sent = _row_read_by_a_run(stack)
     assert store.record_result(_delivered(2), at=AT).delivered_total == 3
-    assert requests.methods == ["GET", "PUT"]
+    assert sent.methods == ["GET", "PUT"]
 
 
 def test_a_row_changed_since_the_read_is_read_again_before_the_write(stack: Stack) -> None:
-    name = f"rows{uuid.uuid4().hex[:12]}"
-    requests = _Requests()
-    store = _store(stack, name, requests)
-    store.ensure_table()
-    store.record_result(_delivered(1), at=AT)
-    assert store.get_health(A) is not None
+    name, store, sent = _row_read_by_a_run(stack)
     _store(stack, name).record_result(_delivered(2), at=AT)  # another run, meanwhile
-    requests.methods.clear()
     assert store.record_result(_delivered(4), at=AT).delivered_total == 7
     # The write by the stale ETag is refused; the row is read again and written over that.
-    assert requests.methods == ["PUT", "GET", "PUT"]
+    assert sent.methods == ["GET", "PUT", "GET", "PUT"]
