@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from azure.core.exceptions import (
     ResourceNotFoundError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
 )
 from azure.data.tables import TableClient, TransactionOperation, UpdateMode
 
@@ -62,10 +64,22 @@ class TableMailboxRegistry:
                       for m in mailboxes]
         try:
             for start in range(0, len(operations), _BATCH):
-                self._table.submit_transaction(operations[start:start + _BATCH])
+                self._submit(operations[start:start + _BATCH])
         except STORAGE_FAILURES as e:
             raise storage_error("register mailboxes", e, role=_ROLE) from e
         return len(operations)
+
+    def _submit(self, operations: list[Any]) -> None:
+        # The SDK's retry does not send a POST again once the connection dropped before the
+        # answer (a pooled connection storage closed just as the request went out fails so).
+        # A transaction of upserts is safe to send twice, so it is sent again once; a timeout
+        # is not, as that would double the wait.
+        try:
+            self._table.submit_transaction(operations)
+        except ServiceResponseTimeoutError:
+            raise
+        except ServiceResponseError:
+            self._table.submit_transaction(operations)
 
     def delete_mailbox(self, address: str) -> bool:
         """Unregister a mailbox; False when it was not registered. Its checkpoints stay."""

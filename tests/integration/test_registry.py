@@ -10,7 +10,10 @@ import uuid
 import pytest
 from azure.functions.timer import TimerRequest
 
+from devstack.azurite import ACCOUNT
 from devstack.stack import Stack
+from shared.errors import StorageError
+from shared.mailbox_list import parse_mailboxes
 from shared.settings import Settings
 from shared.wiring import Components
 from tests.integration.helpers import WorkerContext, indexed_functions, run_cli, stored_blobs
@@ -84,3 +87,28 @@ def test_ten_thousand_registered_mailboxes_are_each_queued_once_by_one_timer_run
         queued.extend(json.loads(m.content)["mailbox"] for m in page)
     assert sorted(queued) == addresses
     print(f"queued 10,000 poll messages in {seconds:.1f} s ({10_000 / seconds:.0f}/s)")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_transaction_whose_connection_drops_once_is_sent_again(stack, faults, when):
+    env = registry_env(stack) | {"MAIL_STORAGE": faults.storage_connection_string}
+    registry = Components(Settings.from_mapping(env)).mailbox_registry
+    addresses = [f"drop{n:03d}@contoso.com" for n in range(250)]
+    # The second of three transactions: "after" lets it reach storage, then cuts the answer.
+    registry.upsert_mailboxes(parse_mailboxes(json.dumps(addresses[:100])))
+    fault = faults.storage_reset(service="table", method="POST", path_prefix=f"/{ACCOUNT}/$batch",
+                                 when=when, times=1)
+    assert registry.upsert_mailboxes(parse_mailboxes(json.dumps(addresses[100:]))) == 150
+    assert len(faults.events(fault_id=fault)) == 1
+    assert [m.address for m in registry.list_mailboxes()] == addresses
+
+
+def test_a_transaction_whose_connection_drops_twice_is_a_storage_error_naming_the_account(
+        stack, faults):
+    env = registry_env(stack) | {"MAIL_STORAGE": faults.storage_connection_string}
+    registry = Components(Settings.from_mapping(env)).mailbox_registry
+    faults.storage_reset(service="table", method="POST", path_prefix=f"/{ACCOUNT}/$batch", times=2)
+    with pytest.raises(StorageError) as raised:
+        registry.upsert_mailboxes(parse_mailboxes(json.dumps(["twice@contoso.com"])))
+    assert "storage dropped the connection before it answered" in str(raised.value)
+    assert f"storage account 127.0.0.1:{faults.ports.table}" in str(raised.value)
