@@ -12,7 +12,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.adapters.imap_client import PacedImapClient, authenticate_at_once, stream_fetch
+from shared.adapters.imap_client import PacedImapClient, authenticate_at_once, stream_fetch, uid_search
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
 from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace
@@ -150,8 +150,8 @@ class ImapSession:
                            int(info.get(b"EXISTS", 0)))
 
     def search_uids_from(self, first_uid: int) -> list[int]:
-        found = self._call("UID SEARCH", self._client.search, ["UID", f"{first_uid}:*"])
-        return [int(u) for u in found]
+        found: list[int] = self._call("UID SEARCH", uid_search, self._client, "UID", f"{first_uid}:*")
+        return found
 
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMessage]:
         """Each message as soon as its FETCH response is complete: when the connection drops,
@@ -192,8 +192,8 @@ class ImapSession:
         return None  # no FETCH data: the message is gone
 
     def search_uids_since(self, day: date) -> list[int]:
-        found = self._call("UID SEARCH", self._client.search, ["SINCE", day])
-        return [int(u) for u in found]
+        found: list[int] = self._call("UID SEARCH", uid_search, self._client, "SINCE", day)
+        return found
 
     # -- after delivery (AFTER_DELIVERY other than keep) -----------------------------------
     def capabilities(self) -> frozenset[str]:
@@ -221,7 +221,7 @@ class ImapSession:
         if first_uid > last_uid:
             return []
         criteria = ["UID", f"{first_uid}:{last_uid}"] + (["UNSEEN"] if unseen else [])
-        found = self._call("UID SEARCH", self._client.search, criteria)
+        found = self._call("UID SEARCH", uid_search, self._client, *criteria)
         return sorted(int(u) for u in found if first_uid <= int(u) <= last_uid)
 
     def folder_status(self, folder: str) -> FolderState:

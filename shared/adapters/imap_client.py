@@ -10,6 +10,7 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from typing import Any
 
 from imapclient import IMAPClient
@@ -96,6 +97,27 @@ def authenticate_at_once(client: IMAPClient, mechanism: str, initial: bytes) -> 
     if status != "OK":
         raise IMAPClientError(said[-1].decode("utf-8", "replace"))
     imap.state = "AUTH"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def uid_search(client: IMAPClient, *criteria: str | date) -> list[int]:
+    """``UID SEARCH`` with ASCII criteria (a date as IMAP writes it), through imaplib.
+    IMAPClient's ``search`` first asks for the capabilities once logged in (whether it may
+    send literals without waiting): a round trip more in every session, for criteria that
+    never need a literal."""
+    imap = client._imap
+    words = [search_date(c) if isinstance(c, date) else c for c in criteria]
+    status, data = imap.uid("SEARCH", *words)  # a BAD raises; a BYE aborts
+    if status != "OK":  # as IMAPClient words it
+        raise IMAPClientError(f"SEARCH failed: {bytes(data[-1] or b'').decode('utf-8', 'replace')}")
+    return [int(uid) for line in data if line for uid in bytes(line).split()]
+
+
+def search_date(day: date) -> str:
+    """An IMAP search date (``1-Dec-2026``), whatever the locale."""
+    return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
 
 
 def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str, *,

@@ -246,3 +246,17 @@ def test_an_empty_poll_costs_two_imap_commands_per_folder_and_writes_nothing(sta
     assert stored_blobs(env) == blobs
     assert stack.token_request_count() == tokens
     assert {c.folder: c.etag for c in checkpoints.list_checkpoints()} == before
+
+
+def test_a_poll_sends_no_capability_command_once_logged_in(stack, faults, new_mailbox):
+    # The capabilities read before login do for the whole session; asking again after login
+    # costs every poll a round trip (what IMAPClient's search used to do).
+    address = new_mailbox(folders=("Archive",))
+    stack.append_many(address, "INBOX", [simple_message(n) for n in range(3)])
+    env = faults.settings_env(address, storage=False) | {"MAILBOXES": f"{address}:INBOX|Archive"}
+    poller, settings = new_poller(env)
+    assert poller.run(settings.mailboxes).delivered == 3
+    faults.wait_until_closed(address)
+    commands = faults.commands(address)
+    assert "CAPABILITY" not in commands, commands
+    assert commands["AUTHENTICATE"] == 1 and commands["EXAMINE"] == 2 and commands["SEARCH"] == 2

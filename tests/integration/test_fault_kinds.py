@@ -75,13 +75,14 @@ def test_refusals_stay_refusals(stack, faults, new_mailbox, protocol):
     assert not_granted.kind is FailureKind.NOT_CONNECTED and "not connected" in str(not_granted)
 
 
-@pytest.mark.parametrize("command", ["EXAMINE", "FETCH"])
-def test_a_throttle_during_a_poll_fails_the_mailbox_as_throttled_and_loses_nothing(stack, faults,
-                                                                                new_mailbox, command):
+@pytest.mark.parametrize(("command", "status", "bye"), [
+    ("EXAMINE", "BAD", True), ("FETCH", "BAD", True), ("SEARCH", "BAD", True), ("SEARCH", "NO", False)])
+def test_a_throttle_during_a_poll_fails_the_mailbox_as_throttled_and_loses_nothing(
+        stack, faults, new_mailbox, command, status, bye):
     address = new_mailbox()
     stack.append(address, "INBOX", ONE)
     env = faults.settings_env(address, storage=False)
-    faults.throttle(address, on=command, status="BAD", bye=True, backoff_ms=5000)
+    faults.throttle(address, on=command, status=status, bye=bye, backoff_ms=5000)
     [result] = poll(env).mailboxes
     throttled_at = time.monotonic()
     assert result.error_type == "MailboxThrottled", result.error
