@@ -19,14 +19,14 @@ from azure.storage.queue import QueueClient
 from bench.measure import Measured, Meter, child_main
 
 Spec = dict[str, Any]
-POOL_LOGGER = "urllib3.connectionpool"
+POOL_LOGGER = "mailferry.storage.pool"
 
 
 class DiscardCount(logging.Handler):
-    """Counts urllib3's 'Connection pool is full, discarding connection' records."""
+    """Counts the storage transport's 'connection pool ... is full' records (debug level)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.DEBUG)
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -53,6 +53,7 @@ def run_enqueue(spec: Spec) -> Measured:
     mailboxes = [MailboxConfig(f"box{i:05d}@bench.example") for i in range(count)]
     discards = DiscardCount()
     logging.getLogger(POOL_LOGGER).addHandler(discards)
+    logging.getLogger(POOL_LOGGER).setLevel(logging.DEBUG)
     runs: list[dict[str, Any]] = []
     total_seconds = total_cpu = 0.0
     for senders in spec["senders"]:

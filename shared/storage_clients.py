@@ -18,8 +18,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters.shared_key import sorted_headers_key
+from shared.adapters.storage_transport import PooledTransport
 from shared.adapters.tls import mount_shared_contexts
-from shared.adapters.urllib3_transport import Urllib3Transport
 from shared.built_once import built_once
 from shared.errors import ConfigurationError
 from shared.fanout import ENQUEUE_CONCURRENCY
@@ -149,16 +149,16 @@ def http_transport(pool_size: int, *, verify: str | bool = True) -> RequestsTran
 
 
 def pooled_transport(pool_size: int, *, verify: str | bool = True) -> HttpTransport:  # type: ignore[type-arg]
-    """The blob and queue clients' transport: urllib3's pools straight, with less client CPU per request
-    than requests (``shared.adapters.urllib3_transport``); the requests transport behind it
-    for downloads, and for everything when the environment names a proxy, which only
-    requests is set up to use here."""
+    """The blob, table and queue clients' transport: kept-alive connections with less client
+    CPU per request than requests or urllib3 (``shared.adapters.storage_transport``); the
+    requests transport behind it for downloads, and for everything when the environment names
+    a proxy, which only requests is set up to use here."""
     fallback: HttpTransport = http_transport(pool_size, verify=verify)  # type: ignore[type-arg]
     if _environment_proxies():
         return fallback
-    return Urllib3Transport(pool_size=pool_size, verify=verify,
-                            connection_timeout=STORAGE_RETRY["connection_timeout"],
-                            read_timeout=STORAGE_RETRY["read_timeout"], fallback=fallback)
+    return PooledTransport(pool_size=pool_size, verify=verify,
+                           connection_timeout=STORAGE_RETRY["connection_timeout"],
+                           read_timeout=STORAGE_RETRY["read_timeout"], fallback=fallback)
 
 
 def _environment_proxies() -> dict[str, str]:

@@ -38,7 +38,8 @@ ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl", "shared.adapters.table_rows", "shared.adapters.mail_server",
                    "shared.adapters.mail_socket", "shared.adapters.imap_client",
-                   "shared.adapters.queue_messages", "shared.adapters.dot_stuffing", "shared.adapters.tls"}
+                   "shared.adapters.queue_messages", "shared.adapters.dot_stuffing", "shared.adapters.tls",
+                   "shared.adapters.http11", "shared.adapters.http_framing"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",
               "shared.connection_string", "shared.storage_settings", "shared.wiring", "shared.storage_clients",
               "shared.built_once", "shared.entry", "shared.cli", "shared.doctor",

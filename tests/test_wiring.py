@@ -15,7 +15,7 @@ import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from shared.adapters.reachability import ConnectionProbe
-from shared.adapters.urllib3_transport import Urllib3Transport
+from shared.adapters.storage_transport import PooledTransport
 from shared.built_once import built_once
 from shared.errors import ConfigurationError, FailureKind, MailServerError
 from shared.naming import lease_container_name
@@ -96,7 +96,7 @@ def test_the_mail_and_lease_containers_share_one_blob_service_and_its_connection
 def test_the_blob_pool_has_room_for_every_upload_of_a_run():
     parts = components(GOOD | {"MAX_CONCURRENT_MAILBOXES": "3", "UPLOAD_CONCURRENCY": "5"})
     transport: Any = parts.storage.blob_service._pipeline._transport
-    assert isinstance(transport, Urllib3Transport)
+    assert isinstance(transport, PooledTransport)
     assert transport.pool_size == 3 * 5 + 4
     assert parts.storage.blob_service._config.retry_policy is STORAGE_RETRY["retry_policy"]
 
@@ -104,7 +104,7 @@ def test_the_blob_pool_has_room_for_every_upload_of_a_run():
 def test_the_table_goes_through_the_pooled_transport_with_the_storage_timeouts():
     parts = components(GOOD | {"MAX_CONCURRENT_MAILBOXES": "3", "UPLOAD_CONCURRENCY": "5"})
     transport: Any = parts.storage.table._client._client._pipeline._transport
-    assert isinstance(transport, Urllib3Transport)
+    assert isinstance(transport, PooledTransport)
     assert transport._timeout == (STORAGE_RETRY["connection_timeout"], STORAGE_RETRY["read_timeout"])
     assert transport.pool_size == 3 * 5 + 4
 

@@ -1,4 +1,4 @@
-"""The storage clients' urllib3 transport: what the SDK does through it works on the real
+"""The storage clients' transport: what the SDK does through it works on the real
 local stack, its failures are the azure-core errors the SDK retries on, and it trusts what
 it is told to trust."""
 
@@ -19,24 +19,26 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.rest import HttpRequest
+from azure.core.utils import CaseInsensitiveDict
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devstack.stack import Stack
 from shared.adapters.blob import BlobMessageSink
+from shared.adapters.http_framing import Answer
 from shared.adapters.storage_errors import storage_error
-from shared.adapters.urllib3_transport import BufferedResponse, Urllib3Transport
+from shared.adapters.storage_transport import BufferedResponse, PooledTransport
 from shared.storage_clients import STORAGE_RETRY, http_transport, pooled_transport
 
 
-def _transport(*, verify: str | bool = True, read_timeout: float = 20) -> Urllib3Transport:
-    return Urllib3Transport(pool_size=4, verify=verify, connection_timeout=5,
-                            read_timeout=read_timeout, fallback=http_transport(4, verify=verify))
+def _transport(*, verify: str | bool = True, read_timeout: float = 20) -> PooledTransport:
+    return PooledTransport(pool_size=4, verify=verify, connection_timeout=5,
+                           read_timeout=read_timeout, fallback=http_transport(4, verify=verify))
 
 
 @pytest.fixture
 def container(stack: Stack) -> ContainerClient:
     transport = pooled_transport(8)
-    assert isinstance(transport, Urllib3Transport)
+    assert isinstance(transport, PooledTransport)
     service = BlobServiceClient.from_connection_string(stack.storage_connection_string,
                                                        transport=transport, **STORAGE_RETRY)
     client = service.get_container_client(f"pooled-{uuid.uuid4().hex[:12]}")
@@ -148,12 +150,9 @@ def test_tls_trusts_the_bundle_it_is_given_and_only_that(stack: Stack, tmp_path:
 
 def test_a_response_reads_as_the_sdk_reads_it() -> None:
     """Text decodes with the charset, else UTF-8 without a byte-order mark, as azure-core's."""
-    import urllib3
-
     def response(body: bytes, content_type: str) -> BufferedResponse:
-        raw = urllib3.HTTPResponse(body=body, status=200, headers={"Content-Type": content_type},
-                                   preload_content=True)
-        return BufferedResponse(HttpRequest("GET", "http://127.0.0.1/"), raw)
+        headers: CaseInsensitiveDict = CaseInsensitiveDict({"Content-Type": content_type})
+        return BufferedResponse(HttpRequest("GET", "http://127.0.0.1/"), Answer(200, "OK", headers, body))
 
     xml = response("\ufeff<a>é</a>".encode(), "application/xml")
     assert xml.text() == "<a>é</a>" and xml.body() == xml.content == xml.read()

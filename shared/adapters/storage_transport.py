@@ -1,12 +1,14 @@
-"""An azure-core HTTP transport straight on urllib3's connection pools, for the storage clients.
+"""The storage clients' azure-core HTTP transport: requests sent through kept-alive connections
+(``shared.adapters.http11``) instead of requests and urllib3.
 
-The SDK's requests transport spends about a third of a small upload's client CPU in requests
-itself (settings merged per request, cookies, hooks, an adapter per call) and builds a TLS
-context, reading the CA bundle, for every new connection. This transport sends each request
-through one urllib3 pool manager whose one TLS context is built once, and maps urllib3's
-errors to the azure-core errors the SDK's retry policies act on, as the requests transport
-does. What it does not do itself it hands to ``fallback`` (a requests transport): streamed
-responses (downloads), multipart file bodies and client certificates.
+The SDK's requests transport spent about a third of a small upload's client CPU in requests
+itself (settings merged per request, cookies, hooks, an adapter per call) and built a TLS
+context, reading the CA bundle, for every new connection; urllib3 alone still spent half of
+what is left parsing URLs and copying headers. This transport builds its one TLS context once
+and maps wire failures to the azure-core errors the SDK's retry policies act on, as the
+requests transport does. What it does not do itself it hands to ``fallback`` (a requests
+transport): streamed responses (downloads), bodies that are not bytes in memory (files,
+iterables) and client certificates.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Iterator, MutableMapping
 from email.message import Message
 from typing import Any
 
-import urllib3
 from azure.core.exceptions import (
     HttpResponseError,
     ServiceRequestError,
@@ -27,27 +28,21 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
 
+from shared.adapters.http11 import Http11Pool, WireError
+from shared.adapters.http_framing import Answer
 from shared.adapters.tls import tls_context
 
 
 class BufferedResponse(HttpResponse):
     """A response read whole when it arrived; its connection is already back in the pool."""
 
-    def __init__(self, request: HttpRequest, response: urllib3.BaseHTTPResponse) -> None:
+    def __init__(self, request: HttpRequest, answer: Answer) -> None:
         self._request = request
-        self._status = response.status
-        self._reason = response.reason or ""
-        self._headers = response.headers
-        self._content = response.data
+        self._status = answer.status
+        self._reason = answer.reason
+        self._headers = answer.headers
+        self._content = answer.body
         self._encoding: str | None = None
 
     @property
@@ -139,7 +134,7 @@ class BufferedResponse(HttpResponse):
 
 
 class SendFailed(Exception):
-    """urllib3's error for a request, with that request: the SDK's error keeps it as its inner
+    """The wire's error for a request, with that request: the SDK's error keeps it as its inner
     error, as it keeps the requests transport's errors, which carry their request too (so a
     failure can name the storage account it went to)."""
 
@@ -148,8 +143,8 @@ class SendFailed(Exception):
         self.request = request
 
 
-class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
-    """Sends each request through one pool of reused connections; see the module's docstring."""
+class PooledTransport(HttpTransport):  # type: ignore[type-arg]
+    """Sends each request through one pool of kept-alive connections; see the module's docstring."""
 
     def __init__(self, *, pool_size: int, verify: str | bool, connection_timeout: float,
                  read_timeout: float, fallback: HttpTransport) -> None:  # type: ignore[type-arg]
@@ -158,10 +153,10 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
         self.verify = verify
         self._timeout = (connection_timeout, read_timeout)
         self._fallback = fallback
-        self._built: urllib3.PoolManager | None = None
+        self._built: Http11Pool | None = None
         self._lock = threading.Lock()
 
-    def _pools(self) -> urllib3.PoolManager:
+    def _pool(self) -> Http11Pool:
         # Built at the first request, as requests reads the CA bundle: a bundle that cannot be
         # read fails that request (and the run says so), not the wiring of the clients.
         built = self._built
@@ -174,33 +169,33 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
                 except (OSError, ValueError) as e:
                     raise ServiceRequestError(f"could not read the CA bundle {self.verify!r}: {e}",
                                               error=e) from e
-                self._built = urllib3.PoolManager(num_pools=4, maxsize=self.pool_size,
-                                                  retries=False, ssl_context=context)
+                self._built = Http11Pool(size=self.pool_size, connect_timeout=self._timeout[0],
+                                         read_timeout=self._timeout[1], tls=context)
             return self._built
 
     def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
-        if kwargs.get("stream") or kwargs.get("connection_cert") or request.files:
+        body = request.data
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif body is None:
+            body = b""
+        if (kwargs.get("stream") or kwargs.get("connection_cert") or request.files
+                or not isinstance(body, (bytes, bytearray, memoryview))):
             response: HttpResponse = self._fallback.send(request, **kwargs)
             return response
-        timeout = urllib3.Timeout(connect=kwargs.get("connection_timeout", self._timeout[0]),
-                                  read=kwargs.get("read_timeout", self._timeout[1]))
         try:
-            sent = self._pools().request(request.method, request.url, body=request.data,
-                                       headers=request.headers, timeout=timeout, redirect=False,
-                                       retries=False, preload_content=True, decode_content=True,
-                                       enforce_content_length=True)
-        except NewConnectionError as e:  # before ConnectTimeoutError: urllib3 derives it from it
-            raise ServiceRequestError(e, error=SendFailed(e, request)) from e
-        except ConnectTimeoutError as e:
-            raise ServiceRequestTimeoutError(e, error=SendFailed(e, request)) from e
-        except ReadTimeoutError as e:
-            raise ServiceResponseTimeoutError(e, error=SendFailed(e, request)) from e
-        except SSLError as e:
-            raise ServiceRequestError(e, error=SendFailed(e, request)) from e
-        except (ProtocolError, HTTPError) as e:
-            # The connection broke while the request or the answer was under way.
-            raise ServiceResponseError(e, error=SendFailed(e, request)) from e
-        return BufferedResponse(request, sent)
+            answer = self._pool().request(request.method, request.url, request.headers, bytes(body),
+                                          connect_timeout=kwargs.get("connection_timeout"),
+                                          read_timeout=kwargs.get("read_timeout"))
+        except WireError as e:
+            failed = SendFailed(e, request)
+            kind: type[ServiceRequestError] | type[ServiceResponseError]
+            if not e.sent:
+                kind = ServiceRequestTimeoutError if e.timed_out else ServiceRequestError
+            else:  # the connection broke while the request or the answer was under way
+                kind = ServiceResponseTimeoutError if e.timed_out else ServiceResponseError
+            raise kind(str(e), error=failed) from e
+        return BufferedResponse(request, answer)
 
     def open(self) -> None:
         self._fallback.open()
@@ -208,10 +203,10 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
     def close(self) -> None:
         with self._lock:
             if self._built is not None:
-                self._built.clear()
+                self._built.close()
         self._fallback.close()
 
-    def __enter__(self) -> Urllib3Transport:
+    def __enter__(self) -> PooledTransport:
         self.open()
         return self
 
