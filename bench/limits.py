@@ -3,10 +3,11 @@
     python -m bench.limits SPEC.json
 
 ``storage``: the same bytes uploaded by every client here (the SDK's ``upload_blob``, one
-Put Blob request through the container client's own pipeline and, for a single large
-message, blocks staged from several threads then committed), at each thread count of the
-spec; the fastest is run on the whole workload. ``imap``: ``UID FETCH BODY.PEEK[]`` in
-batches of 100 over one connection, no storage. Prints one ``BENCH-RESULT {json}`` line.
+Put Blob request through the container client's own pipeline on requests or on mailferry's
+own storage transport and, for a single large message, blocks staged from several threads
+then committed), at each thread count of the spec; the fastest is run on the whole workload.
+``imap``: ``UID FETCH BODY.PEEK[]`` in batches of 100 over one connection, no storage.
+Prints one ``BENCH-RESULT {json}`` line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 from requests.adapters import HTTPAdapter
@@ -31,21 +32,26 @@ from requests.adapters import HTTPAdapter
 from bench.measure import Measured, Meter, child_main
 from bench.messages import read_messages
 from bench.plan import LimitConfig, best_config, limit_configs, sample_count
+from shared.storage_clients import pooled_transport
 
 Spec = dict[str, Any]
 FETCH_BATCH = 100
 BLOCK_BYTES = 8 * 1024 * 1024
 
 
-def _container(connection_string: str, name: str, pool: int) -> ContainerClient:
-    """A fresh container behind a pool of ``pool`` connections; no per-request env lookups."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool + 4)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    service = BlobServiceClient.from_connection_string(
-        connection_string, transport=RequestsTransport(session=session, session_owner=False))
+def _container(connection_string: str, name: str, pool: int, *, pooled: bool = False) -> ContainerClient:
+    """A fresh container behind a pool of ``pool`` connections; no per-request env lookups.
+    ``pooled``: through mailferry's own storage transport instead of requests."""
+    if pooled:
+        transport: HttpTransport = pooled_transport(pool + 4)  # type: ignore[type-arg]
+    else:
+        session = requests.Session()
+        session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool + 4)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        transport = RequestsTransport(session=session, session_owner=False)
+    service = BlobServiceClient.from_connection_string(connection_string, transport=transport)
     container = service.get_container_client(name)
     container.create_container()
     return container
@@ -130,7 +136,8 @@ def upload_all(config: LimitConfig, container: ContainerClient,
 
 def _timed(spec: Spec, config: LimitConfig, messages: Sequence[bytes]) -> tuple[Measured, str]:
     name = f"limit-{uuid.uuid4().hex[:12]}"
-    container = _container(spec["connection_string"], name, config.threads)
+    container = _container(spec["connection_string"], name, config.threads,
+                           pooled=config.method == "put_blob_pooled")
     with Meter() as meter:
         nbytes = upload_all(config, container, messages)
     return meter.result(len(messages), nbytes), name

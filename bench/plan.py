@@ -77,7 +77,7 @@ def plan_workloads(quick: bool, scale: float) -> dict[str, Workload]:
 class LimitConfig:
     """One client and thread count of the storage-limit sweep."""
 
-    method: str   # upload_blob | put_blob | put_blob_stream | staged_blocks
+    method: str   # upload_blob | put_blob | put_blob_pooled | put_blob_stream | staged_blocks
     threads: int
 
 
@@ -85,13 +85,15 @@ def limit_configs(messages: int, size: int, threads: Sequence[int]) -> list[Limi
     """The sweep: every client at every thread count that makes a difference."""
     if messages > 1:
         return ([LimitConfig("upload_blob", t) for t in threads]
-                + [LimitConfig("put_blob", t) for t in threads])
+                + [LimitConfig("put_blob", t) for t in threads]
+                + [LimitConfig("put_blob_pooled", t) for t in threads])
     # One message: upload_blob's threads are its max_concurrency, which only a blob it
     # splits into blocks uses; a single Put Blob (whole, or streamed in pieces with its
     # length known) cannot be split; staged blocks can.
     configs = ([LimitConfig("upload_blob", t) for t in threads] if size > SDK_SINGLE_PUT_BYTES
                else [LimitConfig("upload_blob", 1)])
     configs.append(LimitConfig("put_blob", 1))
+    configs.append(LimitConfig("put_blob_pooled", 1))
     configs.append(LimitConfig("put_blob_stream", 1))
     configs.extend(LimitConfig("staged_blocks", t) for t in threads)
     return configs

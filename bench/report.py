@@ -26,6 +26,7 @@ FANOUT_PREFIX = "fanout-"
 METHOD_LABELS = {
     "upload_blob": "SDK `upload_blob`",
     "put_blob": "Put Blob via the pipeline",
+    "put_blob_pooled": "Put Blob via the pipeline on mailferry's transport",
     "put_blob_stream": "Put Blob via the pipeline, body streamed",
     "staged_blocks": "staged blocks + commit",
 }

@@ -139,11 +139,13 @@ def test_the_full_plan_has_the_issue_workloads():
 
 def test_limit_sweep_tries_every_client_that_makes_a_difference():
     many = limit_configs(5000, 5 * KB, [4, 8, 16, 32])
-    assert {c.method for c in many} == {"upload_blob", "put_blob"}
+    assert {c.method for c in many} == {"upload_blob", "put_blob", "put_blob_pooled"}
     assert sorted(c.threads for c in many if c.method == "put_blob") == [4, 8, 16, 32]
+    assert sorted(c.threads for c in many if c.method == "put_blob_pooled") == [4, 8, 16, 32]
     large = limit_configs(1, 100 * MB, [4, 32])
     assert [(c.method, c.threads) for c in large] == [
-        ("upload_blob", 4), ("upload_blob", 32), ("put_blob", 1), ("put_blob_stream", 1),
+        ("upload_blob", 4), ("upload_blob", 32), ("put_blob", 1), ("put_blob_pooled", 1),
+        ("put_blob_stream", 1),
         ("staged_blocks", 4), ("staged_blocks", 32)]
     # Below the SDK's single-put size, upload_blob sends one request whatever its threads.
     assert [c for c in limit_configs(1, 20 * MB, [4, 32]) if c.method == "upload_blob"] == [
