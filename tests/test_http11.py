@@ -218,3 +218,12 @@ def test_the_pool_keeps_at_most_its_size_per_host(server):
     kept = sum(len(v) for v in small._idle.values())
     small.close()
     assert kept == 1 and len(scripted.requests) == 3
+
+
+def test_answer_headers_are_read_in_any_case_and_listed_as_sent(server, pool):
+    scripted = server(answer(b"HTTP/1.1 200 OK\r\nx-ms-meta-Name: a\r\nVary: x\r\nvary:  y \r\n"
+                             b"Content-Length: 0\r\n\r\n"))
+    headers = pool.request("GET", f"{scripted.url}/a", {}, b"").headers
+    assert headers["X-MS-META-NAME"] == "a" and headers.get("VARY") == "x, y"
+    assert headers.get("absent") is None and "content-length" in headers
+    assert list(headers) == ["x-ms-meta-Name", "Vary", "Content-Length"]

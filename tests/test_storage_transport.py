@@ -19,12 +19,11 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.rest import HttpRequest
-from azure.core.utils import CaseInsensitiveDict
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devstack.stack import Stack
 from shared.adapters.blob import BlobMessageSink
-from shared.adapters.http_framing import Answer
+from shared.adapters.http_framing import Answer, Headers
 from shared.adapters.storage_errors import storage_error
 from shared.adapters.storage_transport import BufferedResponse, PooledTransport
 from shared.storage_clients import STORAGE_RETRY, http_transport, pooled_transport
@@ -151,7 +150,7 @@ def test_tls_trusts_the_bundle_it_is_given_and_only_that(stack: Stack, tmp_path:
 def test_a_response_reads_as_the_sdk_reads_it() -> None:
     """Text decodes with the charset, else UTF-8 without a byte-order mark, as azure-core's."""
     def response(body: bytes, content_type: str) -> BufferedResponse:
-        headers: CaseInsensitiveDict = CaseInsensitiveDict({"Content-Type": content_type})
+        headers = Headers({"Content-Type": content_type})
         return BufferedResponse(HttpRequest("GET", "http://127.0.0.1/"), Answer(200, "OK", headers, body))
 
     xml = response("\ufeff<a>é</a>".encode(), "application/xml")

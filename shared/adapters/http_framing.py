@@ -5,19 +5,56 @@ end; interim 1xx answers are skipped. Malformed or cut answers raise ValueError.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-
-from azure.core.utils import CaseInsensitiveDict
 
 LINE_LIMIT = 65536
 _HEADER_LIMIT = 200
+
+
+class Headers(MutableMapping[str, str]):
+    """An answer's headers, looked up in any case, listed with the names as sent; a repeated
+    header's values joined with ", ". (azure-core's CaseInsensitiveDict costs several times
+    more per header, and every answer has about ten.)"""
+
+    __slots__ = ("_by_lower",)
+
+    def __init__(self, items: dict[str, str] | None = None) -> None:
+        self._by_lower: dict[str, tuple[str, str]] = {}
+        for name, value in (items or {}).items():
+            self[name] = value
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_lower[name.lower()][1]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        item = self._by_lower.get(name.lower())
+        return default if item is None else item[1]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._by_lower[name.lower()] = (name, value)
+
+    def __delitem__(self, name: str) -> None:
+        del self._by_lower[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._by_lower.values())
+
+    def __len__(self) -> int:
+        return len(self._by_lower)
+
+    def add(self, name: str, value: str) -> None:
+        """One more header line."""
+        lower = name.lower()
+        seen = self._by_lower.get(lower)
+        self._by_lower[lower] = (name, value) if seen is None else (seen[0], f"{seen[1]}, {value}")
 
 
 @dataclass
 class Answer:
     status: int
     reason: str
-    headers: CaseInsensitiveDict
+    headers: Headers
     body: bytes
 
 
@@ -32,10 +69,10 @@ def read_answer(reader: io.BufferedReader, method: str, line: bytes) -> tuple[An
         line = read_line(reader)
         if not line:
             raise ValueError("the connection closed after an interim answer")
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    keep = version == "HTTP/1.1" and "close" not in (headers.get("connection") or "").lower()
     if method.upper() == "HEAD" or status in (204, 304):
         return Answer(status, reason, headers, b""), keep
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+    if "chunked" in (headers.get("transfer-encoding") or "").lower():
         return Answer(status, reason, headers, _chunked(reader)), keep
     length = headers.get("content-length")
     if length is None:
@@ -59,8 +96,8 @@ def _status_line(line: bytes) -> tuple[str, int, str]:
     return words[0], int(words[1]), words[2] if len(words) > 2 else ""
 
 
-def _headers(reader: io.BufferedReader) -> CaseInsensitiveDict:
-    headers: CaseInsensitiveDict = CaseInsensitiveDict()
+def _headers(reader: io.BufferedReader) -> Headers:
+    headers = Headers()
     for _ in range(_HEADER_LIMIT):
         line = read_line(reader)
         if line in (b"\r\n", b"\n"):
@@ -70,8 +107,7 @@ def _headers(reader: io.BufferedReader) -> CaseInsensitiveDict:
         name, colon, value = line.decode("latin-1").partition(":")
         if not colon:
             raise ValueError(f"not a header line: {line[:80]!r}")
-        name, value = name.strip(), value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers.add(name.strip(), value.strip())
     raise ValueError(f"more than {_HEADER_LIMIT} header lines")
 
 
