@@ -3,6 +3,7 @@ are framed, when a connection is used again, and how each way of failing is repo
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -227,3 +228,14 @@ def test_answer_headers_are_read_in_any_case_and_listed_as_sent(server, pool):
     assert headers["X-MS-META-NAME"] == "a" and headers.get("VARY") == "x, y"
     assert headers.get("absent") is None and "content-length" in headers
     assert list(headers) == ["x-ms-meta-Name", "Vary", "Content-Length"]
+
+
+def test_a_connection_the_full_pool_cannot_keep_is_logged(server, caplog):
+    scripted = server(answer(OK), answer(OK))
+    small = Http11Pool(size=0, connect_timeout=2, read_timeout=2)
+    with caplog.at_level(logging.DEBUG, logger="mailferry.storage.pool"):
+        small.request("PUT", f"{scripted.url}/a", {}, b"x")
+    # The bench's enqueue rows count these records by these words.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"connection pool is full for 127.0.0.1:{scripted.url.rsplit(':', 1)[1]}; closing a connection"]
+    assert "pool is full" in caplog.records[0].getMessage()

@@ -117,7 +117,7 @@ class Http11Pool:
                 idle.append(connection)
                 return
         # More requests ran at once than the pool keeps: a sign the pool is too small.
-        log.debug("connection pool of %s:%d is full, closing a connection", key[1], key[2])
+        log.debug("connection pool is full for %s:%d; closing a connection", key[1], key[2])
         connection.close()
 
     def _connect(self, key: tuple[str, str, int], timeouts: tuple[float, float]) -> _Connection:
