@@ -66,7 +66,7 @@ def create_table_if_missing(table: TableClient, *, role: str) -> None:
 def _account(error: Exception) -> str | None:
     """The host (and port) of the storage account a failed request went to, when known: from
     the response's request, or the request the transport's own error carries (requests'
-    errors, and the urllib3 transport's ``SendFailed``)."""
+    errors, and the storage transport's ``SendFailed``)."""
     inner = getattr(error, "inner_exception", None)
     for source in (getattr(error, "response", None), inner):
         url = getattr(getattr(source, "request", None), "url", None)
