@@ -23,7 +23,7 @@ POOL_LOGGER = "mailferry.storage.pool"
 
 
 class DiscardCount(logging.Handler):
-    """Counts the storage transport's 'connection pool ... is full' records (debug level)."""
+    """Counts the storage transport's 'connection pool is full' records (debug level)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
