@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import replace
 
 from shared.dedup import MessageDigest, dedup_key
@@ -26,7 +27,7 @@ from shared.ports import MailSession
 
 log = logging.getLogger("mailferry.actions")
 
-RANGE_BYTES = 4 * 1024 * 1024
+PIECE_BYTES = 4 * 1024 * 1024
 DELETED = "\\Deleted"
 
 
@@ -68,7 +69,7 @@ def recover_copy(session: MailSession, folder: str, state: ActionState, *, batch
 def message_keys(session: MailSession, uids: Sequence[int], *, batch: int,
                  large: int) -> dict[int, str]:
     """The dedup key of each of these messages in the selected folder (those still there):
-    batches of whole messages, and a large one in ranges so memory stays bounded."""
+    batches of whole messages, and a large one piece by piece so memory stays bounded."""
     keys: dict[int, str] = {}
     infos = session.fetch_info(uids)
     small = [i.uid for i in infos if i.size < large]
@@ -76,11 +77,12 @@ def message_keys(session: MailSession, uids: Sequence[int], *, batch: int,
         for message in session.fetch(small[start:start + max(1, batch)]):
             keys[message.uid] = dedup_key(message.raw, message.internal_date)
     for info in (i for i in infos if i.size >= large):
-        digest, offset = MessageDigest(), 0
-        while (chunk := session.fetch_range(info.uid, offset, RANGE_BYTES)) is not None:
-            digest.update(chunk)
-            offset += len(chunk)
-            if len(chunk) < RANGE_BYTES:
-                keys[info.uid] = digest.dedup_key(info.internal_date)
-                break
+        body = session.fetch_pieces(info.uid, PIECE_BYTES)
+        if body is None:
+            continue  # gone
+        digest = MessageDigest()
+        with closing(body):
+            for piece in body:
+                digest.update(piece)
+        keys[info.uid] = digest.dedup_key(info.internal_date)
     return keys

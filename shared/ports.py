@@ -106,10 +106,10 @@ class MailSession(MailboxActions, Protocol):
         """Size and internal date of these messages, without their bodies."""
         ...
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
-        """Up to ``length`` bytes of the message from ``offset`` (``BODY.PEEK[]<o.l>``);
-        fewer at the end, empty past it; None when the server has no such message (it sent
-        no FETCH data for it, or NIL)."""
+    def fetch_pieces(self, uid: int, piece: int) -> Generator[bytes, None, None] | None:
+        """The message byte for byte in pieces of ``piece`` bytes (the last shorter), as they
+        arrive from one FETCH; None when the server sends no body for it (it is gone). Close
+        the pieces when done: pieces left unread are read and dropped at closing."""
         ...
 
     def search_uids_since(self, day: date) -> list[int]:

@@ -1,13 +1,13 @@
-"""A large IMAP message read in ranges and staged block by block, so memory stays bounded;
-its blob is committed only when every range arrived."""
+"""A large IMAP message read piece by piece and staged block by block, so memory stays
+bounded; its blob is committed only when every piece arrived."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
+from contextlib import closing
 
 from shared.dedup import MessageDigest
 from shared.delivery import SKIPPED, Outcome, Written
-from shared.errors import MailServerError
 from shared.model import MessageInfo
 from shared.naming import streamed_metadata
 from shared.ports import MailSession, MessageSink, ThreadStart, no_thread_setup
@@ -41,36 +41,29 @@ class StreamedDelivery:
         if old:
             # Its key needs every byte: read it once without storing, then decide.
             seen = MessageDigest()
-            for chunk in self._ranges(info.uid):
-                seen.update(chunk)
+            with closing(self._pieces(info.uid)) as once:
+                for piece in once:
+                    seen.update(piece)
             if old.take(seen.dedup_key(info.internal_date), info.internal_date):
                 return SKIPPED
         digest = MessageDigest()
 
-        def chunks() -> Iterator[bytes]:
-            for chunk in self._ranges(info.uid):
-                digest.update(chunk)
-                yield chunk
+        def pieces() -> Generator[bytes, None, None]:
+            with closing(self._pieces(info.uid)) as body:
+                for piece in body:
+                    digest.update(piece)
+                    yield piece
 
-        created = self._sink.create_from_chunks(name, chunks(), lambda: streamed_metadata(
-            self._address, self._folder, self._uidvalidity, info, digest),
-            on_thread_start=self._on_thread_start)
+        with closing(pieces()) as body:  # an upload that failed leaves the rest unread
+            created = self._sink.create_from_chunks(name, body, lambda: streamed_metadata(
+                self._address, self._folder, self._uidvalidity, info, digest),
+                on_thread_start=self._on_thread_start)
         return Written(Outcome.CREATED if created else Outcome.PRESENT, digest.size)
 
-    def _ranges(self, uid: int) -> Iterator[bytes]:
-        """The message's bytes in ranges; raises Gone when the server has no such message."""
-        offset = 0
-        while True:
-            chunk = self._session.fetch_range(uid, offset, STREAM_CHUNK)
-            if chunk is None:
-                raise Gone
-            if len(chunk) > STREAM_CHUNK:
-                raise MailServerError(
-                    f"{self._address}/{self._folder}: the server sent {len(chunk)} bytes of UID "
-                    f"{uid} for a range of {STREAM_CHUNK}; nothing was stored, the next run "
-                    "tries again.")
-            if chunk:
-                yield chunk
-            if len(chunk) < STREAM_CHUNK:  # a short range is the message's end
-                return
-            offset += len(chunk)
+    def _pieces(self, uid: int) -> Generator[bytes, None, None]:
+        """The message's bytes as they arrive; raises Gone when the server has no such message."""
+        body = self._session.fetch_pieces(uid, STREAM_CHUNK)
+        if body is None:
+            raise Gone
+        with closing(body):
+            yield from body

@@ -103,8 +103,8 @@ class FakeSession:
         self.refusals = refusals if refusals is not None else []
         # Shared with the server: each body FETCH takes the first; it sends that many
         # messages, then the connection drops (the session is dead from then on); None:
-        # that FETCH goes through. A 0 first when a message is streamed: its second range
-        # drops the connection.
+        # that FETCH goes through. A 0 first when a message is streamed: the connection
+        # drops after its first piece.
         self.cuts = cuts if cuts is not None else []
         self.dead = False
         # How many messages each body FETCH asked for (shared with the server).
@@ -165,16 +165,22 @@ class FakeSession:
         self._then("fetch_info")
         return infos
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
+    def fetch_pieces(self, uid: int, piece: int) -> Generator[bytes, None, None] | None:
         self._answer("UID FETCH")
-        if offset > 0 and self.cuts and self.cuts[0] == 0:  # cut after a message's first range
-            self.cuts.pop(0)
-            self.dead = True
-            raise dropped("UID FETCH")
         assert self.selected is not None
         raw = self.selected.sent(uid)
-        self._then("fetch_range")
-        return None if raw is None else raw[offset:offset + length]
+        self._then("fetch_pieces")
+        if raw is None:
+            return None
+
+        def pieces(raw: bytes) -> Generator[bytes, None, None]:
+            for offset in range(0, len(raw), piece):
+                if offset > 0 and self.cuts and self.cuts[0] == 0:  # cut after the first piece
+                    self.cuts.pop(0)
+                    self.dead = True
+                    raise dropped("UID FETCH")
+                yield raw[offset:offset + piece]
+        return pieces(raw)
 
     def _then(self, command: str) -> None:
         action = self.after.pop(command, None)

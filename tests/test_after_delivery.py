@@ -142,9 +142,11 @@ def die() -> None:
     raise Died
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("after", ["uid_copy", "uid_store_flags", "uid_expunge"])
-def test_a_move_without_move_interrupted_anywhere_copies_each_message_once(after):
-    world = World("move:Archive")
+def test_a_move_without_move_interrupted_anywhere_copies_each_message_once(after, large):
+    # Streamed: every message is large, so the recovery reads each one piece by piece.
+    world = World("move:Archive", **({"large_message_bytes": 16} if large else {}))
     world.server.offered = frozenset({"IMAP4REV1", "UIDPLUS"})
     world.inbox(7)
     world.server.after[after] = die

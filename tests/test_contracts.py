@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -257,14 +257,26 @@ def test_a_session_examines_searches_and_fetches_byte_for_byte(session: MailSess
         (n, len(raw)) for n, raw in enumerate(MESSAGES, 1)]
 
 
-def test_ranges_end_short_and_a_missing_message_reads_as_none(session: MailSession) -> None:
+def test_a_message_comes_in_pieces_and_a_missing_one_reads_as_none(session: MailSession) -> None:
     session.select_folder("INBOX")
     whole = MESSAGES[2]
-    first, rest = session.fetch_range(3, 0, 1000), session.fetch_range(3, 1000, 10_000)
-    assert first is not None and rest is not None and first + rest == whole
-    assert session.fetch_range(3, len(whole) + 10, 100) == b""
-    assert session.fetch_range(99, 0, 100) is None
+    body = session.fetch_pieces(3, 16)
+    assert body is not None
+    with closing(body):
+        pieces = list(body)
+    assert b"".join(pieces) == whole
+    assert all(len(p) == 16 for p in pieces[:-1]) and 0 < len(pieces[-1]) <= 16
+    assert session.fetch_pieces(99, 16) is None
     assert list(session.fetch([99])) == []
+
+
+def test_pieces_left_unread_do_not_spoil_the_session(session: MailSession) -> None:
+    session.select_folder("INBOX")
+    body = session.fetch_pieces(3, 8)
+    assert body is not None
+    assert next(body) == MESSAGES[2][:8]
+    body.close()
+    assert [(m.uid, m.raw) for m in session.fetch([1, 2])] == list(enumerate(MESSAGES[:2], 1))
 
 
 def test_an_empty_folder_and_a_missing_one(session: MailSession) -> None:

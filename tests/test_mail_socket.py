@@ -57,6 +57,16 @@ def test_a_stall_is_cut_after_the_read_timeout_naming_the_setting(pair):
     assert time.monotonic() - started < 5 and pace.broken
 
 
+def test_no_command_is_sent_on_a_connection_left_in_the_middle_of_an_answer(pair):
+    client, _ = pair
+    pace = Pace(read_timeout=0.3)
+    with pytest.raises(ServerTooSlow):
+        paced_file(client, pace).readline()
+    # What arrives next could be the rest of that answer, read as the next one's.
+    with pytest.raises(ConnectionAbortedError, match="middle of an answer"):
+        pace.new_answer()
+
+
 def test_a_trickle_that_never_trips_the_read_timeout_is_cut_by_the_minimum_pace(pair):
     client, server = pair
     stop = threading.Event()

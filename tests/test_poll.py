@@ -377,17 +377,6 @@ def test_a_streamed_message_expunged_before_it_is_read_is_not_delivered(world):
     assert state.get_checkpoint(A, "INBOX").last_uid == 3
 
 
-def test_a_streamed_message_expunged_while_it_is_read_is_not_committed(world):
-    poller, server, sink, state = world
-    poller.options = PollOptions(large_message_bytes=1024)
-    folder = server.folder(A)
-    big = folder.append(message(1) + b"x" * (5 * 1024 * 1024))  # two ranges
-    server.after["fetch_range"] = lambda: folder.expunge(big)
-    report = poller.run([MailboxConfig(A)])
-    assert report.failed == [] and report.delivered == 0 and sink.blobs == {}
-    assert state.get_checkpoint(A, "INBOX").last_uid == big
-
-
 def test_a_message_the_server_lists_but_does_not_send_is_not_passed(world):
     poller, server, sink, state = world
     folder = server.folder(A)

@@ -403,11 +403,11 @@ def test_a_checkpoint_write_that_never_returns_is_given_up_at_the_end_of_the_tim
 def test_a_large_message_cut_mid_stream_is_never_half_stored_and_is_delivered_after_the_reconnect():
     world = World()
     world.poller.options = PollOptions(large_message_bytes=1024, deadline_seconds=300)
-    big = message(1) + b"L" * (9 * 1024 * 1024)  # three ranges
+    big = message(1) + b"L" * (9 * 1024 * 1024)  # three pieces
     folder = world.server.folder(A)
     folder.append(message(0))
     folder.append(big)
-    world.server.cuts[:] = [None, 0]  # the first FETCH whole; the stream cut after one range
+    world.server.cuts[:] = [None, 0]  # the first FETCH whole; the stream cut after one piece
     [result] = world.poller.run([MailboxConfig(A)]).mailboxes
     assert result.ok and result.delivered == 2, result.error
     name = blob_name(A, "INBOX", 1, 2)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.adapters.imap_client import PacedImapClient, authenticate_at_once, stream_fetch, uid_search
+from shared.adapters.imap_client import (
+    PacedImapClient,
+    authenticate_at_once,
+    fetch_body_pieces,
+    stream_fetch,
+    uid_search,
+)
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
 from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace
@@ -182,14 +188,9 @@ class ImapSession:
                                          _internal_date(data)))
         return sorted(infos, key=lambda i: i.uid)
 
-    def fetch_range(self, uid: int, offset: int, length: int) -> bytes | None:
-        response: dict[int, dict[bytes, Any]] = self._call(
-            "UID FETCH", self._client.fetch, [uid], [f"BODY.PEEK[]<{offset}.{length}>"])
-        for key, value in response.get(uid, {}).items():
-            if key.startswith(b"BODY[]"):
-                # NIL is what Dovecot sends once another session expunged the message.
-                return None if value is None else bytes(value)
-        return None  # no FETCH data: the message is gone
+    def fetch_pieces(self, uid: int, piece: int) -> Generator[bytes, None, None] | None:
+        self.commands += 1
+        return fetch_body_pieces(self._client, self._pace, uid, piece, failure=self._failure)
 
     def search_uids_since(self, day: date) -> list[int]:
         found: list[int] = self._call("UID SEARCH", uid_search, self._client, "SINCE", day)
@@ -267,8 +268,8 @@ class ImapSession:
 
     def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         self.commands += 1
-        self._pace.new_answer()
         try:
+            self._pace.new_answer()
             return method(*args, **kwargs)
         except (IMAPClientError, OSError) as e:
             raise self._failure(e, what) from e

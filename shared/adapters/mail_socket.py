@@ -50,7 +50,11 @@ class Pace:
 
     def new_answer(self) -> None:
         """A command is about to be sent: its answer gets a fresh pace window, and the send
-        itself cannot outlast the time box."""
+        itself cannot outlast the time box. Refused on a broken connection: what the server
+        sends next could be the rest of a message, read as if it were the answer."""
+        if self.broken:
+            raise ConnectionAbortedError("the connection was left in the middle of an answer "
+                                         "and is not used again")
         self._waited, self._received = 0.0, 0
         if self._sock is not None:
             self._sock.settimeout(self._timeout())

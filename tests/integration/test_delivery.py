@@ -6,14 +6,18 @@ import signal
 import subprocess
 import time
 from email.message import EmailMessage
+from urllib.parse import quote
 
 import pytest
 
+from devstack.azurite import ACCOUNT
 from devstack.seed import demo_messages
 from devstack.stack import Stack
+from shared.adapters.blob import BLOCKS_IN_FLIGHT
 from shared.adapters.table import TableStateStore
 from shared.errors import CheckpointConflict
 from shared.naming import blob_name
+from shared.streamed import STREAM_CHUNK
 from tests.integration.helpers import (
     break_poll_lease,
     cli_command,
@@ -179,7 +183,7 @@ def test_health_rows_record_success_and_failure(stack, new_mailbox):
     assert "Add-MailboxPermission" in (health[refused].last_error or "")
 
 
-def test_a_large_message_is_streamed_in_ranges_byte_for_byte(stack, new_mailbox):
+def test_a_large_message_is_streamed_from_one_fetch_byte_for_byte(stack, faults, new_mailbox):
     address = new_mailbox()
     big = EmailMessage()
     big["From"] = "sender@fabrikam.com"
@@ -189,14 +193,42 @@ def test_a_large_message_is_streamed_in_ranges_byte_for_byte(stack, new_mailbox)
     big.add_attachment(bytes(range(256)) * (40 * 4096), maintype="application", subtype="octet-stream",
                        filename="big.bin")  # 40 MiB before base64
     stack.append_many(address, "INBOX", [simple_message(1), big.as_bytes(), simple_message(2)])
-    env = stack.settings_env(address) | {"LARGE_MESSAGE_BYTES": str(1024 * 1024)}
+    env = faults.settings_env(address, storage=False) | {"LARGE_MESSAGE_BYTES": str(1024 * 1024)}
     report = poll(env)
     assert report.failed == [] and report.delivered == 3
     stored = stored_blobs(env)
     assert stored == expected_blobs(stack, address)
+    faults.wait_until_closed(address)
+    # One FETCH of sizes, then the small message before it, the large one whole (no
+    # ranges: each would cost a round trip) and the one after it.
+    assert faults.commands(address)["FETCH"] == 4
     [blob] = [b for b in container(env).list_blobs(include=["metadata"]) if b.size > 1024 * 1024]
     assert blob.metadata["message_id"] == "<large@fabrikam.com>"
     assert int(blob.metadata["size"]) == blob.size > 50 * 1024 * 1024
+
+
+def test_a_large_message_whose_upload_fails_leaves_the_session_usable(stack, faults, new_mailbox):
+    # Its blocks are refused: the poll stops there, and the rest of the message's FETCH
+    # answer is read and dropped, so the session ends with a LOGOUT rather than a cut
+    # connection. The next run stores it whole, once.
+    address = new_mailbox()
+    # More pieces than are staged at once, so the reading waits on a failing block.
+    big = simple_message(1, size=(BLOCKS_IN_FLIGHT + 3) * STREAM_CHUNK)
+    stack.append_many(address, "INBOX", [simple_message(0), big, simple_message(2)])
+    env = faults.settings_env(address) | {"LARGE_MESSAGE_BYTES": str(1024 * 1024)}
+    uidvalidity = stack.mailbox_status(address, "INBOX")["uidvalidity"]
+    big_blob = quote(blob_name(address, "INBOX", uidvalidity, 2), safe="/~")
+    faults.storage_error(service="blob", method="PUT", times=None, seconds=120,
+                         path_prefix=f"/{ACCOUNT}/{env['BLOB_CONTAINER']}/{big_blob}")
+    [result] = poll(env).mailboxes
+    assert not result.ok and "in blocks" in (result.error or ""), result.error
+    assert "delivered through UID 1;" in (result.error or "")
+    faults.wait_until_closed(address)
+    assert faults.connections(address).total == 1 and faults.commands(address)["LOGOUT"] == 1
+    faults.clear()
+    [again] = poll(env).mailboxes
+    assert again.ok and again.complete, again.error
+    assert stored_blobs(env) == expected_blobs(stack, address)
 
 
 def test_blob_writes_are_create_only(stack, new_mailbox):
