@@ -26,6 +26,7 @@ ISO 8601 in UTC. ``dedup_key`` is described in ``shared.dedup``.
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import quote
 
 from shared.dedup import MessageDigest, internal_date_text
@@ -35,6 +36,8 @@ _SAFE_SEGMENT = "@+-_."
 SEGMENT_LIMIT = 255
 _DIGEST_CHARS = 32
 _SAFE_METADATA = "!#$&'()*+,-./:;<=>?@[]^_`{|}~"
+# Values made only of what quote leaves as is (its letters, digits and "_.-~", and the above).
+_NOTHING_TO_ENCODE = re.compile(rb"[A-Za-z0-9" + re.escape(_SAFE_METADATA.encode()) + rb"]*")
 # Encoded characters per value: with the fixed fields and the names, under 8 KiB in all.
 _METADATA_LIMITS = {"mailbox": 1024, "folder": 2048, "uidl": 2048, "message_id": 4096}
 
@@ -113,6 +116,8 @@ def uid_of(name: str) -> int | None:
 def metadata_value(value: str | bytes, limit: int) -> tuple[str, bool]:
     """``value`` percent-encoded as above, and whether it had to be cut to ``limit``."""
     raw = _utf8(value) if isinstance(value, str) else value
+    if len(raw) <= limit and _NOTHING_TO_ENCODE.fullmatch(raw):
+        return raw.decode("ascii"), False  # most values: what quote would give, for less
     encoded = quote(raw, safe=_SAFE_METADATA)
     if len(encoded) <= limit:
         return encoded, False

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
-from shared.dedup import HEAD_BYTES, MessageDigest, dedup_key, header_section, is_current_key
+from shared.dedup import (
+    HEAD_BYTES,
+    MessageDigest,
+    _plain_fields,
+    dedup_key,
+    header_fields,
+    header_section,
+    is_current_key,
+)
 
 WHEN = datetime(2026, 11, 28, 9, 30, 15, tzinfo=UTC)
 A = (b"Message-ID: <same-id@fabrikam.example>\r\nFrom: a@fabrikam.example\r\nTo: ops@contoso.com\r\n"
@@ -94,3 +105,34 @@ def test_keys_stay_those_earlier_releases_stored():
         for start in range(0, len(raw), 7):
             digest.update(raw[start:start + 7])
         assert digest.dedup_key(WHEN) == with_date
+
+
+def _email_package_fields(section: bytes) -> list[tuple[str, bytes]]:
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(section)
+    return [(name.lower(), value.encode("ascii", "surrogateescape"))
+            for name, value in parsed.raw_items()]
+
+
+_NAMES = [b"Subject", b"Message-ID", b"X-Odd_Name.1", b"from", b"", b"Bad Name", b"From ",
+          b"N\xc3\xa4me", b"\tLead", b" Lead", b"Re:Re"]
+_VALUES = [b"", b" plain", b"  \t lead", b" trail  ", b" 8-bit \xff\xfe caf\xc3\xa9", b":colon",
+           b" bare\rcr", b" bare\nlf", b" tab\there", b" =?utf-8?q?x?=", b"\x00nul", b" \x0b\x0c"]
+_FOLDS = [b"", b"\r\n  more", b"\r\n\tmore", b"\r\n ", b"\r\n\t\r\n x", b"\r\nnot folded"]
+
+
+def test_plain_sections_are_read_as_the_email_package_reads_them():
+    # Keys must not change: the direct reading of a plain section gives exactly what the
+    # email package gives; anything it does not know goes to the package itself.
+    rng = random.Random(20261202)  # noqa: S311 - seeded inputs, not secrets
+    direct = 0
+    for _ in range(4000):
+        lines = [rng.choice(_NAMES) + b":" + rng.choice(_VALUES) + rng.choice(_FOLDS)
+                 for _ in range(rng.randint(1, 6))]
+        section = b"\r\n".join(lines) + rng.choice([b"\r\n\r\n", b"\r\n\r\n", b"\n\n", b"\r\n"])
+        expected = _email_package_fields(section)
+        assert header_fields(section) == expected, section
+        plain = _plain_fields(section)
+        if plain is not None:
+            direct += 1
+            assert plain == expected, section
+    assert direct > 100  # the direct reading was tried, not only the fallback

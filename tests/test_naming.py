@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import pytest
 
 from shared.model import FetchedMessage
+from shared.naming import _SAFE_METADATA as SAFE_METADATA
 from shared.naming import (
     SEGMENT_LIMIT,
     blob_metadata,
@@ -69,6 +70,14 @@ def test_blob_name_is_deterministic_and_sorts_by_uid():
     assert blob_name("a@b.c", "INBOX", 1, 9) < blob_name("a@b.c", "INBOX", 1, 10)
     assert name.startswith(folder_prefix("ops@contoso.com", "Sent Items"))
     assert uid_of(name) == 7 and uid_of("a@b.c/INBOX/pop3/0007.txt") is None
+
+
+def test_a_value_with_nothing_to_encode_is_what_percent_encoding_gives():
+    # Such values skip quote(): every byte, alone and in runs, must come out as quote gives it.
+    for byte in range(256):
+        for raw in (bytes([byte]), b"a" + bytes([byte]) * 3 + b"z"):
+            assert metadata_value(raw, 100) == (quote(raw, safe=SAFE_METADATA), False), raw
+    assert metadata_value(b"x" * 300, 256) == ("x" * 256, True)  # still cut to its limit
 
 
 @pytest.mark.parametrize("value", [*HOSTILE, "<a@b>", "  both  ", "x\r\n y", "+plus+"])
