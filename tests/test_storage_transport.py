@@ -158,6 +158,10 @@ def test_a_response_reads_as_the_sdk_reads_it() -> None:
     assert xml.headers["content-type"] == "application/xml"
     latin = response("é".encode("latin-1"), "text/plain; charset=ISO-8859-1")
     assert (latin.encoding, latin.text()) == ("ISO-8859-1", "é")
+    table = response(b'{"a": "\xc3\xa9"}', "application/json;odata=minimalmetadata;streaming=true;charset=utf-8")
+    assert (table.encoding, table.json()) == ("utf-8", {"a": "é"})
+    assert response(b"", 'text/plain; Charset="us-ascii"').encoding == "us-ascii"
+    assert response(b"", "text/plain; format=flowed").encoding is None
 
 
 def test_the_request_attributes_the_transport_reads_are_still_there() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, MutableMapping
-from email.message import Message
 from typing import Any
 
 from azure.core.exceptions import (
@@ -77,12 +76,13 @@ class BufferedResponse(HttpResponse):
     def encoding(self) -> str | None:
         if self._encoding is not None:
             return self._encoding
-        if not self.content_type:
-            return None
-        message = Message()
-        message["content-type"] = self.content_type
-        charset = message.get_param("charset")
-        return charset if isinstance(charset, str) else None
+        # Read from the header's parameters directly: the email package's parser cost a
+        # table request more client CPU than the rest of reading its answer.
+        for parameter in (self.content_type or "").split(";")[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "charset":
+                return value.strip().strip('"') or None
+        return None
 
     @encoding.setter
     def encoding(self, value: str | None) -> None:
