@@ -94,3 +94,17 @@ def test_a_throttle_during_a_poll_fails_the_mailbox_as_throttled_and_loses_nothi
     [again] = poll(env).mailboxes  # the fault was used up and the wait is over: it delivers
     assert again.ok and again.delivered == 1
     assert faults.connections(address).total == 2
+
+
+@pytest.mark.parametrize(("status", "bye"), [("NO", True), ("BAD", False), ("BYE", False)])
+def test_a_throttled_streamed_fetch_is_a_throttle(stack, faults, new_mailbox, status, bye):
+    # The large-message FETCH reads its answer itself, not through imaplib: the throttle
+    # still reads as one, whether said in the tagged answer or in a BYE.
+    address = new_mailbox()
+    stack.append(address, "INBOX", ONE)
+    server = ImapServer("127.0.0.1", faults.imap_port, ca_bundle=stack.ca_bundle, timeout=10)
+    with server.open(address, Secret(stack.issue_token())) as session:
+        session.select_folder("INBOX")
+        faults.throttle(address, on="FETCH", status=status, bye=bye, backoff_ms=5000)
+        with pytest.raises(MailboxThrottled, match="Suggested Backoff Time: 5000 milliseconds"):
+            session.fetch_pieces(1, 1024)
