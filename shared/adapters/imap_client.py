@@ -194,7 +194,6 @@ def _quick_fetches(responses: list[Any]) -> list[tuple[int, dict[bytes, Any]]] |
     return parsed
 
 
-
 # The start of the answer to ``UID FETCH n (BODY.PEEK[])``: the body as a literal (other
 # items may come before it). Dovecot sends ``BODY[] NIL`` for a message another session
 # expunged: no literal, so that line is read past like any other.
