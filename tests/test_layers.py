@@ -37,7 +37,7 @@ CORE = {"shared.poll", "shared.folder_poll", "shared.pop3_poll", "shared.fanout"
 ADAPTER_SUPPORT = {"shared.adapters", "shared.adapters.storage_errors", "shared.adapters.mail_failures",
                    "shared.adapters.imap_failures", "shared.adapters.pop3_failures",
                    "shared.adapters.sasl", "shared.adapters.table_rows", "shared.adapters.mail_server",
-                   "shared.adapters.mail_socket", "shared.adapters.imap_client",
+                   "shared.adapters.mail_socket", "shared.adapters.imap_client", "shared.adapters.imap_body",
                    "shared.adapters.queue_messages", "shared.adapters.dot_stuffing", "shared.adapters.tls",
                    "shared.adapters.http11", "shared.adapters.http_framing"}
 ROOT_LAYER = {"shared.settings", "shared.setting_reader", "shared.ncrontab",

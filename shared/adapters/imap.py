@@ -12,13 +12,8 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from shared.adapters.imap_client import (
-    PacedImapClient,
-    authenticate_at_once,
-    fetch_body_pieces,
-    stream_fetch,
-    uid_search,
-)
+from shared.adapters.imap_body import fetch_body_pieces
+from shared.adapters.imap_client import PacedImapClient, authenticate_at_once, stream_fetch, uid_search
 from shared.adapters.imap_failures import AUTHENTICATE, imap_failure, last_bye, no_xoauth2
 from shared.adapters.mail_server import MailConnector
 from shared.adapters.mail_socket import Pace
