@@ -24,10 +24,10 @@ from dataclasses import replace
 from shared.dedup import MessageDigest, dedup_key
 from shared.delivery_actions import ActionState
 from shared.ports import MailSession
+from shared.streamed import STREAM_CHUNK
 
 log = logging.getLogger("mailferry.actions")
 
-PIECE_BYTES = 4 * 1024 * 1024
 DELETED = "\\Deleted"
 
 
@@ -77,7 +77,7 @@ def message_keys(session: MailSession, uids: Sequence[int], *, batch: int,
         for message in session.fetch(small[start:start + max(1, batch)]):
             keys[message.uid] = dedup_key(message.raw, message.internal_date)
     for info in (i for i in infos if i.size >= large):
-        body = session.fetch_pieces(info.uid, PIECE_BYTES)
+        body = session.fetch_pieces(info.uid, STREAM_CHUNK)
         if body is None:
             continue  # gone
         digest = MessageDigest()

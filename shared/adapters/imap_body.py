@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import re
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from shared.adapters.imap_client import Failure, fetch_refused
 from shared.adapters.mail_socket import Pace
-from shared.errors import MailferryError
 
 # The start of the answer to ``UID FETCH n (BODY.PEEK[])``: the body as a literal (other
 # items may come before it). Dovecot sends ``BODY[] NIL`` for a message another session
@@ -20,8 +20,6 @@ from shared.errors import MailferryError
 _BODY_START = re.compile(rb"\* \d+ FETCH \(.*\bBODY\[\] \{(?P<length>\d+)\}$", re.IGNORECASE)
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\}$")
 _DISCARD_PIECE = 1024 * 1024
-
-Failure = Callable[[BaseException, str], MailferryError]
 
 
 def fetch_body_pieces(client: IMAPClient, pace: Pace, uid: int, piece: int, *,
@@ -107,8 +105,8 @@ def _discard(imap: imaplib.IMAP4, count: int) -> None:
 
 
 def _completed(tagged: bytes, failure: Failure) -> None:
-    """Raise the failure a tagged NO or BAD stands for, worded as ``stream_fetch`` words it."""
+    """Raise the failure a tagged NO or BAD stands for."""
     _, status, words = [*tagged.split(b" ", 2), b"", b""][:3]
     if status.upper() != b"OK":
-        said = f"{status.decode('ascii', 'replace')} {words.decode('utf-8', 'replace')}"
-        raise failure(IMAPClientError(f"UID FETCH failed: {said}"), "UID FETCH")
+        refused = fetch_refused(status.decode("ascii", "replace"), words.decode("utf-8", "replace"))
+        raise failure(refused, "UID FETCH")

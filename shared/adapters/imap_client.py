@@ -120,9 +120,18 @@ def search_date(day: date) -> str:
     return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
 
 
+# Maps an error of a command (the error, the command) to the project's error.
+Failure = Callable[[BaseException, str], MailferryError]
+
+
+def fetch_refused(status: str, words: str) -> IMAPClientError:
+    """A tagged NO or BAD to UID FETCH, worded as IMAPClient words it (the throttling and
+    failure kinds read these words)."""
+    return IMAPClientError(f"UID FETCH failed: {status} {words}")
+
+
 def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str, *,
-                 failure: Callable[[BaseException, str], MailferryError],
-                 ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+                 failure: Failure) -> Iterator[tuple[int, dict[bytes, Any]]]:
     """``UID FETCH`` read one response at a time: imaplib reads each one whole, literals
     included, so every one handed out is complete. ``failure`` maps an error of the command."""
     if not uids:
@@ -145,7 +154,7 @@ def stream_fetch(client: IMAPClient, pace: Pace, uids: Sequence[int], items: str
             pace.broken = True  # left in the middle of an answer
     if status != "OK":
         words = b" ".join(s for s in said if isinstance(s, bytes)).decode("utf-8", "replace")
-        raise failure(IMAPClientError(f"UID FETCH failed: {status} {words}"), "UID FETCH")
+        raise failure(fetch_refused(status, words), "UID FETCH")
 
 
 # The answers to the poll's two FETCHes as Dovecot words them: ``BODY.PEEK[] INTERNALDATE``
