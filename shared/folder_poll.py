@@ -168,7 +168,7 @@ class FolderPoll:
                 self._start(session, flow, checkpoint, group)
                 self.limits.arrived()
                 delivery.settle(leave=delivery.pending - before)
-                self._save(flow)
+                flow.save_soon()
                 if delivery.failure is not None:
                     break
         except MailServerError as e:
@@ -186,14 +186,16 @@ class FolderPoll:
 
     def _open_flow(self, start: int) -> FolderFlow:
         return FolderFlow(self.tools, address=self.address, result=self.result,
-                          time_box=self.time_box, start=start, stored=self._note_stored)
+                          time_box=self.time_box, start=start, stored=self._note_stored,
+                          write=self._write,
+                          what=f"write the checkpoint of {self.address}/{self.folder}")
 
     def _note_stored(self, uid: int, through: int) -> None:
         self.settled.add(uid)
         self.delivered_through = through
 
     def _close(self, flow: FolderFlow, failure: BaseException | None) -> None:
-        flow.close(lambda: self._save(flow), failure, where=f"{self.address}/{self.folder}")
+        flow.close(failure, where=f"{self.address}/{self.folder}")
 
     def _start(self, session: MailSession, flow: FolderFlow, checkpoint: Checkpoint,
                group: list[MessageInfo]) -> None:
@@ -264,16 +266,15 @@ class FolderPoll:
             self.result.duplicates_skipped += 1
         delivery.done(info.uid, written, info.internal_date)
 
-    def _save(self, flow: FolderFlow) -> None:
-        """Move the stored checkpoint up to the prefix, when it grew."""
+    def _write(self, through: int) -> None:
+        """Move the stored checkpoint up to ``through``, when it is further (on the flow's
+        checkpoint thread)."""
         stored = self._stored
-        if stored is None or flow.prefix.through <= stored.last_uid:
+        if stored is None or through <= stored.last_uid:
             return
-        moved = replace(stored, last_uid=flow.prefix.through)
-        saved = flow.calls.call(f"write the checkpoint of {self.address}/{self.folder}",
-                                lambda: self.tools.checkpoints.put_checkpoint(moved))
-        self.checkpointed = saved.last_uid
-        self._stored = saved
+        saved = self.tools.checkpoints.put_checkpoint(replace(stored, last_uid=through))
+        if self._stored is stored:  # not voided meanwhile by a UIDVALIDITY change
+            self._stored, self.checkpointed = saved, saved.last_uid
 
 
 def _new_uids(session: MailSession, last_uid: int) -> list[int]:

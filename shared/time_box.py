@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -69,6 +69,11 @@ class TimeBoxedCalls:
                                         initializer=on_thread_start)
         self._gave_up = False
 
+    @property
+    def gave_up(self) -> bool:
+        """A call was not answered within the time box: no more are made."""
+        return self._gave_up
+
     def __enter__(self) -> TimeBoxedCalls:
         return self
 
@@ -76,17 +81,24 @@ class TimeBoxedCalls:
                  trace: TracebackType | None) -> None:
         self._pool.shutdown(wait=not self._gave_up, cancel_futures=True)
 
-    def call(self, what: str, function: Callable[[], Result]) -> Result:
-        """``function()``'s result; StorageError when the time box ends first."""
+    def start(self, what: str, function: Callable[[], Result]) -> Future[Result]:
+        """Start ``function()`` without waiting for it; calls run one at a time, in order."""
         if self._gave_up:
             raise StorageError(f"Could not {what}: storage did not answer an earlier call before "
                                "the run's time box ended.", kind=FailureKind.STORAGE_UNREACHABLE)
-        future = self._pool.submit(function)
+        return self._pool.submit(function)
+
+    def result(self, what: str, future: Future[Result]) -> Result:
+        """A started call's result; StorageError when the time box ends first."""
         if not wait([future], timeout=wait_left(self._clock, self._until)).done:
             self._gave_up = True
             raise StorageError(f"Could not {what}: storage did not answer before the run's time "
                                "box ended.", kind=FailureKind.STORAGE_UNREACHABLE)
         return future.result()
+
+    def call(self, what: str, function: Callable[[], Result]) -> Result:
+        """``function()``'s result; StorageError when the time box ends first."""
+        return self.result(what, self.start(what, function))
 
 
 class MailboxShares:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 
+from shared.errors import StorageError
 from shared.naming import blob_name
 from shared.poll import Poller, PollOptions
 from shared.settings import MailboxConfig
@@ -432,3 +434,59 @@ def test_streamed_messages_are_matched_one_to_one_too(world):
     report = poller.run([MailboxConfig(A)])
     assert report.mailboxes[0].folders[0].duplicates_skipped == 1 and report.delivered == 2
     assert stored_contents(sink) == Counter(folder.messages.values())
+
+
+class HeldStateStore(FakeStateStore):
+    """Checkpoint writes wait until ``release`` is set (at most 10 s): storage busy with uploads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.fail_first = False
+        self.waited_out = False
+
+    def put_checkpoint(self, checkpoint):
+        if checkpoint.last_uid > 0:  # not the starting checkpoint of a new folder
+            self.waited_out = self.waited_out or not self.release.wait(10)
+            if self.fail_first:
+                self.fail_first = False
+                raise StorageError("the table is not answering")
+        return super().put_checkpoint(checkpoint)
+
+
+def test_the_next_batch_is_fetched_while_a_checkpoint_write_is_still_running():
+    server, sink, state = FakeServer(), FakeSink(), HeldStateStore()
+    poller = Poller(FakeTokens(), server, sink, state, state,
+                    PollOptions(fetch_batch_size=3, upload_concurrency=2), FakeClock())
+    for n in range(9):
+        server.folder(A).append(message(n))
+
+    def before_write() -> None:  # a message of the third batch reached storage
+        if len(sink.blobs) >= 6:
+            state.release.set()
+
+    sink.before_write = before_write
+    [result] = poller.run([MailboxConfig(A)]).mailboxes
+    assert result.ok and result.delivered == 9, result.error
+    assert not state.waited_out  # the fetching went on while the write waited
+    checkpoint = state.get_checkpoint(A, "INBOX")
+    assert checkpoint is not None and checkpoint.last_uid == 9
+    assert len(sink.blobs) == 9
+
+
+def test_a_checkpoint_write_that_failed_behind_the_fetching_stops_the_folder_and_is_tried_again():
+    server, sink, state = FakeServer(), FakeSink(), HeldStateStore()
+    state.release.set()
+    state.fail_first = True
+    poller = Poller(FakeTokens(), server, sink, state, state,
+                    PollOptions(fetch_batch_size=3, upload_concurrency=2), FakeClock())
+    for n in range(30):
+        server.folder(A).append(message(n))
+    [result] = poller.run([MailboxConfig(A)]).mailboxes
+    assert not result.ok and "the table is not answering" in (result.error or "")
+    checkpoint = state.get_checkpoint(A, "INBOX")
+    assert checkpoint is not None
+    stored = checkpoint.last_uid
+    assert stored == len(sink.blobs) < 30  # the retry at the end covered what was stored
+    assert poller.run([MailboxConfig(A)]).delivered == 30 - stored
+    assert len(sink.blobs) == 30
