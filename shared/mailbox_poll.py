@@ -26,7 +26,7 @@ from shared.ports import (
     Pop3Session,
     ThreadStart,
 )
-from shared.reconnect import MailboxConnection, ReconnectPolicy
+from shared.reconnect import Goodbyes, MailboxConnection, ReconnectPolicy
 from shared.time_box import TimeBox
 
 log = logging.getLogger("mailferry.poll")
@@ -49,8 +49,10 @@ class MailboxParts(PollParts, Protocol):
 
 
 def poll_imap(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadline: float,
-              observer: PollObserver, result: MailboxResult, on_thread_start: ThreadStart) -> None:
-    """Every folder of an IMAP mailbox over one connection, then its after-delivery actions."""
+              observer: PollObserver, result: MailboxResult, on_thread_start: ThreadStart,
+              goodbyes: Goodbyes | None = None) -> None:
+    """Every folder of an IMAP mailbox over one connection, then its after-delivery actions;
+    the session's LOGOUT is left to ``goodbyes`` when given."""
     time_box = TimeBox(deadline)
     tools = FolderTools(parts.sink, parts.checkpoints, parts.options, parts.clock, observer,
                         on_thread_start)
@@ -60,7 +62,8 @@ def poll_imap(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
     with MailboxConnection(
             lambda: parts.server.open(mailbox.address, token, deadline=time_box.reads_end),
             address=mailbox.address, policy=parts.reconnect, clock=parts.clock,
-            time_box=time_box, on_thread_start=on_thread_start) as connection:
+            time_box=time_box, on_thread_start=on_thread_start,
+            goodbyes=goodbyes) as connection:
         for folder, plan in _plan(parts, connection, mailbox, result):
             folder_result = FolderResult(folder)
             result.folders.append(folder_result)
@@ -125,6 +128,7 @@ def poll_pop3(parts: MailboxParts, mailbox: MailboxConfig, token: Secret, deadli
         poll.run(session)
         delete_delivered(parts, session, mailbox, time_box.ends, result)
 
+    # Its QUIT is waited for (no goodbyes): POP3 carries out the run's deletions only then.
     with MailboxConnection(lambda: pop3.open(address, token, deadline=time_box.reads_end),
                            address=address, policy=parts.reconnect, clock=parts.clock,
                            time_box=time_box) as connection:

@@ -39,7 +39,7 @@ from shared.ports import (
     TokenSource,
     no_thread_setup,
 )
-from shared.reconnect import ReconnectPolicy
+from shared.reconnect import Goodbyes, ReconnectPolicy
 from shared.throttle import read_health, skip_if_throttled, throttled_result
 from shared.time_box import CHECKPOINT_GRACE_SECONDS, MailboxShares, TimeBox, TimeBoxedCalls
 
@@ -133,12 +133,15 @@ class Poller:
         token = _RunToken(self.tokens)
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
         shares = MailboxShares(self.clock, deadline, mailboxes=len(mailboxes), workers=workers)
+        goodbyes = Goodbyes(on_thread_start)
         with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
                                 initializer=on_thread_start) as pool:
             results = list(pool.map(
                 lambda m: self._poll_mailbox(m, token, shares.next_deadline(), observer,
-                                             on_thread_start, lease_held=lease_held),
+                                             on_thread_start, lease_held=lease_held,
+                                             goodbyes=goodbyes),
                 self._least_recently_polled_first(mailboxes)))
+        goodbyes.wait()
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
             log.warning("time box reached before %d of %d mailboxes were polled; they go first "
@@ -161,7 +164,7 @@ class Poller:
 
     def _poll_mailbox(
         self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
-        on_thread_start: ThreadStart, *, lease_held: bool,
+        on_thread_start: ThreadStart, *, lease_held: bool, goodbyes: Goodbyes,
     ) -> MailboxResult:
         if self.clock.monotonic() >= deadline:
             # Not even a login once the time box is spent: the run must end on time.
@@ -174,7 +177,8 @@ class Poller:
             if skipped is not None:
                 return skipped
         if lease_held or self.leases is None:
-            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start,
+                                         goodbyes)
         try:
             lease = self.leases.acquire(address)
         except Exception as e:  # storage failing (or a bug) costs this mailbox only
@@ -193,11 +197,12 @@ class Poller:
             return MailboxResult(address, skipped=reason)
         with LeaseKeeper(lease, every_seconds=self.leases.duration_seconds / 3, mailbox=address,
                          on_thread_start=on_thread_start):
-            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start)
+            return self._poll_and_record(mailbox, token, deadline, observer, on_thread_start,
+                                         goodbyes)
 
     def _poll_and_record(
         self, mailbox: MailboxConfig, token: _RunToken, deadline: float, observer: PollObserver,
-        on_thread_start: ThreadStart,
+        on_thread_start: ThreadStart, goodbyes: Goodbyes,
     ) -> MailboxResult:
         started = self.clock.monotonic()
         observer.mailbox_started(mailbox.address)
@@ -209,7 +214,8 @@ class Poller:
                 result.folders.append(inbox)
                 self._poll_pop3(mailbox, secret, deadline, observer, inbox, on_thread_start)
             else:
-                self._poll_imap(mailbox, secret, deadline, observer, result, on_thread_start)
+                poll_imap(self, mailbox, secret, deadline, observer, result, on_thread_start,
+                          goodbyes)
         except MailboxThrottled as e:
             # A delay, not a failure: what was delivered stays; no poll before the server's time.
             previous = read_health(self.health, mailbox.address) or Health(mailbox.address)
@@ -224,11 +230,6 @@ class Poller:
         self._record(result, deadline, on_thread_start)
         observer.mailbox_finished(result)
         return result
-
-    def _poll_imap(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   observer: PollObserver, result: MailboxResult,
-                   on_thread_start: ThreadStart) -> None:
-        poll_imap(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
                    observer: PollObserver, result: FolderResult,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,10 @@ from shared.time_box import TimeBox
 log = logging.getLogger("mailferry.poll")
 
 Session = TypeVar("Session")
+
+# How long the end of a run waits for the goodbyes still being said: each is bounded where
+# it is said (a few seconds for the server's last answer).
+GOODBYE_WAIT_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,41 @@ class ReconnectPolicy:
         return ceiling * (0.5 + 0.5 * self.jitter())
 
 
+class Goodbyes:
+    """Mail sessions ended on threads of their own: a mailbox's poll does not wait a round
+    trip for the server's answer to its goodbye (IMAP's LOGOUT says nothing a poll needs),
+    and the next mailbox starts meanwhile. ``wait`` lets the last ones finish as a run ends."""
+
+    def __init__(self, on_thread_start: ThreadStart = no_thread_setup) -> None:
+        self._on_thread_start = on_thread_start
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def end(self, close: Callable[[], object], *, address: str) -> None:
+        """Run ``close`` (the session's end) on a thread of its own."""
+        thread = threading.Thread(target=self._end, args=(close, address), daemon=True,
+                                  name=f"goodbye-{address}")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _end(self, close: Callable[[], object], address: str) -> None:
+        self._on_thread_start()
+        try:
+            close()
+        except Exception as e:  # what was delivered is stored; the server ends the session
+            log.warning("%s: could not end the mail session: %s", address, e)
+
+    def wait(self, seconds: float = GOODBYE_WAIT_SECONDS) -> None:
+        """Wait for the goodbyes still being said, ``seconds`` at most in all."""
+        ends = time.monotonic() + seconds
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(max(0.0, ends - time.monotonic()))
+
+
 class MailboxConnection(Generic[Session]):
     """Opens a mailbox's session when first needed and reopens it after a drop, as
     ``policy`` says and never past the time box; other failures pass through.
@@ -58,12 +98,15 @@ class MailboxConnection(Generic[Session]):
     Work that is told of a drop before it is done with it (``dropped``: a folder still
     storing what arrived) lets a passing drop's new session open meanwhile, on a thread
     that runs ``on_thread_start`` first, and may leave that storing running into its next
-    attempt. The dead session is closed first: never two at once."""
+    attempt. The dead session is closed first: never two at once. With ``goodbyes``, the
+    last session is ended through them instead of before leaving the ``with`` block."""
 
     def __init__(self, open_session: Callable[[], AbstractContextManager[Session]], *,
                  address: str, policy: ReconnectPolicy, clock: Clock, time_box: TimeBox,
-                 on_thread_start: ThreadStart = no_thread_setup) -> None:
+                 on_thread_start: ThreadStart = no_thread_setup,
+                 goodbyes: Goodbyes | None = None) -> None:
         self._open_session = open_session
+        self._goodbyes = goodbyes
         self._address = address
         self._policy = policy
         self._clock = clock
@@ -86,6 +129,10 @@ class MailboxConnection(Generic[Session]):
         self._discard_early()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+        if self._goodbyes is not None and self._session is not None:
+            stack, self._stack, self._session = self._stack, ExitStack(), None
+            self._goodbyes.end(stack.close, address=self._address)
+            return
         self._close()
 
     def run(self, work: Callable[[Session], object], *, progress: Callable[[], str],

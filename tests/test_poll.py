@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +15,7 @@ from shared.errors import StorageError
 from shared.naming import blob_name
 from shared.poll import Poller, PollOptions
 from shared.settings import MailboxConfig
-from tests.fakes import FakeClock, FakeServer, FakeSink, FakeStateStore, FakeTokens
+from tests.fakes import FakeClock, FakePop3Server, FakeServer, FakeSink, FakeStateStore, FakeTokens
 
 A, B = "ops@contoso.com", "billing@contoso.com"
 
@@ -490,3 +492,83 @@ def test_a_checkpoint_write_that_failed_behind_the_fetching_stops_the_folder_and
     assert stored == len(sink.blobs) < 30  # the retry at the end covered what was stored
     assert poller.run([MailboxConfig(A)]).delivered == 30 - stored
     assert len(sink.blobs) == 30
+
+
+class SlowGoodbyeServer(FakeServer):
+    """Each session's end (LOGOUT and its answer) waits for ``release`` (at most 10 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waited_out = False
+        self.ended: list[str] = []
+
+    @contextmanager
+    def open(self, address, token, *, deadline=None):
+        if address == B:  # the next mailbox started while the first one's goodbye waits
+            self.release.set()
+        with super().open(address, token, deadline=deadline) as session:
+            yield session
+        self.waited_out = self.waited_out or not self.release.wait(10)
+        self.ended.append(address)
+
+
+def test_the_next_mailbox_starts_while_the_last_one_says_goodbye_and_the_run_waits_for_it():
+    server, sink, state = SlowGoodbyeServer(), FakeSink(), FakeStateStore()
+    poller = Poller(FakeTokens(), server, sink, state, state,
+                    PollOptions(max_concurrent_mailboxes=1), FakeClock())
+    server.folder(A).append(message(1))
+    server.folder(B).append(message(2))
+    report = poller.run([MailboxConfig(A), MailboxConfig(B)])
+    assert report.delivered == 2 and not server.waited_out
+    assert set(server.ended) == {A, B}  # both goodbyes said before the run returned
+    assert server.open_now == {A: 0, B: 0}
+
+
+def test_a_pop3_mailbox_ends_its_session_before_its_health_is_written():
+    # QUIT is when POP3 carries out deletions: the poll waits for it, unlike IMAP's LOGOUT.
+    order: list[str] = []
+
+    class SlowQuit(FakePop3Server):
+        @contextmanager
+        def open(self, address, token, *, deadline=None):
+            with super().open(address, token, deadline=deadline) as session:
+                yield session
+            time.sleep(0.2)
+            order.append("QUIT")
+
+    class Recording(FakeStateStore):
+        def record_result(self, result, *, at):
+            order.append("health")
+            return super().record_result(result, at=at)
+
+    state, pop3 = Recording(), SlowQuit()
+    poller = Poller(FakeTokens(), FakeServer(), FakeSink(), state, state, PollOptions(),
+                    FakeClock(), pop3=pop3, pop3_checkpoints=state)
+    pop3.deliver(A, "u1", message(1))
+    [result] = poller.run([MailboxConfig(A, protocol="pop3")]).mailboxes
+    assert result.delivered == 1, result.error
+    assert order == ["QUIT", "health"]
+
+
+def test_an_imap_mailbox_writes_its_health_without_waiting_for_the_logout_answer():
+    order: list[str] = []
+
+    class SlowLogout(FakeServer):
+        @contextmanager
+        def open(self, address, token, *, deadline=None):
+            with super().open(address, token, deadline=deadline) as session:
+                yield session
+            time.sleep(0.2)
+            order.append("LOGOUT")
+
+    class Recording(FakeStateStore):
+        def record_result(self, result, *, at):
+            order.append("health")
+            return super().record_result(result, at=at)
+
+    server, state = SlowLogout(), Recording()
+    poller = Poller(FakeTokens(), server, FakeSink(), state, state, PollOptions(), FakeClock())
+    server.folder(A).append(message(1))
+    assert poller.run([MailboxConfig(A)]).delivered == 1
+    assert order == ["health", "LOGOUT"]  # and the run waited for the LOGOUT
