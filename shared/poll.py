@@ -134,14 +134,16 @@ class Poller:
         workers = max(1, min(self.options.max_concurrent_mailboxes, len(mailboxes)))
         shares = MailboxShares(self.clock, deadline, mailboxes=len(mailboxes), workers=workers)
         goodbyes = Goodbyes(on_thread_start)
-        with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
-                                initializer=on_thread_start) as pool:
-            results = list(pool.map(
-                lambda m: self._poll_mailbox(m, token, shares.next_deadline(), observer,
-                                             on_thread_start, lease_held=lease_held,
-                                             goodbyes=goodbyes),
-                self._least_recently_polled_first(mailboxes)))
-        goodbyes.wait()
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="mailbox",
+                                    initializer=on_thread_start) as pool:
+                results = list(pool.map(
+                    lambda m: self._poll_mailbox(m, token, shares.next_deadline(), observer,
+                                                 on_thread_start, lease_held=lease_held,
+                                                 goodbyes=goodbyes),
+                    self._least_recently_polled_first(mailboxes)))
+        finally:
+            goodbyes.wait()  # the last LOGOUTs (see MailboxConnection)
         unreached = [r for r in results if r.skipped == TIME_BOX_SKIP]
         if unreached:
             log.warning("time box reached before %d of %d mailboxes were polled; they go first "
@@ -212,7 +214,7 @@ class Poller:
             if mailbox.protocol == "pop3":
                 inbox = FolderResult("INBOX")
                 result.folders.append(inbox)
-                self._poll_pop3(mailbox, secret, deadline, observer, inbox, on_thread_start)
+                poll_pop3(self, mailbox, secret, deadline, observer, inbox, on_thread_start)
             else:
                 poll_imap(self, mailbox, secret, deadline, observer, result, on_thread_start,
                           goodbyes)
@@ -230,11 +232,6 @@ class Poller:
         self._record(result, deadline, on_thread_start)
         observer.mailbox_finished(result)
         return result
-
-    def _poll_pop3(self, mailbox: MailboxConfig, token: Secret, deadline: float,
-                   observer: PollObserver, result: FolderResult,
-                   on_thread_start: ThreadStart) -> None:
-        poll_pop3(self, mailbox, token, deadline, observer, result, on_thread_start)
 
     def _failed(self, address: str, error: Exception,
                 folders: list[FolderResult] | None = None) -> MailboxResult:
