@@ -54,6 +54,7 @@ class FolderFlow:
         self._write, self._what = write, what
         self._writing: Future[None] | None = None
         self._asked = start  # the highest prefix a write was started for
+        self._failed = False  # a write failed: the last one is made whatever the prefix
         self._stack = ExitStack()
         self._calls = self._stack.enter_context(TimeBoxedCalls(
             tools.clock, time_box.writes_end, on_thread_start=tools.on_thread_start))
@@ -76,7 +77,11 @@ class FolderFlow:
             if not writing.done():
                 return
             self._writing = None
-            writing.result()
+            try:
+                writing.result()
+            except Exception:
+                self._failed = True  # the last write tries again
+                raise
         through = self.prefix.through
         if through > self._asked:
             self._asked = through
@@ -94,8 +99,11 @@ class FolderFlow:
             except StorageError:
                 if self._calls.gave_up:
                     raise
+                self._failed = True
         through = self.prefix.through
-        self._calls.call(self._what, lambda: self._write(through))
+        if through > self._asked or self._failed:
+            self._asked, self._failed = through, False
+            self._calls.call(self._what, lambda: self._write(through))
 
     def close(self, failure: BaseException | None, *, where: str) -> None:
         """Every upload finishes (or is given up at the time box) before the checkpoint moves

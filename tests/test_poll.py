@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.errors import StorageError
+from shared.model import FolderResult
 from shared.naming import blob_name
 from shared.poll import Poller, PollOptions
 from shared.settings import MailboxConfig
@@ -572,3 +573,35 @@ def test_an_imap_mailbox_writes_its_health_without_waiting_for_the_logout_answer
     server.folder(A).append(message(1))
     assert poller.run([MailboxConfig(A)]).delivered == 1
     assert order == ["health", "LOGOUT"]  # and the run waited for the LOGOUT
+
+
+def test_a_checkpoint_write_that_failed_is_made_again_at_the_end_even_if_nothing_moved_since():
+    from shared.folder_flow import FolderFlow, FolderTools
+    from shared.poll import SilentObserver
+    from shared.time_box import TimeBox
+
+    written: list[int] = []
+
+    def write(through: int) -> None:
+        written.append(through)
+        if len(written) == 1:
+            raise StorageError("the table is not answering")
+
+    tools = FolderTools(FakeSink(), FakeStateStore(), PollOptions(), FakeClock(), SilentObserver())
+    flow = FolderFlow(tools, address=A, result=FolderResult("INBOX"), time_box=TimeBox(1e9),
+                      start=0, stored=lambda _uid, _through: None, write=write, what="write")
+    flow.prefix.expect([1, 2])
+    flow.prefix.done(1)
+    flow.prefix.done(2)
+    flow.save_soon()  # the write of 2 starts, and fails
+    raised = None
+    for _ in range(500):  # while it runs, nothing more starts and nothing is raised
+        try:
+            flow.save_soon()
+        except StorageError as e:
+            raised = e  # the failure comes out; the prefix has not moved since
+            break
+        time.sleep(0.01)
+    assert raised is not None and written == [2]
+    flow.close(None, where="ops/INBOX")
+    assert written == [2, 2]
