@@ -526,24 +526,36 @@ def test_the_next_mailbox_starts_while_the_last_one_says_goodbye_and_the_run_wai
     assert server.open_now == {A: 0, B: 0}
 
 
-def test_a_pop3_mailbox_ends_its_session_before_its_health_is_written():
-    # QUIT is when POP3 carries out deletions: the poll waits for it, unlike IMAP's LOGOUT.
-    order: list[str] = []
+class HealthNoting(FakeStateStore):
+    """Notes "health" in ``order`` when a mailbox's health row is written."""
 
-    class SlowQuit(FakePop3Server):
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    def record_result(self, result, *, at):
+        self.order.append("health")
+        return super().record_result(result, at=at)
+
+
+def ending_slowly(server_class, order: list[str], goodbye: str):
+    """A ``server_class`` whose sessions take 0.2 s to end, noting ``goodbye`` in ``order`` then."""
+
+    class EndingSlowly(server_class):  # type: ignore[misc]
         @contextmanager
         def open(self, address, token, *, deadline=None):
             with super().open(address, token, deadline=deadline) as session:
                 yield session
             time.sleep(0.2)
-            order.append("QUIT")
+            order.append(goodbye)
 
-    class Recording(FakeStateStore):
-        def record_result(self, result, *, at):
-            order.append("health")
-            return super().record_result(result, at=at)
+    return EndingSlowly()
 
-    state, pop3 = Recording(), SlowQuit()
+
+def test_a_pop3_mailbox_ends_its_session_before_its_health_is_written():
+    # QUIT is when POP3 carries out deletions: the poll waits for it, unlike IMAP's LOGOUT.
+    order: list[str] = []
+    state, pop3 = HealthNoting(order), ending_slowly(FakePop3Server, order, "QUIT")
     poller = Poller(FakeTokens(), FakeServer(), FakeSink(), state, state, PollOptions(),
                     FakeClock(), pop3=pop3, pop3_checkpoints=state)
     pop3.deliver(A, "u1", message(1))
@@ -554,21 +566,7 @@ def test_a_pop3_mailbox_ends_its_session_before_its_health_is_written():
 
 def test_an_imap_mailbox_writes_its_health_without_waiting_for_the_logout_answer():
     order: list[str] = []
-
-    class SlowLogout(FakeServer):
-        @contextmanager
-        def open(self, address, token, *, deadline=None):
-            with super().open(address, token, deadline=deadline) as session:
-                yield session
-            time.sleep(0.2)
-            order.append("LOGOUT")
-
-    class Recording(FakeStateStore):
-        def record_result(self, result, *, at):
-            order.append("health")
-            return super().record_result(result, at=at)
-
-    server, state = SlowLogout(), Recording()
+    server, state = ending_slowly(FakeServer, order, "LOGOUT"), HealthNoting(order)
     poller = Poller(FakeTokens(), server, FakeSink(), state, state, PollOptions(), FakeClock())
     server.folder(A).append(message(1))
     assert poller.run([MailboxConfig(A)]).delivered == 1
