@@ -16,9 +16,9 @@ from bench.enqueue import default_senders
 from bench.fanout import READY_PREFIX
 from bench.harness import REPO, Endpoints, Harness, Seeded, log, parse_result, status_of
 from bench.host_queue import read_queue_limits
-from bench.measure import RESULT_PREFIX, Measured
+from bench.measure import RESULT_PREFIX, Measured, cpu_spent, trees_cpu_seconds
 from bench.plan import Workload, enqueue_senders
-from bench.report import Row, fanout_variant, median
+from bench.report import Row, fanout_variant, median, service_cpu_note
 from bench.throughput import run_variant
 
 
@@ -86,12 +86,15 @@ def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoi
                     start_new_session=True))
         ready = _wait_ready(procs, min(bench.timeout, 300.0))
         not_ready = [s for s in ready if isinstance(s, str)]
+        watched = bench.watched(ends)
+        services_before = trees_cpu_seconds(watched)
         timer = (Measured(False, error=f"worker: {not_ready[0]}") if not_ready else
                  bench.run_module("bench.fanout", "timer", str(spec_path)))
         if not timer.ok:
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGKILL)
         results = [_finish(p, bench.timeout, path) for p, path in zip(procs, logs, strict=True)]
+        services = cpu_spent(services_before, trees_cpu_seconds(watched))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -120,10 +123,13 @@ def _fanout_run(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoi
     peak = max(r.rss_peak_kb - r.rss_base_kb for r in results)
     row.measured = Measured(True, blobs, nbytes, seconds,
                             sum(r.cpu_seconds for r in results) + timer.cpu_seconds,
-                            1, 1 + max(0, peak), extra={"processed": processed})
+                            1, 1 + max(0, peak),
+                            extra={"processed": processed, "others_cpu": services})
     in_flight = [int(r.extra.get("peak_in_flight") or 0) for r in results]
     row.note += (f"; seconds = timer start → last mailbox done; polls per worker {processed}, "
-                 f"most at once {in_flight}; CPU = all workers + timer; RSS = largest worker")
+                 f"most at once {in_flight}; CPU = all workers + timer; RSS = largest worker; "
+                 f"{service_cpu_note(row)} (services counted until the workers stopped, "
+                 "2 s after the queue emptied: it leans high)")
     if not complete:
         row.status = f"failed: {blobs} blobs, per mailbox {sorted(set(per.values()))}"
     log(f"fan-out x{workers}: {row.status}; {seconds:.1f} s")

@@ -62,6 +62,7 @@ class Endpoints:
     proxy_control: int | None = None
     # The real ports behind the proxy, by role: how the proxy's counts are keyed.
     targets: dict[str, int] = field(default_factory=dict)
+    proxy_pid: int | None = None
 
 
 def parse_result(out: str, err: str, returncode: int | None) -> Measured:
@@ -212,7 +213,17 @@ class Harness:
             f"its request counter saw {counted} of the 5 requests of that measurement. The "
             "identity emulator (token, Key Vault) is not behind it.")
         return Endpoints("WAN", mapped[self.stack.imaps_port], connection, control,
-                         {"imap": self.stack.imaps_port, "blob": ports.blob, "table": ports.table})
+                         {"imap": self.stack.imaps_port, "blob": ports.blob, "table": ports.table},
+                         self.proxies[-1].pid)
+
+    def watched(self, ends: Endpoints) -> dict[str, int]:
+        """The processes sharing the cores with a measured client, by name: their CPU during
+        its timed run shows how busy the machine was."""
+        watched = {"Azurite": self.stack.procs["azurite"].pid,
+                   "Dovecot": self.stack.procs["dovecot"].pid}
+        if ends.proxy_pid is not None:
+            watched["WAN proxy"] = ends.proxy_pid
+        return watched
 
     def stop_proxies(self) -> None:
         for proc in self.proxies:

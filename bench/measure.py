@@ -59,6 +59,48 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float | None:
+    """User + system CPU seconds of ``root`` and every process below it, those that ended
+    included (a reaped child's time is in its parent's cutime and cstime, a zombie's in its
+    own stat), or None when ``root`` is gone: what Dovecot spent across its master, login
+    and per-connection processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = stat_fields(int(entry.name))
+        if fields is None:
+            continue
+        pid = int(entry.name)
+        times[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        children.setdefault(int(fields[1]), []).append(pid)
+    if root not in times:
+        return None
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(children.get(pid, ()))
+    return total / tick
+
+
+def trees_cpu_seconds(watch: dict[str, int]) -> dict[str, float | None]:
+    """:func:`tree_cpu_seconds` of each watched process, by name."""
+    return {name: tree_cpu_seconds(pid) for name, pid in watch.items()}
+
+
+def cpu_spent(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, float]:
+    """CPU seconds each watched process tree spent between two readings (those seen in both)."""
+    spent: dict[str, float] = {}
+    for name, start in before.items():
+        end = after.get(name)
+        if start is not None and end is not None:
+            spent[name] = end - start
+    return spent
+
+
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -95,9 +137,14 @@ class Meter:
 
     ``with Meter() as m: work()`` — RSS growth is the peak during the block minus the
     RSS just before it; CPU is user + system time of the whole process (every thread).
+    ``watch`` (name -> PID): other processes whose CPU during the block (theirs and their
+    children's) goes into the result as ``others_cpu``, the services sharing the cores.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, watch: dict[str, int] | None = None) -> None:
+        self.watch = dict(watch or {})
+        self.others: dict[str, float] = {}
+        self._others0: dict[str, float | None] = {}
         self.rss_base_kb = 0
         self.rss_peak_kb = 0
         self.seconds = 0.0
@@ -109,6 +156,7 @@ class Meter:
         with contextlib.suppress(OSError):
             reset_peak_rss()
         self.rss_base_kb = current_rss_kb()
+        self._others0 = trees_cpu_seconds(self.watch)
         self._c0 = cpu_seconds()
         self._t0 = time.perf_counter()
         return self
@@ -117,8 +165,11 @@ class Meter:
         self.seconds = time.perf_counter() - self._t0
         self.cpu = cpu_seconds() - self._c0
         self.rss_peak_kb = max(peak_rss_kb(), self.rss_base_kb)
+        self.others = cpu_spent(self._others0, trees_cpu_seconds(self.watch))
 
     def result(self, count: int, nbytes: int, **extra: Any) -> Measured:
+        if self.watch:
+            extra["others_cpu"] = dict(self.others)
         return Measured(True, count, nbytes, self.seconds, self.cpu, self.rss_base_kb,
                         self.rss_peak_kb, None, dict(extra))
 

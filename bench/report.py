@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,24 @@ class Row:
         return self.measured.cpu_seconds * 1000.0 / self.messages
 
     @property
+    def others_cpu(self) -> dict[str, float]:
+        """CPU seconds each service sharing the cores (Azurite, Dovecot, the WAN proxy) spent
+        during the timed run, when they were watched."""
+        if self.measured is None:
+            return {}
+        watched = self.measured.extra.get("others_cpu") or {}
+        return {str(name): float(seconds) for name, seconds in watched.items()}
+
+    @property
+    def busy_cores(self) -> float | None:
+        """Cores kept busy on average during the timed run by the client and the watched
+        services together: near the machine's core count, the row is bound by CPU."""
+        seconds, others = self.seconds, self.others_cpu
+        if not seconds or not others or self.measured is None:
+            return None
+        return (self.measured.cpu_seconds + sum(others.values())) / seconds
+
+    @property
     def rss_growth_mb(self) -> float | None:
         if not self.ok:
             return None
@@ -156,6 +175,25 @@ def _rows_section(results: Results, profile: str) -> list[str]:
     return [f"## {profile}", "",
             *_table(["variant", "workload", "msgs/s", "MB/s", "peak RSS growth MB",
                      "CPU ms/msg", "seconds", "status"], body), ""]
+
+
+def cores() -> int:
+    """The cores this run may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def service_cpu_note(row: Row) -> str:
+    """What the services sharing the cores spent per message during the row, and how busy
+    the cores were; empty when nothing was watched."""
+    others, busy = row.others_cpu, row.busy_cores
+    if not others or not row.messages or busy is None:
+        return ""
+    spent = ", ".join(f"{name} {seconds * 1000 / row.messages:.2f}"
+                      for name, seconds in others.items())
+    return f"CPU ms/msg of {spent}; {busy:.2f} of {cores()} cores busy"
 
 
 def limit_note(extra: dict[str, Any], messages: int) -> str:

@@ -60,6 +60,10 @@ def _vs_limit(results: Results, profile: str, key: str) -> Target:
               f"{extra.get('threads')} threads)"
     measured = (f"{fmt(speed(mine))} vs {fmt(speed(limit))} {unit}{how}; IMAP alone "
                 f"{fmt(speed(imap))}")
+    busy = [row.busy_cores if row else None for row in (mine, limit)]
+    if any(b is not None for b in busy):
+        # Near the machine's cores, a row is bound by the CPU of everything on it.
+        measured += f"; cores busy {fmt(busy[0], 2)} vs {fmt(busy[1], 2)}"
     return Target(f"{profile} {SIZE_LABELS[key]} vs storage limit",
                   f"mailferry ≥ {LIMIT_SHARE:g} x storage limit ({unit})", measured, ratio,
                   None if ratio is None else ratio >= LIMIT_SHARE)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import LOOPBACK, Endpoints, Harness, Seeded, log, num
-from bench.measure import process_cpu_seconds
 from bench.plan import Workload
-from bench.report import Row, limit_note
+from bench.report import Row, limit_note, service_cpu_note
 
 # Run order: mailferry right after the storage limit it is judged against, and with notices
 # right after mailferry, so that a change in the shared machine's load between them is least likely.
@@ -43,13 +42,14 @@ def run_limit(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoint
               seeded.nbytes)
     measured = bench.run_spec("bench.limits", {
         "kind": "storage", "connection_string": ends.connection_string,
-        "messages_file": str(seeded.messages_file), "threads": list(bench.args.limit_threads)})
+        "messages_file": str(seeded.messages_file), "threads": list(bench.args.limit_threads),
+        "watch": bench.watched(ends)})
     row.measured = measured
     if not measured.ok:
         row.status = f"failed: {measured.error}"
     else:
         _check_blobs(bench, row, str(measured.extra["container"]), seeded)
-        row.note = limit_note(measured.extra, seeded.count)
+        row.note = _joined(limit_note(measured.extra, seeded.count), service_cpu_note(row))
     bench.results.rows.append(row)
     return _logged(row)
 
@@ -61,7 +61,7 @@ def run_imap_limit(bench: Harness, workload: Workload, seeded: Seeded, ends: End
     measured = bench.run_spec("bench.limits", {
         "kind": "imap", "imap_host": LOOPBACK, "imap_port": ends.imap_port,
         "ca_file": str(bench.stack.ca_pem), "address": seeded.addresses[0],
-        "token": bench.stack.issue_token()})
+        "token": bench.stack.issue_token(), "watch": bench.watched(ends)})
     row.measured = measured
     if not measured.ok:
         row.status = f"failed: {measured.error}"
@@ -69,7 +69,8 @@ def run_imap_limit(bench: Harness, workload: Workload, seeded: Seeded, ends: End
         row.status = (f"failed: fetched {measured.count} messages ({measured.bytes:,} B) of "
                       f"{seeded.count} ({seeded.nbytes:,} B)")
     else:
-        row.note = f"imaplib, one connection, batches of {measured.extra.get('batch')}"
+        row.note = _joined(f"imaplib, one connection, batches of {measured.extra.get('batch')}",
+                           service_cpu_note(row))
     bench.results.rows.append(row)
     return _logged(row)
 
@@ -85,7 +86,7 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
         "container": container, "imap_host": LOOPBACK, "imap_port": ends.imap_port,
         "ca_file": str(bench.stack.ca_pem), "address": seeded.addresses[0],
         "messages_file": str(seeded.messages_file), "state_dir": str(bench.stack.state_dir),
-        "timeout": bench.timeout, "warm": warm,
+        "timeout": bench.timeout, "warm": warm, "watch": bench.watched(ends),
     }
     if variant in ("naive", "getmail6"):
         spec["token"] = bench.stack.issue_token()
@@ -109,10 +110,7 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
             return row
         spec["getmail"] = getmail
         spec["work_dir"] = str(bench.work / f"getmail-{uuid.uuid4().hex[:8]}")
-    storage = bench.stack.procs["azurite"].pid
-    storage_before = process_cpu_seconds(storage)
     measured = bench.run_spec("bench.variant", spec)
-    storage_after = process_cpu_seconds(storage)
     row.measured = measured
     if not measured.ok:
         row.status = f"failed: {measured.error}"
@@ -121,16 +119,21 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
             row.status = f"failed: {measured.count} Maildir files for {seeded.count} messages"
     else:
         _check_blobs(bench, row, container, seeded)
-    if storage_before is not None and storage_after is not None and seeded.count:
+    storage_seconds = row.others_cpu.get("Azurite")
+    if storage_seconds is not None and seeded.count:
         # On Azure the storage service's work is not on the poller's cores; here it is.
-        row.storage_cpu_ms_per_msg = (storage_after - storage_before) * 1000 / seeded.count
+        row.storage_cpu_ms_per_msg = storage_seconds * 1000 / seeded.count
     if variant in ("mailferry", "notices", POP3_VARIANT) and measured.ok:
         settings = measured.extra.get("settings", {})
         row.note = ", ".join(f"{k}={v}" for k, v in settings.items())
-        if row.storage_cpu_ms_per_msg is not None:
-            row.note += f"; Azurite CPU {row.storage_cpu_ms_per_msg:.2f} ms/msg"
+    if measured.ok:
+        row.note = _joined(row.note, service_cpu_note(row))
     bench.results.rows.append(row)
     return _logged(row)
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
 
 
 def run_throughput(bench: Harness, workload: Workload, seeded: Seeded, ends: Endpoints,

@@ -55,7 +55,7 @@ def run_naive(spec: Spec) -> Measured:
     container.create_container()
     address = spec["address"]
     count = total = 0
-    with Meter() as meter:
+    with Meter(spec.get("watch")) as meter:
         conn = imap_login(spec)
         try:
             typ, data = conn.select('"INBOX"', readonly=True)
@@ -93,7 +93,7 @@ def run_mailferry(spec: Spec) -> Measured:
         poller.tokens.get_token()  # a warm instance has its token cached
     counting = CountingServer(poller.server)
     poller = dataclasses.replace(poller, server=counting)
-    with Meter() as meter:
+    with Meter(spec.get("watch")) as meter:
         report = poller.run(settings.mailboxes)
     failed = [f"{m.address}: {m.error_type}: {m.error}" for m in report.failed]
     extra: dict[str, Any] = {

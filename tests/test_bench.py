@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
 from bench.delay_proxy import DelayProxy, RequestCounter
 from bench.fanout import decode_body
-from bench.measure import Measured
+from bench.measure import Measured, Meter, tree_cpu_seconds
 from bench.messages import make_message, read_messages, write_messages
 from bench.plan import (
     SAMPLE_MESSAGES,
@@ -23,7 +26,7 @@ from bench.plan import (
     sample_count,
     workload_name,
 )
-from bench.report import Results, Row, fanout_variant, limit_note, render
+from bench.report import Results, Row, cores, fanout_variant, limit_note, render, service_cpu_note
 from bench.targets import evaluate_targets
 
 KB = 1024
@@ -321,6 +324,42 @@ def test_the_limit_row_says_how_it_was_chosen():
     assert limit_note(extra, 5000) == ("Put Blob via the pipeline, 32 threads (fastest of the "
                                        "sweep on 1,000 messages, run again on all)")
     assert limit_note(dict(extra, sample=500), 500).endswith("(fastest of the sweep)")
+
+
+def test_a_row_shows_what_the_services_beside_it_spent_and_how_busy_the_cores_were():
+    row = _row("LAN", "5k", "mailferry", 100, 2.0, 1.0,
+               extra={"others_cpu": {"Azurite": 1.5, "Dovecot": 0.5}})
+    assert row.busy_cores == 1.5  # (1.0 + 1.5 + 0.5) CPU seconds in 2.0 s
+    assert service_cpu_note(row) == (f"CPU ms/msg of Azurite 15.00, Dovecot 5.00; "
+                                     f"1.50 of {cores()} cores busy")
+    unwatched = _row("LAN", "5k", "naive", 100, 2.0, 1.0)
+    assert unwatched.busy_cores is None and service_cpu_note(unwatched) == ""
+    limit = _limit("LAN", "5k", 100, 1.0)
+    limit.measured.extra["others_cpu"] = {"Azurite": 0.8}  # type: ignore[union-attr]
+    text = {t.name: t.measured for t in evaluate_targets(Results(rows=[limit, row]))}
+    assert text["LAN 5 KB vs storage limit"].endswith("; cores busy 1.50 vs 1.80")
+
+
+def test_a_process_trees_cpu_counts_children_running_and_ended():
+    burn = ("import time\nend = time.process_time() + 0.3\n"
+            "while time.process_time() < end: pass\n")
+    before = tree_cpu_seconds(os.getpid())
+    assert before is not None
+    subprocess.run([sys.executable, "-c", burn], check=True)  # ended and reaped: our cutime
+    ended = tree_cpu_seconds(os.getpid())
+    assert ended is not None and ended - before >= 0.25
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)\n"])
+    try:
+        with Meter({"child": child.pid}) as meter:
+            deadline = time.monotonic() + 20
+            while (tree_cpu_seconds(child.pid) or 0) < 0.3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert meter.others["child"] >= 0.25  # still running: counted from its own stat
+        assert meter.result(1, 1).extra["others_cpu"] == meter.others
+    finally:
+        child.kill()
+        child.wait()
+    assert tree_cpu_seconds(child.pid) is None
 
 
 def test_a_failed_row_is_reported_not_timed():
