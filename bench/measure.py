@@ -51,14 +51,6 @@ def peak_rss_kb() -> int:
     return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds another process has used so far (Linux), or None."""
-    fields = stat_fields(pid)
-    if fields is None:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tree_cpu_seconds(root: int) -> float | None:
     """User + system CPU seconds of ``root`` and every process below it, those that ended
     included (a reaped child's time is in its parent's cutime and cstime, a zombie's in its
