@@ -200,8 +200,8 @@ userdb {{
 }}
 
 # Login processes each serve many connections, and an imap process serves one after
-# another: Exchange's CPU is not on the client's machine, and a fork and TLS set-up per
-# connection here cost 15-20 ms of the cores the client and Azurite share.
+# another: Exchange's CPU is not on the client's machine, and the forks and TLS set-up per
+# connection here cost 16-22 ms of the cores the client and Azurite share.
 service imap-login {{
   service_count = 0
   inet_listener imap {{
