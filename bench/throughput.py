@@ -119,10 +119,6 @@ def run_variant(bench: Harness, variant: str, workload: Workload, seeded: Seeded
             row.status = f"failed: {measured.count} Maildir files for {seeded.count} messages"
     else:
         _check_blobs(bench, row, container, seeded)
-    storage_seconds = row.others_cpu.get("Azurite")
-    if storage_seconds is not None and seeded.count:
-        # On Azure the storage service's work is not on the poller's cores; here it is.
-        row.storage_cpu_ms_per_msg = storage_seconds * 1000 / seeded.count
     if variant in ("mailferry", "notices", POP3_VARIANT) and measured.ok:
         settings = measured.extra.get("settings", {})
         row.note = ", ".join(f"{k}={v}" for k, v in settings.items())

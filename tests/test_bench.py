@@ -330,10 +330,12 @@ def test_a_row_shows_what_the_services_beside_it_spent_and_how_busy_the_cores_we
     row = _row("LAN", "5k", "mailferry", 100, 2.0, 1.0,
                extra={"others_cpu": {"Azurite": 1.5, "Dovecot": 0.5}})
     assert row.busy_cores == 1.5  # (1.0 + 1.5 + 0.5) CPU seconds in 2.0 s
+    assert row.storage_cpu_ms_per_msg == 15.0
     assert service_cpu_note(row) == (f"CPU ms/msg of Azurite 15.00, Dovecot 5.00; "
                                      f"1.50 of {cores()} cores busy")
     unwatched = _row("LAN", "5k", "naive", 100, 2.0, 1.0)
     assert unwatched.busy_cores is None and service_cpu_note(unwatched) == ""
+    assert unwatched.storage_cpu_ms_per_msg is None
     limit = _limit("LAN", "5k", 100, 1.0)
     limit.measured.extra["others_cpu"] = {"Azurite": 0.8}  # type: ignore[union-attr]
     text = {t.name: t.measured for t in evaluate_targets(Results(rows=[limit, row]))}
